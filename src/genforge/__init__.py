@@ -1,0 +1,3 @@
+"""genforge: train, sample, evaluate and explore deep generative models."""
+
+__version__ = "0.1.0"

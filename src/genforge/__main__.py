@@ -1,0 +1,3 @@
+from genforge.cli import main
+
+raise SystemExit(main())

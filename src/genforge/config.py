@@ -1,0 +1,235 @@
+"""Typed run configuration: recipe presets (TOML) + ``key=value`` overrides.
+
+A run's config is a tree of dataclasses. Every field has one help line (its
+``metadata["help"]``), shown by ``genforge recipes --show``; fields with a fixed set
+of values list them in ``metadata["choices"]``. Unknown keys and bad values are
+errors that name the key and list what is valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from genforge.errors import GenforgeError
+
+
+def opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    """A config field with its help line (and allowed values, for strings)."""
+    meta = {"help": help}
+    if choices:
+        meta["choices"] = choices
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = opt("mnist-10k", "dataset name (see `genforge data list`)")
+    root: str = opt("", "data root folder; empty = --data-root, $GENFORGE_DATA or ~/.cache/genforge")
+    image_size: int = opt(28, "side of the square images the model sees (28 or 32 for MNIST)")
+
+
+@dataclass
+class OptimConfig:
+    name: str = opt("adam", "optimiser for every network", ("adam", "adamw", "rmsprop", "adadelta", "sgd"))
+    lr: float = opt(2e-4, "learning rate")
+    beta1: float = opt(0.5, "Adam beta1 (RMSProp/SGD momentum ignores it)")
+    beta2: float = opt(0.999, "Adam beta2")
+    weight_decay: float = opt(0.0, "L2 weight decay")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = opt(1000, "total training steps (one step = one update of every phase)")
+    minutes: float = opt(0.0, "wall-clock budget in minutes; 0 = none (stops at whichever comes first)")
+    batch_size: int = opt(64, "images per batch")
+    seed: int = opt(0, "seed for weights, batches and noise")
+    device: str = opt("auto", "auto (cuda if present, else cpu), cpu, cuda or cuda:N")
+    threads: int = opt(0, "CPU threads for torch; 0 = all cores")
+    log_every: int = opt(50, "steps between logged losses (the only host syncs)")
+    sample_every: int = opt(500, "steps between sample grids from the fixed noise batch")
+    checkpoint_every: int = opt(500, "steps between checkpoints (one is also written at the end)")
+    ema_decay: float = opt(0.0, "EMA decay of the sampling networks' weights; 0 = off")
+    eval_samples: int = opt(5000, "importance samples per test image for the final NLL estimate (VAE)")
+
+
+@dataclass
+class RunConfig:
+    recipe: str
+    family: str
+    description: str
+    model: Any  # the family's own config dataclass
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = ("model", "data", "optim", "train")
+
+
+# --- building dataclasses from plain dicts, with errors that say what is valid ---------
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def parse_value(key: str, text: Any, kind: Any, choices: tuple[str, ...] | None = None) -> Any:
+    """Convert ``text`` (a string from the command line, or a TOML/JSON value) to ``kind``."""
+    try:
+        if kind is bool:
+            if isinstance(text, bool):
+                value = text
+            else:
+                lowered = str(text).strip().lower()
+                if lowered in ("true", "1", "yes", "on"):
+                    value = True
+                elif lowered in ("false", "0", "no", "off"):
+                    value = False
+                else:
+                    raise ValueError
+        elif kind is int:
+            if isinstance(text, bool):
+                raise ValueError
+            number = float(text) if isinstance(text, str) else text
+            if isinstance(number, float):
+                if not math.isfinite(number) or number != int(number):
+                    raise ValueError
+            value = int(number)
+        elif kind is float:
+            if isinstance(text, bool):
+                raise ValueError
+            value = float(text)
+            if not math.isfinite(value):
+                raise ValueError
+        elif kind is str:
+            if not isinstance(text, str):
+                raise ValueError
+            value = text
+        else:  # pragma: no cover - only the kinds above are used in configs
+            raise GenforgeError(f"config key '{key}' has an unsupported type {kind}")
+    except (ValueError, TypeError, OverflowError):
+        name = getattr(kind, "__name__", str(kind))
+        raise GenforgeError(f"config key '{key}': {text!r} is not a valid {name}") from None
+    if choices and value not in choices:
+        raise GenforgeError(f"config key '{key}': {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _apply(obj: Any, values: dict[str, Any], prefix: str) -> None:
+    """Set fields of dataclass ``obj`` from ``values``, rejecting unknown keys."""
+    types = _field_types(type(obj))
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    for key, raw in values.items():
+        full = f"{prefix}{key}"
+        if key not in fields:
+            valid = ", ".join(f"{prefix}{name}" for name in fields)
+            raise GenforgeError(f"unknown config key '{full}'; valid keys: {valid}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(raw, dict):
+                raise GenforgeError(f"config key '{full}' is a section; set its keys as {full}.KEY=VALUE")
+            _apply(current, raw, f"{full}.")
+        else:
+            setattr(obj, key, parse_value(full, raw, types[key], fields[key].metadata.get("choices")))
+
+
+def iter_fields(obj: Any, prefix: str = "") -> typing.Iterator[tuple[str, Any, str]]:
+    """Yield (dotted key, value, help line) for every leaf field of a config tree."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from iter_fields(value, f"{prefix}{f.name}.")
+        elif f.metadata.get("help"):
+            yield f"{prefix}{f.name}", value, f.metadata["help"]
+
+
+def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
+    """Turn ``["optim.lr=1e-4", "train.batch_size=32"]`` into a nested dict of strings."""
+    nested: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise GenforgeError(f"override '{item}' is not of the form key=value (e.g. optim.lr=1e-4)")
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise GenforgeError(f"override '{item}' conflicts with an earlier one")
+        if isinstance(node.get(parts[-1]), dict):
+            raise GenforgeError(f"override '{item}' conflicts with an earlier one")
+        node[parts[-1]] = value.strip()
+    return nested
+
+
+# --- recipes -------------------------------------------------------------------------
+
+def recipe_names() -> list[str]:
+    """Names of the presets shipped in ``genforge/recipes/*.toml``."""
+    folder = resources.files("genforge") / "recipes"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_recipe_dict(name: str) -> dict[str, Any]:
+    folder = resources.files("genforge") / "recipes"
+    path = folder / f"{name}.toml"
+    if not path.is_file():
+        raise GenforgeError(f"unknown recipe '{name}'; known recipes: {', '.join(recipe_names())}")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise GenforgeError(f"recipe file {path}: {e}") from None
+
+
+def build_config(raw: dict[str, Any], overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Make a RunConfig from a recipe/config dict, then apply overrides on top."""
+    from genforge.models import family_config  # the registry knows each family's config type
+
+    raw = dict(raw)
+    recipe = raw.pop("recipe", "custom")
+    family = raw.pop("family", None)
+    description = raw.pop("description", "")
+    if not isinstance(family, str):
+        raise GenforgeError(f"recipe '{recipe}' names no model family (family = \"vae\" or similar)")
+    cfg = RunConfig(recipe=recipe, family=family, description=description, model=family_config(family)())
+    for layer in (raw, overrides or {}):
+        unknown = [k for k in layer if k not in SECTIONS]
+        if unknown:
+            valid = ", ".join(k for k, _, _ in iter_fields(cfg))
+            raise GenforgeError(f"unknown config key '{unknown[0]}'; valid keys: {valid}")
+        for section in SECTIONS:
+            if section in layer:
+                if not isinstance(layer[section], dict):
+                    raise GenforgeError(f"config key '{section}' is a section; set its keys as {section}.KEY=VALUE")
+                _apply(getattr(cfg, section), layer[section], f"{section}.")
+    return cfg
+
+
+def load_recipe(name: str, overrides: typing.Iterable[str] = ()) -> RunConfig:
+    """Load a named preset and apply ``key=value`` overrides."""
+    raw = load_recipe_dict(name)
+    raw["recipe"] = name
+    return build_config(raw, parse_overrides(overrides))
+
+
+def config_from_json(path) -> RunConfig:
+    """Read a run's saved ``config.json`` (written by :func:`save_config`)."""
+    try:
+        raw = json.loads(open(path).read())
+    except FileNotFoundError:
+        raise GenforgeError(f"{path}: no such file; is this a genforge run directory?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GenforgeError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise GenforgeError(f"{path}: expected a JSON object")
+    return build_config(raw)

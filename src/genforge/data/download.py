@@ -1,0 +1,328 @@
+"""Fetch a catalogued dataset's files from its mirrors, safely and resumably.
+
+Only the standard library talks to the network (``urllib.request``); ``tqdm`` draws
+the progress bars. A file only ever gets its final name once its decompressed payload
+matches the catalogue's SHA-256, so a crash, a cut connection or a bad mirror can leave
+at most a ``NAME.part`` behind, which the next run resumes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from genforge.data.catalog import DatasetSpec, RemoteFile
+from genforge.errors import GenforgeError
+
+__all__ = ["fetch"]
+
+_CHUNK = 1 << 16
+_USER_AGENT = "genforge-data-fetch (+urllib)"
+# Codes a server uses for "busy now, ask again"; every other 4xx means the file is
+# not there and retrying the same mirror only wastes the user's time.
+_TRANSIENT_HTTP = frozenset({408, 425, 429})
+_CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)")
+
+
+class _Transient(Exception):
+    """A failure worth retrying on the same mirror (cut connection, timeout, 5xx)."""
+
+
+class _Permanent(Exception):
+    """A failure that retrying this mirror will not fix (404, bad URL); go to the next one."""
+
+
+class _LocalError(Exception):
+    """The disk, not the network, failed; no mirror can help, so stop at once."""
+
+
+# What _open answers instead of a response when the server replies 416 to a Range.
+_RESTART = object()  # the .part is no prefix of the file there: start from zero
+_COMPLETE = object()  # the .part already holds every byte there is
+
+
+def fetch(
+    spec: DatasetSpec,
+    root: Path,
+    *,
+    mirrors: Sequence[str] | None = None,
+    progress: bool = True,
+    retries: int = 3,
+    timeout: float = 30.0,
+    backoff: float = 1.0,
+) -> Path:
+    """Download every file of ``spec`` into ``root / spec.folder`` and return that folder.
+
+    Args:
+        spec: the dataset to fetch (see :mod:`genforge.data.catalog`).
+        root: the data root; files land in ``root / spec.folder / <file name>``.
+        mirrors: base URLs to try in order (file URL = base + file name); default
+            ``None`` uses ``spec.mirrors``.
+        progress: draw one tqdm byte bar per downloaded file (default ``True``).
+        retries: extra attempts per mirror after the first one fails with a
+            connection error, timeout, truncated body or 5xx reply (default 3).
+        timeout: socket timeout in seconds for connecting and for each read
+            (default 30.0).
+        backoff: seconds to wait before the first retry, doubled for each further
+            retry on the same mirror (default 1.0; 0 disables waiting).
+
+    A file already present whose decompressed payload matches the catalogue's
+    SHA-256 is kept without any request. Otherwise the file is downloaded to
+    ``<name>.part``, resuming an existing ``.part`` with an HTTP ``Range`` request,
+    verified, fsynced and only then renamed to its final name.
+
+    Raises:
+        GenforgeError: a file could not be fetched from any mirror (one line naming
+            the file, the last problem per mirror and what to do), or the target
+            folder cannot be written.
+    """
+    folder = Path(root) / spec.folder
+    # A lone string would otherwise be iterated character by character.
+    bases = (mirrors,) if isinstance(mirrors, str) else tuple(spec.mirrors if mirrors is None else mirrors)
+    if not bases:
+        raise GenforgeError(
+            f"no mirror to download {spec.name} from; place its files in {folder} by hand"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise GenforgeError(
+            f"cannot create {folder}: {_one_line(e.strerror or e)}; choose another data root"
+        ) from None
+
+    for remote in spec.files:
+        target = folder / remote.name
+        if target.is_file() and _payload_sha256(target) == remote.sha256:
+            continue
+        _fetch_file(spec, remote, folder, bases, progress=progress, retries=max(0, retries),
+                    timeout=timeout, backoff=backoff)
+    return folder
+
+
+def _fetch_file(
+    spec: DatasetSpec,
+    remote: RemoteFile,
+    folder: Path,
+    bases: tuple[str, ...],
+    *,
+    progress: bool,
+    retries: int,
+    timeout: float,
+    backoff: float,
+) -> None:
+    target = folder / remote.name
+    part = folder / (remote.name + ".part")
+    problems: list[str] = []  # the last problem per mirror, for the final message
+    wrote: list[bool] = []  # non-empty once the current mirror has written into the .part
+
+    for base in bases:
+        # Mirrors recompress the same payload differently, so bytes from the previous
+        # mirror must not be resumed against this one. A .part from an earlier run is
+        # of unknown origin and worth a try: a bad splice fails the hash and restarts.
+        if wrote:
+            _unlink(part)
+            wrote.clear()
+        url = (base if base.endswith("/") else base + "/") + remote.name
+        problem = ""
+        for attempt in range(retries + 1):
+            if attempt and backoff > 0:
+                time.sleep(backoff * 2 ** (attempt - 1))
+            try:
+                resumed = _download(url, part, wrote, timeout=timeout, progress=progress,
+                                    desc=remote.name)
+            except _Transient as e:
+                problem = str(e)
+                continue
+            except _Permanent as e:
+                problem = str(e)
+                break
+            except _LocalError as e:
+                raise GenforgeError(
+                    f"cannot write {part}: {e}; free some disk space or choose another data root"
+                ) from None
+
+            got = _payload_sha256(part)
+            if got == remote.sha256:
+                _place(part, target)
+                return
+            _unlink(part)
+            problem = (
+                f"{url}: payload sha256 {got or 'unreadable (not a valid gzip file)'}, "
+                f"expected {remote.sha256}"
+            )
+            # A resumed body may have been spliced onto bytes from another mirror or an
+            # older copy, so one clean download from zero deserves a chance; a mirror
+            # that served a bad file from scratch will serve it again, so move on.
+            if not resumed:
+                break
+        problems.append(problem)
+
+    raise GenforgeError(
+        f"could not download {remote.name} of {spec.name} ({'; '.join(problems)}); "
+        f"check your connection and try again, or place the files in {folder} by hand"
+    )
+
+
+def _download(url: str, part: Path, wrote: list[bool], *, timeout: float, progress: bool,
+              desc: str) -> bool:
+    """Bring ``part`` up to the whole body at ``url``; return whether it was resumed.
+
+    Appends to ``wrote`` once it has written into ``part``. Raises _Transient,
+    _Permanent or _LocalError, never a raw network exception.
+    """
+    have = part.stat().st_size if part.is_file() else 0
+    try:
+        resp = _open(url, have, timeout)
+        if resp is _COMPLETE:
+            return True
+        if resp is _RESTART:
+            _unlink(part)
+            have = 0
+            resp = _open(url, 0, timeout)
+    except urllib.error.HTTPError as e:
+        e.close()
+        cls = _Transient if e.code >= 500 or e.code in _TRANSIENT_HTTP else _Permanent
+        raise cls(f"{url}: HTTP {e.code} {_one_line(e.reason)}") from None
+    except urllib.error.URLError as e:
+        raise _Transient(f"{url}: {_one_line(e.reason)}") from None
+    except (OSError, http.client.HTTPException) as e:
+        raise _Transient(f"{url}: {_describe(e)}") from None
+    except ValueError as e:  # malformed mirror URL
+        raise _Permanent(f"{url}: {_one_line(e)}") from None
+
+    with resp:
+        start = 0
+        if resp.status == 206 and have:
+            m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
+            if m and m.group(1) is not None and int(m.group(1)) != have:
+                _unlink(part)
+                raise _Transient(f"{url}: server resumed at byte {m.group(1)}, not {have}")
+            start = have
+        # Anything but 206 is the whole body from byte 0, whatever we asked for.
+        length = resp.headers.get("Content-Length")
+        expected = int(length) if length and length.isdigit() else None
+        received = 0
+        try:
+            out = open(part, "ab" if start else "wb")
+        except OSError as e:
+            raise _LocalError(_one_line(e.strerror or e)) from None
+        wrote.append(True)
+        with out, tqdm(
+            total=None if expected is None else start + expected,
+            initial=start,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=desc,
+            disable=not progress,
+        ) as bar:
+            while True:
+                try:
+                    # read1 hands over whatever has arrived; read() would drop a
+                    # partly filled chunk on a timeout, losing it for the resume.
+                    chunk = resp.read1(_CHUNK)
+                except (OSError, http.client.HTTPException) as e:
+                    raise _Transient(f"{url}: {_describe(e)} after {start + received} bytes") from None
+                if not chunk:
+                    break
+                try:
+                    out.write(chunk)
+                except OSError as e:
+                    raise _LocalError(_one_line(e.strerror or e)) from None
+                received += len(chunk)
+                bar.update(len(chunk))
+        # http.client returns b"" rather than raising when a server closes early on a
+        # Content-Length body, so a short body has to be caught here.
+        if expected is not None and received < expected:
+            raise _Transient(
+                f"{url}: connection closed after {start + received} of {start + expected} bytes"
+            )
+    return start > 0
+
+
+def _open(url: str, have: int, timeout: float):
+    """Open ``url`` from byte ``have``; on a 416 reply, _RESTART or _COMPLETE."""
+    # identity: a transparently gzipped reply would make byte offsets meaningless.
+    headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        return urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code != 416 or not have:
+            raise
+        m = _CONTENT_RANGE.match(e.headers.get("Content-Range", "") if e.headers else "")
+        e.close()
+        if m and m.group(2).isdigit() and int(m.group(2)) == have:
+            return _COMPLETE
+        return _RESTART
+
+
+def _payload_sha256(path: Path) -> str | None:
+    """SHA-256 of the gunzipped payload, streamed; ``None`` if it is not valid gzip."""
+    digest = hashlib.sha256()
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except (OSError, EOFError, zlib.error):  # BadGzipFile is an OSError
+        return None
+    return digest.hexdigest()
+
+
+def _place(part: Path, target: Path) -> None:
+    """Give a verified ``part`` its final name, durably."""
+    try:
+        # Without the fsync a crash after the rename could leave a final name
+        # pointing at blocks never written.
+        with open(part, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(part, target)
+    except OSError as e:
+        raise GenforgeError(
+            f"cannot move {part} to {target}: {_one_line(e.strerror or e)}; "
+            "check the folder's permissions and free space"
+        ) from None
+    try:
+        # Persist the rename itself; directories cannot be opened on Windows.
+        fd = os.open(target.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, TimeoutError):
+        return "timed out"
+    if isinstance(e, http.client.IncompleteRead):
+        return f"connection closed after {len(e.partial)} more bytes"
+    text = _one_line(e)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _one_line(obj: object) -> str:
+    return " ".join(str(obj).split())

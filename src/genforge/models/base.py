@@ -1,0 +1,131 @@
+"""What every model family gives the training loop: networks, phases, sampling.
+
+A family describes its optimisation as data, the way StyleGAN2's loop does: a list of
+phases, each naming the optimiser it steps and a function that returns its losses.
+The one loop in ``genforge.train`` runs the phases; no family has its own trainer.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Batch:
+    """One training batch on the model's device: ``images`` already prepared by the family."""
+
+    images: torch.Tensor  # (B, C, H, W) float
+    labels: torch.Tensor  # (B,) int64
+
+
+@dataclass
+class Phase:
+    """One optimisation step of a family.
+
+    ``step(batch)`` returns a dict of scalar tensors: ``"loss"`` is minimised by the
+    optimiser ``optimizer``; the other entries are logged. An optional ``"gate"`` bool
+    tensor skips the update when false (costs one host sync; only gated schedules use it).
+    ``repeats`` runs the phase that many times per training step, each on a fresh batch
+    (e.g. 5 critic steps per generator step).
+    """
+
+    name: str
+    optimizer: str
+    step: Callable[[Batch], dict[str, torch.Tensor]]
+    repeats: int = 1
+
+
+@dataclass
+class Context:
+    """What a family's end-of-run report may use: the run folder, data and device."""
+
+    run_dir: Path
+    train_data: Any  # genforge.data.datasets.ImageData
+    test_data: Any
+    device: torch.device
+    num_importance: int
+    progress: bool = True
+
+
+class GenerativeModel(nn.Module):
+    """Base class of the families: an ``nn.Module`` whose children are its networks.
+
+    ``state_dict`` keys are ``<network>.<param>`` (e.g. ``generator.main.0.weight``).
+    """
+
+    family: ClassVar[str]
+    ema_networks: ClassVar[tuple[str, ...]] = ()  # networks averaged when train.ema_decay > 0
+    output_range: ClassVar[str] = "tanh"  # "tanh": images in [-1, 1]; "sigmoid": in [0, 1]
+
+    def __init__(self, cfg: Any, image_shape: tuple[int, int, int], num_classes: int):
+        super().__init__()
+        self.cfg = cfg
+        self.image_shape = image_shape
+        self.num_classes = num_classes
+
+    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Optimiser name -> the parameters it updates."""
+        raise NotImplementedError
+
+    def phases(self) -> list[Phase]:
+        raise NotImplementedError
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, C, H, W) -> the float input the networks expect ([-1, 1] or [0, 1])."""
+        scaled = images.float() / 255.0
+        return scaled * 2.0 - 1.0 if self.output_range == "tanh" else scaled
+
+    def to_unit(self, images: torch.Tensor) -> torch.Tensor:
+        """Network-space images -> [0, 1] for saving."""
+        unit = (images + 1.0) / 2.0 if self.output_range == "tanh" else images
+        return unit.clamp(0.0, 1.0)
+
+    def sample_noise(self, n: int, generator: torch.Generator | None = None,
+                     device: torch.device | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def generate(self, noise: torch.Tensor) -> torch.Tensor:
+        """Noise (B, latent) -> images in [0, 1], (B, C, H, W)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, batch_size: int = 500) -> torch.Tensor:
+        """``n`` images in [0, 1] on the CPU, generated in eval mode in chunks."""
+        device = next(self.parameters()).device
+        was_training = self.training
+        self.eval()
+        chunks = []
+        for start in range(0, n, batch_size):
+            noise = self.sample_noise(min(batch_size, n - start), generator, device)
+            chunks.append(self.generate(noise).cpu())
+        self.train(was_training)
+        return torch.cat(chunks) if chunks else torch.empty(0, *self.image_shape)
+
+    def evaluate(self, ctx: Context) -> dict[str, float]:
+        """Final metrics of a trained model (e.g. test ELBO); families override."""
+        return {}
+
+    def report(self, ctx: Context) -> list[Path]:
+        """Family-specific pictures written at the end of training; returns their paths."""
+        return []
+
+    @contextmanager
+    def ema_weights(self):
+        """Within this block the sampling networks are their EMA copies (if training kept any)."""
+        averages = getattr(self, "ema", None)
+        if not averages:
+            yield self
+            return
+        live = {name: self._modules[name] for name in averages}
+        try:
+            for name, average in averages.items():
+                self._modules[name] = average
+            yield self
+        finally:
+            self._modules.update(live)
