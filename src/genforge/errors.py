@@ -6,4 +6,8 @@ class GenforgeError(Exception):
 
     The message must name the file or key and say what to do; the CLI prints
     ``genforge: error: <message>`` and exits with status 2, never a traceback.
+    The message is kept to one line whatever text it quotes (a key typed with a newline, say).
     """
+
+    def __init__(self, message: object = ""):
+        super().__init__(" ".join(str(message).split()))

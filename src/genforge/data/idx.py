@@ -7,6 +7,7 @@ dimensions, then each dimension as a big-endian uint32, then the data.
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def read_idx(path: str | Path) -> torch.Tensor:
     if len(raw) < header:
         raise GenforgeError(f"{path}: truncated IDX header")
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(shape, dtype=np.int64))
+    expected = header + math.prod(shape)  # Python ints: np.prod would wrap at 2**63
     if len(raw) != expected:
         state = "truncated" if len(raw) < expected else "longer than its header says"
         raise GenforgeError(

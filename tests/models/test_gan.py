@@ -1,0 +1,200 @@
+"""The GAN family: network shapes and ranges, DCGAN init, frozen D in G's step, the losses."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from genforge.models.base import Batch
+from genforge.models.gan import GAN, GANConfig, frozen
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _gan(size: int = 28, **kwargs) -> GAN:
+    torch.manual_seed(0)
+    kwargs = {"width": 8, "latent_dim": 16, **kwargs}
+    return GAN(GANConfig(**kwargs), (1, size, size), 10)
+
+
+@pytest.mark.parametrize("size", [28, 32])
+def test_dcgan_generator_shape_and_range(size):
+    model = _gan(size)
+    raw = model.generator(model.sample_noise(6))
+    assert raw.shape == (6, 1, size, size)
+    assert raw.min() >= -1 and raw.max() <= 1  # tanh
+    images = model.generate(model.sample_noise(6))
+    assert images.min() >= 0 and images.max() <= 1
+    assert model.sample(5, torch.Generator().manual_seed(0)).shape == (5, 1, size, size)
+
+
+@pytest.mark.parametrize("size", [28, 32, 64])
+def test_discriminator_gives_one_logit_per_image(size):
+    model = _gan(size)
+    assert model.discriminator(torch.randn(5, 1, size, size)).shape == (5,)
+
+
+def test_livestream_networks_shape_and_range():
+    model = _gan(arch="livestream")
+    assert model.output_range == "sigmoid"
+    raw = model.generator(model.sample_noise(4))
+    assert raw.shape == (4, 1, 28, 28) and raw.min() >= 0 and raw.max() <= 1
+    assert model.discriminator(model.prepare(torch.zeros(4, 1, 28, 28, dtype=torch.uint8))).shape == (4,)
+    assert model.prepare(torch.full((1, 1, 2, 2), 255, dtype=torch.uint8)).max() == 1.0  # data in [0, 1]
+
+
+def test_dcgan_prepares_data_to_minus_one_one():
+    model = _gan()
+    prepared = model.prepare(torch.tensor([[[[0, 255]]]], dtype=torch.uint8))
+    assert prepared.tolist() == [[[[-1.0, 1.0]]]]
+    assert model.to_unit(prepared).tolist() == [[[[0.0, 1.0]]]]
+
+
+def test_unsupported_image_size():
+    with pytest.raises(ValueError, match="image size 30"):
+        _gan(30)
+
+
+@torch.no_grad()
+def test_dcgan_init_std_002():
+    model = _gan(width=32)
+    weights = torch.cat([m.weight.flatten() for m in model.modules()
+                         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))])
+    assert weights.numel() > 10_000
+    assert weights.mean().abs() < 0.002 and weights.std().item() == pytest.approx(0.02, rel=0.05)
+    bn = torch.cat([m.weight for m in model.modules() if isinstance(m, nn.BatchNorm2d)])
+    assert bn.mean().item() == pytest.approx(1.0, abs=0.01) and bn.std().item() == pytest.approx(0.02, rel=0.3)
+    biases = [m.bias for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))
+              and m.bias is not None]
+    assert biases and all(torch.equal(b, torch.zeros_like(b)) for b in biases)
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "uniform", "truncated"])
+def test_noise_distributions(noise):
+    z = _gan(noise=noise).sample_noise(4000, torch.Generator().manual_seed(0))
+    assert z.shape == (4000, 16)
+    if noise == "uniform":
+        assert z.min() >= -1 and z.max() <= 1 and z.std() == pytest.approx(1 / math.sqrt(3), rel=0.05)
+    elif noise == "truncated":
+        assert z.abs().max() <= 2
+    else:
+        assert z.abs().max() > 2.5 and z.std() == pytest.approx(1.0, rel=0.05)
+
+
+def test_generator_step_leaves_discriminator_untouched():
+    model = _gan()
+    g_opt = torch.optim.Adam(model.generator.parameters(), lr=1e-2)
+    d_before = {k: v.clone() for k, v in model.discriminator.named_parameters()}
+    g_before = {k: v.clone() for k, v in model.generator.named_parameters()}
+    g_phase = [p for p in model.phases() if p.optimizer == "generator"][0]
+    losses = g_phase.step(Batch(torch.zeros(8, 1, 28, 28), torch.zeros(8, dtype=torch.long)))
+    g_opt.zero_grad()
+    losses["loss"].backward()
+    assert all(p.grad is None for p in model.discriminator.parameters())
+    assert all(p.requires_grad for p in model.discriminator.parameters())  # unfrozen afterwards
+    assert all(p.grad is not None for p in model.generator.parameters())
+    g_opt.step()
+    assert all(torch.equal(d_before[k], v) for k, v in model.discriminator.named_parameters())
+    assert all(not torch.equal(g_before[k], v) for k, v in model.generator.named_parameters())
+
+
+def test_discriminator_step_does_not_train_the_generator():
+    model = _gan()
+    d_phase = [p for p in model.phases() if p.optimizer == "discriminator"][0]
+    d_phase.step(Batch(torch.zeros(8, 1, 28, 28), torch.zeros(8, dtype=torch.long)))["loss"].backward()
+    assert all(p.grad is None for p in model.generator.parameters())
+    assert all(p.grad is not None for p in model.discriminator.parameters())
+
+
+def test_frozen_restores_previous_flags():
+    net = nn.Linear(2, 2)
+    net.bias.requires_grad_(False)
+    with frozen(net):
+        assert not any(p.requires_grad for p in net.parameters())
+    assert net.weight.requires_grad and not net.bias.requires_grad
+
+
+def test_phases_follow_the_config():
+    assert [(p.name, p.optimizer, p.repeats) for p in _gan(d_steps=3).phases()] == [
+        ("d", "discriminator", 3), ("g", "generator", 1)]
+    assert [p.name for p in _gan(schedule="threshold").phases()] == ["d_fake", "g", "d_real"]
+    assert set(_gan().optimizer_groups()) == {"generator", "discriminator"}
+
+
+# --- the losses, from given logits ---------------------------------------------------
+
+REAL_MARK = 5.0  # a pixel value outside tanh's range marks the real images
+
+
+class FixedD(nn.Module):
+    """A stand-in discriminator: logit ``real[i]`` for the i-th real image of a pass, ``fake[i]`` for fakes."""
+
+    def __init__(self, real, fake):
+        super().__init__()
+        self.real, self.fake = torch.tensor(real), torch.tensor(fake)
+        self.scale = nn.Parameter(torch.ones(()))  # so gradients can flow "through D"
+
+    def forward(self, x):
+        is_real = x[:, 0, 0, 0] == REAL_MARK
+        n = len(self.real)
+        index = torch.arange(x.shape[0]) % n
+        return torch.where(is_real, self.real[index], self.fake[index]) * self.scale
+
+
+def _sigmoid(v: float) -> float:
+    return 1 / (1 + math.exp(-v))
+
+
+FAKE = [0.5, -1.0, 2.0]
+REAL = [1.5, -0.25, 3.0]
+
+
+@pytest.mark.parametrize("loss", ["nonsaturating", "minimax"])
+def test_generator_losses_from_given_logits(loss):
+    model = _gan(loss=loss)
+    model.discriminator = FixedD(REAL, FAKE)
+    value = model.g_loss(3, torch.device("cpu")).item()
+    if loss == "nonsaturating":  # -log D(G(z))
+        expected = sum(-math.log(_sigmoid(f)) for f in FAKE) / 3
+    else:  # log(1 - D(G(z))), minimised by G
+        expected = sum(math.log(1 - _sigmoid(f)) for f in FAKE) / 3
+    assert value == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("loss, expected", [
+    ("nonsaturating", -_sigmoid(4.0) / 3),  # d/dl mean softplus(-l) = -sigmoid(-l) / n, at l = -4
+    ("minimax", -_sigmoid(-4.0) / 3),  # d/dl mean -softplus(l) = -sigmoid(l) / n: vanishes when D rejects fakes
+])
+def test_generator_gradient_when_d_rejects_fakes(loss, expected):
+    """Goodfellow et al.'s point: with D(G(z)) ~ 0 the minimax gradient vanishes, the non-saturating one does not."""
+    model = _gan(loss=loss)
+    model.discriminator = FixedD([0.0] * 3, [-4.0] * 3)
+    model.discriminator.fake.requires_grad_(True)  # a plain tensor, not a parameter: frozen() leaves it be
+    model.g_loss(3, torch.device("cpu")).backward()
+    assert model.discriminator.scale.grad is None  # D's parameters are frozen during G's loss
+    assert model.discriminator.fake.grad.tolist() == pytest.approx([expected] * 3, rel=1e-5)
+
+
+@pytest.mark.parametrize("real_label", [1.0, 0.9])
+def test_discriminator_terms_from_given_logits(real_label):
+    model = _gan(real_label=real_label)
+    model.discriminator = FixedD(REAL, FAKE)
+    terms = model.d_terms(torch.full((3, 1, 28, 28), REAL_MARK))
+    bce = lambda logit, t: -(t * math.log(_sigmoid(logit)) + (1 - t) * math.log(1 - _sigmoid(logit)))  # noqa: E731
+    assert terms["loss_real"].item() == pytest.approx(sum(bce(r, real_label) for r in REAL) / 3, rel=1e-6)
+    assert terms["loss_fake"].item() == pytest.approx(sum(bce(f, 0.0) for f in FAKE) / 3, rel=1e-6)
+    assert terms["d_real"].item() == pytest.approx(sum(map(_sigmoid, REAL)) / 3, rel=1e-6)
+    assert terms["d_fake"].item() == pytest.approx(sum(map(_sigmoid, FAKE)) / 3, rel=1e-6)
+
+
+def test_threshold_gates_from_given_logits():
+    model = _gan(schedule="threshold")
+    d_fake, g, d_real = model.phases()
+    batch = Batch(torch.full((3, 1, 28, 28), REAL_MARK), torch.zeros(3, dtype=torch.long))
+    model.discriminator = FixedD([5.0] * 3, [-5.0] * 3)  # D winning: D idles, G trains
+    assert not d_fake.step(batch)["gate"] and not d_real.step(batch)["gate"] and g.step(batch)["gate"]
+    model.discriminator = FixedD([-5.0] * 3, [5.0] * 3)  # D losing: D trains, G idles
+    assert d_fake.step(batch)["gate"] and d_real.step(batch)["gate"] and not g.step(batch)["gate"]

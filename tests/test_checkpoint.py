@@ -1,0 +1,235 @@
+"""Checkpoints: exact round trip, the ``latest`` pointer, pruning, crash leftovers,
+corrupt files, no pickle, and a SIGKILL in the middle of training."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from genforge.checkpoint import Checkpoint, complete_checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint
+from genforge.errors import GenforgeError
+from genforge.runtime import rng_state, set_rng_state
+
+from .conftest import tiny_config, tiny_overrides
+
+
+def _net() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 1))
+
+
+def _train_step(net, optimizer, x):
+    optimizer.zero_grad()
+    net(x).pow(2).mean().backward()
+    optimizer.step()
+
+
+def _trained():
+    torch.manual_seed(0)
+    net = _net()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2, betas=(0.5, 0.9))
+    for _ in range(3):
+        _train_step(net, optimizer, torch.randn(16, 4))
+    return net, optimizer
+
+
+def _save(run_dir, step, net=None, optimizer=None):
+    net = net or _net()
+    optimizers = {"main": optimizer.state_dict()} if optimizer else {}
+    return save_checkpoint(run_dir, Checkpoint(step=step, model={f"net.{k}": v for k, v in net.state_dict().items()},
+                                               optimizers=optimizers, rng=rng_state(), extra={"note": step}))
+
+
+def test_round_trip_of_weights_adam_state_and_rng(tmp_path):
+    net, optimizer = _trained()
+    folder = _save(tmp_path, 3, net, optimizer)
+    after_save = torch.randn(5)  # what the RNG draws next, after the saved state
+
+    ckpt = load_checkpoint(folder)
+    assert ckpt.step == 3 and ckpt.extra["note"] == 3
+    torch.manual_seed(123)  # scramble, then restore
+    net2 = _net()
+    net2.load_state_dict({k.removeprefix("net."): v for k, v in ckpt.model.items()})
+    optimizer2 = torch.optim.Adam(net2.parameters(), lr=1.0)
+    optimizer2.load_state_dict(ckpt.optimizers["main"])
+    set_rng_state(ckpt.rng)
+    assert torch.equal(torch.randn(5), after_save)
+
+    for (name, a), b in zip(net.state_dict().items(), net2.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert optimizer2.param_groups[0]["lr"] == 1e-2 and tuple(optimizer2.param_groups[0]["betas"]) == (0.5, 0.9)
+    for index, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            assert torch.equal(optimizer2.state_dict()["state"][index][key], value), (index, key)
+
+    # Both continue identically: the moments and step counts really came back.
+    x = torch.randn(16, 4)
+    _train_step(net, optimizer, x)
+    _train_step(net2, optimizer2, x)
+    for a, b in zip(net.parameters(), net2.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_files_are_safetensors_and_json_only(tmp_path):
+    net, optimizer = _trained()
+    folder = _save(tmp_path, 1, net, optimizer)
+    assert sorted(p.name for p in folder.iterdir()) == ["model.safetensors", "optim.safetensors", "rng.safetensors",
+                                                         "state.json"]
+    state = json.loads((folder / "state.json").read_text())
+    assert state["step"] == 1 and state["format"] == 1
+    assert set(load_file(folder / "model.safetensors")) == {f"net.{k}" for k in net.state_dict()}
+
+
+def test_loading_never_unpickles(tmp_path, monkeypatch):
+    net, optimizer = _trained()
+    folder = _save(tmp_path, 1, net, optimizer)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a checkpoint load must not unpickle")
+
+    for target, name in ((torch, "load"), (pickle, "load"), (pickle, "loads"), (pickle, "Unpickler")):
+        monkeypatch.setattr(target, name, forbidden)
+    ckpt = load_checkpoint(latest_checkpoint(tmp_path))
+    assert ckpt.step == 1 and ckpt.optimizers["main"]["state"]
+
+
+def test_latest_points_to_newest_and_only_two_are_kept(tmp_path):
+    for step in (1, 2, 3):
+        _save(tmp_path, step)
+    root = tmp_path / "checkpoints"
+    assert os.readlink(root / "latest") == "step-0000003"
+    assert latest_checkpoint(tmp_path) == (root / "step-0000003").resolve()
+    assert [p.name for p in complete_checkpoints(root)] == ["step-0000002", "step-0000003"]
+    assert not list(root.glob(".tmp-*")) and not (root / ".latest-tmp").exists()
+    assert load_checkpoint(latest_checkpoint(tmp_path)).step == 3
+
+
+def test_resaving_the_same_step_replaces_it(tmp_path):
+    _save(tmp_path, 4)
+    _save(tmp_path, 4)
+    assert [p.name for p in complete_checkpoints(tmp_path / "checkpoints")] == ["step-0000004"]
+    assert load_checkpoint(latest_checkpoint(tmp_path)).step == 4
+
+
+def test_crash_leftovers_are_ignored(tmp_path):
+    _save(tmp_path, 1)
+    _save(tmp_path, 2)
+    root = tmp_path / "checkpoints"
+    tmp = root / ".tmp-step-0000003"  # killed while writing step 3
+    tmp.mkdir()
+    (tmp / "model.safetensors").write_bytes(b"half")
+    (tmp / "state.json").write_text('{"step": 3}')
+    half = root / "step-0000004"  # a step folder without state.json
+    half.mkdir()
+    (half / "model.safetensors").write_bytes(b"half")
+    assert latest_checkpoint(tmp_path) == (root / "step-0000002").resolve()
+
+    # latest itself dangling or aimed at an incomplete folder: the newest complete one wins.
+    (root / "latest").unlink()
+    os.symlink("step-0000004", root / "latest")
+    assert latest_checkpoint(tmp_path) == root / "step-0000002"
+    (root / "latest").unlink()
+    os.symlink("step-0000009", root / "latest")
+    assert latest_checkpoint(tmp_path) == root / "step-0000002"
+
+    # The next save cleans the old temporary folder of its own step and prunes as usual.
+    _save(tmp_path, 3)
+    assert not tmp.exists()
+    assert latest_checkpoint(tmp_path) == (root / "step-0000003").resolve()
+
+
+def test_no_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(GenforgeError, match="no complete checkpoint.*train first"):
+        latest_checkpoint(tmp_path)
+    (tmp_path / "checkpoints" / ".tmp-step-0000001").mkdir(parents=True)
+    with pytest.raises(GenforgeError, match="no complete checkpoint"):
+        latest_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_corrupt_model_file_is_a_genforge_error(tmp_path, damage):
+    folder = _save(tmp_path, 1, *_trained())
+    path = folder / "model.safetensors"
+    blob = path.read_bytes()
+    path.write_bytes({"garbage": b"\xff" * 64 + blob[64:], "truncated": blob[: len(blob) // 2], "empty": b""}[damage])
+    with pytest.raises(GenforgeError, match=f"{folder}: unreadable checkpoint"):
+        load_checkpoint(folder)
+
+
+def test_corrupt_state_json_and_missing_file(tmp_path):
+    folder = _save(tmp_path, 1, *_trained())
+    (folder / "optim.safetensors").unlink()
+    with pytest.raises(GenforgeError, match="incomplete checkpoint, missing optim.safetensors"):
+        load_checkpoint(folder)
+    (folder / "state.json").write_text("{torn")
+    with pytest.raises(GenforgeError, match="unreadable checkpoint"):
+        load_checkpoint(folder)
+
+
+def test_weights_only_load_skips_optimizer_files(tmp_path):
+    folder = _save(tmp_path, 2, *_trained())
+    (folder / "optim.safetensors").unlink()
+    (folder / "rng.safetensors").unlink()
+    ckpt = load_checkpoint(folder, weights_only=True)
+    assert ckpt.step == 2 and ckpt.model and not ckpt.optimizers
+
+
+# --- SIGKILL in the middle of training -------------------------------------------------
+
+_CHILD = """
+import sys
+from genforge.config import load_recipe
+from genforge.train import train
+train(load_recipe("mnist-dcgan", sys.argv[2:]), sys.argv[1], progress=False)
+"""
+
+
+def test_sigkill_mid_training_then_resume(tmp_path):
+    from genforge.train import resume_config, train
+
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides("mnist-dcgan", "train.checkpoint_every=1", "train.log_every=1", "train.steps=100000")
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(run_dir), *overrides],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    latest = run_dir / "checkpoints" / "latest"
+    try:
+        deadline = time.monotonic() + 60
+        while not latest.exists():
+            assert child.poll() is None, child.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint within 60 s"
+            time.sleep(0.02)
+        time.sleep(0.3)  # let it get well into the following checkpoints
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+    saved = load_checkpoint(latest_checkpoint(run_dir)).step
+    assert saved >= 1
+    cfg = resume_config(run_dir, steps=saved + 2)
+    result = train(cfg, run_dir, resume=True, progress=False)
+    assert result.step == saved + 2 and not result.interrupted
+    assert load_checkpoint(latest_checkpoint(run_dir)).step == saved + 2
+    assert not list((run_dir / "checkpoints").glob(".tmp-*"))
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] == saved + 2  # rows of the killed run past the checkpoint were dropped
+    assert len(steps) == len(set(steps))
+
+
+def test_resume_config_needs_a_run_directory(tmp_path):
+    from genforge.train import resume_config
+
+    with pytest.raises(GenforgeError, match="not a genforge run directory"):
+        resume_config(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(tiny_config("mnist-vae").to_dict()))
+    with pytest.raises(GenforgeError, match="no complete checkpoint"):
+        resume_config(tmp_path)

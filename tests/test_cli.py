@@ -1,0 +1,188 @@
+"""The ``genforge`` command, called in-process: exit codes, one-line errors, train -> sample."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from genforge.cli import main
+
+from .conftest import tiny_config, tiny_overrides
+
+
+def _fails_cleanly(capsys, argv) -> str:
+    """Run ``genforge argv``: exit code 2 and exactly one stderr line 'genforge: error: ...'; returns it."""
+    code = main(argv)
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 2, captured.err
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("genforge: error: ")
+    assert "Traceback" not in captured.err + captured.out
+    return lines[0]
+
+
+def test_unknown_recipe(capsys):
+    line = _fails_cleanly(capsys, ["train", "mnist-vea", "--dry-run"])
+    assert "unknown recipe 'mnist-vea'" in line and "mnist-vae" in line
+
+
+def test_unknown_key(capsys):
+    line = _fails_cleanly(capsys, ["train", "mnist-vae", "train.stepz=3", "--dry-run"])
+    assert "train.stepz" in line and "train.steps" in line
+
+
+def test_bad_value(capsys):
+    line = _fails_cleanly(capsys, ["train", "mnist-vae", "optim.lr=fast", "--dry-run"])
+    assert "'optim.lr'" in line
+
+
+def test_bad_choice(capsys):
+    assert "adam, adamw" in _fails_cleanly(capsys, ["train", "mnist-dcgan", "optim.name=lbfgs", "--dry-run"])
+
+
+def test_no_recipe_and_bad_steps(capsys):
+    assert "name a recipe" in _fails_cleanly(capsys, ["train"])
+    assert "--steps must be positive" in _fails_cleanly(capsys, ["train", "mnist-vae", "--steps", "0", "--dry-run"])
+
+
+def test_resume_of_a_folder_without_a_run(capsys, tmp_path):
+    assert "not a genforge run directory" in _fails_cleanly(capsys, ["train", "--resume", str(tmp_path)])
+
+
+def test_resume_of_a_folder_without_a_checkpoint(capsys, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(tiny_config("mnist-vae").to_dict()))
+    line = _fails_cleanly(capsys, ["train", "--resume", str(tmp_path)])
+    assert "no complete checkpoint" in line and str(tmp_path) in line
+
+
+def test_resume_takes_a_run_directory_only(capsys, tmp_path):
+    assert "--resume takes a run directory only" in _fails_cleanly(
+        capsys, ["train", "mnist-vae", "--resume", str(tmp_path)])
+
+
+def test_sample_on_an_empty_directory(capsys, tmp_path):
+    assert str(tmp_path) in _fails_cleanly(capsys, ["sample", str(tmp_path), "--out", str(tmp_path / "g.png")])
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_sample_with_a_bad_count(capsys, vae_run):
+    assert "--n must be positive" in _fails_cleanly(capsys, ["sample", str(vae_run), "--n", "0"])
+
+
+def test_unknown_device(capsys, vae_run):
+    assert "unknown device 'tpu'" in _fails_cleanly(capsys, ["sample", str(vae_run), "--device", "tpu"])
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu(capsys, vae_run):
+    assert "--device cpu" in _fails_cleanly(capsys, ["sample", str(vae_run), "--device", "cuda"])
+
+
+def test_dry_run_prints_the_resolved_config_as_json(capsys, tmp_path):
+    code = main(["train", "mnist-dcgan", "--dry-run", "--steps", "7", "--seed", "3", "--run-dir", str(tmp_path / "r"),
+                 "optim.lr=1e-4", "model.width=16"])
+    out = capsys.readouterr().out
+    assert code == 0
+    cfg = json.loads(out)
+    assert cfg["family"] == "gan" and cfg["recipe"] == "mnist-dcgan"
+    assert (cfg["train"]["steps"], cfg["train"]["seed"], cfg["optim"]["lr"], cfg["model"]["width"]) == (7, 3, 1e-4, 16)
+    assert not (tmp_path / "r").exists()  # a dry run writes nothing
+
+
+def test_minutes_makes_the_clock_the_budget(capsys):
+    assert main(["train", "mnist-vae", "--dry-run", "--minutes", "2"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["train"]["minutes"] == 2
+    assert cfg["train"]["steps"] == 0 or cfg["train"]["steps"] >= 2**62  # no step limit besides the clock
+
+
+def test_train_then_sample_a_4x4_grid(capsys, tmp_path):
+    run_dir = tmp_path / "run"
+    code = main(["train", "mnist-vae", "--steps", "3", "--run-dir", str(run_dir), "--no-progress",
+                 *tiny_overrides("mnist-vae")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "eval/test_nll" in captured.out and "done at step 3" in captured.err
+    assert json.loads((run_dir / "config.json").read_text())["train"]["steps"] == 3
+
+    out = tmp_path / "g.png"
+    assert main(["sample", str(run_dir), "--n", "16", "--out", str(out), "--device", "cpu"]) == 0
+    assert "16 samples from step 3" in capsys.readouterr().err
+    image = Image.open(out)
+    side = (4 * (28 + 2) + 2) * 2  # 4 tiles of 28 px with 2 px padding around, enlarged 2x
+    assert image.format == "PNG" and image.size == (side, side) and image.mode == "L"
+
+    # Same seed, same picture; another seed, another one.
+    again, other = tmp_path / "again.png", tmp_path / "other.png"
+    main(["sample", str(run_dir), "--n", "16", "--out", str(again), "--device", "cpu"])
+    main(["sample", str(run_dir), "--n", "16", "--out", str(other), "--device", "cpu", "--seed", "1"])
+    capsys.readouterr()
+    assert again.read_bytes() == out.read_bytes() != other.read_bytes()
+
+    # Training into the same folder again refuses and says how to continue.
+    line = _fails_cleanly(capsys, ["train", "mnist-vae", "--steps", "3", "--run-dir", str(run_dir),
+                                   *tiny_overrides("mnist-vae")])
+    assert f"--resume {run_dir}" in line
+
+    # ... and --resume continues it.
+    assert main(["train", "--resume", str(run_dir), "--steps", "4", "--no-progress"]) == 0
+    assert "done at step 4" in capsys.readouterr().err
+
+
+def test_sample_of_a_gan_run_with_ema(capsys, gan_run, tmp_path):
+    out = tmp_path / "gan.png"
+    assert main(["sample", str(gan_run), "--n", "6", "--out", str(out), "--device", "cpu"]) == 0
+    assert Image.open(out).size == ((3 * 30 + 2) * 2, (2 * 30 + 2) * 2)  # 6 images: 3 per row, 2 rows
+
+
+def test_recipes_lists_and_shows(capsys):
+    assert main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    names = [line.split()[0] for line in out.splitlines()]
+    assert "mnist-vae" in names and "mnist-dcgan" in names
+    assert main(["recipes", "--show", "mnist-dcgan"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("mnist-dcgan (gan)")
+    assert "model.width=64" in out and "optim.lr=0.0002" in out and "train.ema_decay" in out
+
+
+def test_recipes_show_unknown(capsys):
+    assert "unknown recipe" in _fails_cleanly(capsys, ["recipes", "--show", "nope"])
+
+
+def test_data_list(capsys, isolated_data):
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("mnist-10k") and "bundled" in out
+    assert "missing: genforge data fetch fashion-mnist" in out
+    assert main(["data"]) == 0  # list is the default action
+    assert "mnist-10k" in capsys.readouterr().out
+
+
+def test_data_fetch_unknown(capsys, isolated_data):
+    assert "unknown dataset 'cifar'" in _fails_cleanly(capsys, ["data", "fetch", "cifar"])
+
+
+def test_unrecognized_option_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "mnist-vae", "--bogus"])
+    assert info.value.code == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "COMMAND" in capsys.readouterr().out
+
+
+def test_python_dash_m_help():
+    result = subprocess.run([sys.executable, "-m", "genforge", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for command in ("train", "sample", "recipes", "data"):
+        assert command in result.stdout
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,239 @@
+"""The one training loop: updates, run-directory layout, exact resume, schedules, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from genforge.checkpoint import latest_checkpoint, load_checkpoint
+from genforge.data.datasets import load_images
+from genforge.models import build_model
+from genforge.models.base import Batch
+from genforge.models.gan import GAN
+from genforge.models.vae import VAE
+from genforge.train import make_optimizer, resume_config, train
+
+from .conftest import tiny_config, tiny_overrides
+
+
+def _model_and_optimizers(recipe: str, *extra: str):
+    cfg = tiny_config(recipe, *extra)
+    torch.manual_seed(0)
+    model = build_model(cfg, (1, 28, 28), 10)
+    optimizers = {name: make_optimizer(cfg.optim, params) for name, params in model.optimizer_groups().items()}
+    return model, optimizers
+
+
+def _batch(model, n: int = 16) -> Batch:
+    data = load_images("mnist-10k", "train")
+    return Batch(model.prepare(data.images[:n]), data.labels[:n])
+
+
+def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _changed(before: dict, module: torch.nn.Module) -> set[str]:
+    return {k for k, v in module.state_dict().items() if not torch.equal(before[k], v)}
+
+
+def _run_phases(model, optimizers, batch):
+    for phase in model.phases():
+        losses = phase.step(batch)
+        assert torch.isfinite(losses["loss"])
+        optimizer = optimizers[phase.optimizer]
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        optimizer.step()
+
+
+def test_vae_train_step_changes_every_weight():
+    model, optimizers = _model_and_optimizers("mnist-vae")
+    before = _snapshot(model)
+    _run_phases(model, optimizers, _batch(model))
+    assert _changed(before, model) == set(before)
+
+
+def test_gan_train_step_changes_generator_and_discriminator():
+    model, optimizers = _model_and_optimizers("mnist-dcgan")
+    params = {name for name, _ in model.named_parameters()}
+    before = _snapshot(model)
+    _run_phases(model, optimizers, _batch(model))
+    changed = _changed(before, model) & params
+    assert {k for k in params if k.startswith("generator.")} <= changed
+    assert {k for k in params if k.startswith("discriminator.")} <= changed
+
+
+@pytest.mark.parametrize("recipe", ["mnist-vae", "mnist-dcgan"])
+def test_eval_and_sampling_leave_weights_and_buffers_alone(recipe):
+    model, _ = _model_and_optimizers(recipe)
+    before = _snapshot(model)
+    model.eval()
+    with torch.no_grad():
+        images = model.generate(model.sample_noise(8))
+    model.train()
+    samples = model.sample(8, torch.Generator().manual_seed(0))  # called in train mode: must switch to eval
+    assert images.shape == samples.shape == (8, 1, 28, 28)
+    assert model.training
+    assert not _changed(before, model)
+
+
+# --- the loop, end to end --------------------------------------------------------------
+
+def test_gan_run_directory_layout(gan_run):
+    assert json.loads((gan_run / "config.json").read_text())["family"] == "gan"
+    keys = set(load_file(gan_run / "checkpoints" / "latest" / "model.safetensors"))
+    assert any(k.startswith("generator.") for k in keys) and any(k.startswith("discriminator.") for k in keys)
+    assert any(k.startswith("ema.generator.") for k in keys)
+    assert all(k.split(".", 1)[0] in ("generator", "discriminator", "ema") for k in keys)
+    assert {k.removeprefix("ema.") for k in keys if k.startswith("ema.")} == {
+        k for k in keys if k.startswith("generator.")}
+    assert {p.name for p in (gan_run / "samples").iterdir()} == {"step-0000002.png", "step-0000004.png", "final.png"}
+    assert (gan_run / "plots" / "losses.png").stat().st_size > 0
+    assert list(gan_run.glob("events.out.tfevents.*"))
+
+
+def test_vae_run_directory_layout_and_metrics(vae_run):
+    keys = set(load_file(vae_run / "checkpoints" / "latest" / "model.safetensors"))
+    assert keys and all(k.split(".", 1)[0] in ("encoder", "decoder") for k in keys)
+    assert (vae_run / "samples" / "final.png").is_file()
+    for name in ("losses.png", "reconstructions.png", "prior_samples.png", "latent_scatter.png", "elbo_curves.png"):
+        assert (vae_run / "plots" / name).stat().st_size > 0, name
+    rows = [json.loads(line) for line in (vae_run / "metrics.jsonl").read_text().splitlines()]
+    assert rows and all("step" in row for row in rows)
+    assert [row["step"] for row in rows if "vae/loss" in row] == [2, 4]
+    final = rows[-1]
+    assert final["step"] == 4 and final["eval/nll_importance_samples"] == 5
+    assert final["eval/test_nll"] > 0 and final["eval/test_neg_elbo"] > 0
+
+
+def test_no_ema_keys_without_ema(vae_run):
+    assert not any(k.startswith("ema.") for k in load_file(vae_run / "checkpoints" / "latest" / "model.safetensors"))
+
+
+def test_ema_weights_differ_from_live_ones(gan_run):
+    weights = load_file(gan_run / "checkpoints" / "latest" / "model.safetensors")
+    live = "generator.project.0.weight"
+    assert not torch.equal(weights[live], weights[f"ema.{live}"])
+
+
+def _final_weights(run_dir):
+    return load_file(latest_checkpoint(run_dir) / "model.safetensors")
+
+
+@pytest.mark.parametrize("recipe, extra", [("mnist-vae", ()), ("mnist-dcgan", ("train.ema_decay=0.5",))])
+def test_resume_is_bit_identical(tmp_path, recipe, extra):
+    settings = (*extra, "train.log_every=5", "train.sample_every=4")
+    straight = train(tiny_config(recipe, "train.steps=12", *settings), tmp_path / "straight", progress=False)
+    half = train(tiny_config(recipe, "train.steps=6", *settings), tmp_path / "halves", progress=False)
+    assert (straight.step, half.step) == (12, 6)
+    resumed = train(resume_config(tmp_path / "halves", steps=12), tmp_path / "halves", resume=True, progress=False)
+    assert resumed.step == 12
+
+    a, b = _final_weights(tmp_path / "straight"), _final_weights(tmp_path / "halves")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    opt_a = load_checkpoint(latest_checkpoint(tmp_path / "straight")).optimizers
+    opt_b = load_checkpoint(latest_checkpoint(tmp_path / "halves")).optimizers
+    for name in opt_a:
+        for index, state in opt_a[name]["state"].items():
+            for key, value in state.items():
+                assert torch.equal(value, opt_b[name]["state"][index][key]), (name, index, key)
+
+
+def test_checkpoint_every_and_data_order_saved(tmp_path):
+    train(tiny_config("mnist-vae", "train.steps=5", "train.checkpoint_every=2"), tmp_path, progress=False)
+    ckpts = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*"))
+    assert ckpts == ["step-0000004", "step-0000005"]  # 2, 4, and the final 5; two kept
+    ckpt = load_checkpoint(latest_checkpoint(tmp_path))
+    assert ckpt.step == 5 and ckpt.extra["data_order"] == {"epoch": 0, "position": 5 * 16}
+    assert ckpt.extra["config"]["train"]["steps"] == 5 and ckpt.extra["image_shape"] == [1, 28, 28]
+
+
+@pytest.mark.parametrize("extra", [("model.schedule=threshold",), ("model.arch=livestream",),
+                                   ("model.arch=livestream", "model.schedule=threshold", "data.image_size=32"),
+                                   ("model.loss=minimax", "model.d_steps=2", "model.noise=uniform")])
+def test_gan_variants_train(tmp_path, extra):
+    result = train(tiny_config("mnist-dcgan", "train.steps=2", *extra), tmp_path, progress=False)
+    assert result.step == 2 and not result.interrupted
+    ckpt = load_checkpoint(latest_checkpoint(tmp_path))
+    assert ckpt.step == 2 and all(torch.isfinite(v).all() for v in ckpt.model.values())
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 2
+
+
+def test_threshold_schedule_logs_its_three_phases(tmp_path):
+    train(tiny_config("mnist-dcgan", "train.steps=2", "model.schedule=threshold"), tmp_path, progress=False)
+    row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"d_fake/loss", "g/loss", "d_real/loss"} <= set(row)
+
+
+def test_data_image_size_32_reaches_the_model(tmp_path):
+    train(tiny_config("mnist-dcgan", "train.steps=1", "data.image_size=32"), tmp_path, progress=False)
+    assert load_checkpoint(latest_checkpoint(tmp_path), weights_only=True).extra["image_shape"] == [1, 32, 32]
+
+
+@pytest.mark.parametrize("recipe, cls, method", [("mnist-vae", VAE, "loss_terms"), ("mnist-dcgan", GAN, "g_loss")])
+def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(tmp_path, monkeypatch, recipe, cls, method):
+    """Ctrl-C during step 3 (from inside a phase): step 3 finishes, is saved, and the run reports it."""
+    original = getattr(cls, method)
+    calls = {"n": 0}
+
+    def interrupting(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, method, interrupting)
+    handler = signal.getsignal(signal.SIGINT)
+    result = train(tiny_config(recipe, "train.steps=50"), tmp_path, progress=False)
+    assert result.interrupted and result.step == 3 and result.metrics == {}
+    assert load_checkpoint(latest_checkpoint(tmp_path)).step == 3
+    assert (tmp_path / "samples" / "final.png").is_file()
+    assert signal.getsignal(signal.SIGINT) is handler  # the previous handler is back
+
+    monkeypatch.setattr(cls, method, original)
+    resumed = train(resume_config(tmp_path, steps=5), tmp_path, resume=True, progress=False)
+    assert resumed.step == 5 and not resumed.interrupted
+
+
+def test_ctrl_c_through_the_cli_exits_130(tmp_path, monkeypatch, capsys):
+    from genforge.cli import main
+
+    original = VAE.loss_terms
+    calls = {"n": 0}
+
+    def interrupting(self, x):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, x)
+
+    monkeypatch.setattr(VAE, "loss_terms", interrupting)
+    run_dir = tmp_path / "run"
+    code = main(["train", "mnist-vae", "--steps", "40", "--run-dir", str(run_dir), "--no-progress",
+                 *tiny_overrides("mnist-vae")])  # --steps wins over train.steps
+    err = capsys.readouterr().err
+    assert code == 130
+    assert "interrupted at step 2" in err and f"--resume {run_dir}" in err
+    assert load_checkpoint(latest_checkpoint(run_dir)).step == 2
+
+
+def test_minutes_budget_stops_the_run(tmp_path):
+    result = train(tiny_config("mnist-vae", "train.steps=1000000", "train.minutes=0.02"), tmp_path, progress=False)
+    assert 0 < result.step < 1000000 and not result.interrupted
+    assert load_checkpoint(latest_checkpoint(tmp_path)).step == result.step
+
+
+def test_dataset_smaller_than_batch_is_a_clear_error(tmp_path):
+    from genforge.errors import GenforgeError
+
+    with pytest.raises(GenforgeError, match="fewer than train.batch_size"):
+        train(tiny_config("mnist-vae", "train.batch_size=20000"), tmp_path, progress=False)
