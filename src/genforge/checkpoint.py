@@ -88,10 +88,29 @@ def save_checkpoint(run_dir: Path, ckpt: Checkpoint, keep: int = KEEP) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{ckpt.step:07d}"
     tmp = root / f".tmp-{name}"
+    _write_folder(tmp, ckpt)
+
+    final = root / name
+    if final.exists():  # a re-save of the same step (e.g. interrupted right after a checkpoint)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    link_tmp = root / ".latest-tmp"
+    if link_tmp.is_symlink() or link_tmp.exists():
+        link_tmp.unlink()
+    os.symlink(name, link_tmp)
+    os.replace(link_tmp, root / "latest")  # atomic: readers see the old or the new target
+    _fsync_dir(root)
+
+    for old in complete_checkpoints(root)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _write_folder(tmp: Path, ckpt: Checkpoint) -> None:
+    """Write every file of ``ckpt`` into a fresh folder ``tmp``, each fsynced."""
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-
     model = {k: v.detach().cpu().contiguous() for k, v in ckpt.model.items()}
     save_file(model, str(tmp / "model.safetensors"))
     optim_tensors: dict[str, torch.Tensor] = {}
@@ -108,20 +127,21 @@ def save_checkpoint(run_dir: Path, ckpt: Checkpoint, keep: int = KEEP) -> Path:
         _fsync_file(path)
     _fsync_dir(tmp)
 
-    final = root / name
-    if final.exists():  # a re-save of the same step (e.g. interrupted right after a checkpoint)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    link_tmp = root / ".latest-tmp"
-    if link_tmp.is_symlink() or link_tmp.exists():
-        link_tmp.unlink()
-    os.symlink(name, link_tmp)
-    os.replace(link_tmp, root / "latest")  # atomic: readers see the old or the new target
-    _fsync_dir(root)
 
-    for old in complete_checkpoints(root)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+def save_best(run_dir: Path, ckpt: Checkpoint) -> Path:
+    """Write ``ckpt`` as ``run_dir/checkpoints/best`` (the best by the training-time metric), atomically."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp, best, old = root / ".tmp-best", root / "best", root / ".old-best"
+    _write_folder(tmp, ckpt)
+    if old.exists():
+        shutil.rmtree(old)
+    if best.exists():
+        os.replace(best, old)
+    os.replace(tmp, best)
+    _fsync_dir(root)
+    shutil.rmtree(old, ignore_errors=True)
+    return best
 
 
 def complete_checkpoints(root: Path) -> list[Path]:
@@ -155,7 +175,10 @@ def load_checkpoint(folder: Path, map_location: str | torch.device = "cpu", weig
         optim_tensors = load_file(str(folder / "optim.safetensors"), device=str(map_location))
         rng = load_file(str(folder / "rng.safetensors"))
     except FileNotFoundError as e:
-        raise GenforgeError(f"{folder}: incomplete checkpoint, missing {Path(e.filename).name}") from None
+        # safetensors raises FileNotFoundError without a filename: find the missing file ourselves
+        missing = Path(e.filename).name if e.filename else next(
+            (n for n in ("model.safetensors", "optim.safetensors", "rng.safetensors") if not (folder / n).is_file()), e)
+        raise GenforgeError(f"{folder}: incomplete checkpoint, missing {missing}") from None
     except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError, KeyError, ValueError, OSError) as e:
         raise GenforgeError(f"{folder}: unreadable checkpoint ({e})") from None
     optimizers = {name: _join_optimizer(name, optim_tensors, meta) for name, meta in state.get("optimizers", {}).items()}

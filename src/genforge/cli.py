@@ -28,6 +28,17 @@ EPILOGS = {
   genforge data list
   genforge data fetch fashion-mnist
   genforge data fetch mnist --data-root /data/genforge""",
+    "eval": """examples:
+  genforge eval runs/dcgan                      # 10,000 samples; writes runs/dcgan/eval.json
+  genforge eval runs/vae --n 2000 --json        # the eval.json object on stdout
+  genforge eval --real fashion-mnist            # the floor: held-out real images vs the test split""",
+    "evaluator": """examples:
+  genforge evaluator train mnist                # rewrites the shipped metrics/weights/mnist.safetensors
+  genforge evaluator train fashion-mnist --out /tmp/fm.safetensors""",
+    "translate": """examples:
+  genforge translate runs/bags-shoes bag1.png photos/ --out translated      # bags -> shoes
+  genforge translate runs/bags-shoes shoes/ --direction b2a --out bags
+  genforge translate runs/bags-shoes --from-test --n 16 --out test-grid     # test images of domain A""",
 }
 
 
@@ -75,6 +86,39 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("--data-root", help="folder to download into (default: $GENFORGE_DATA or ~/.cache/genforge)")
     fetch.add_argument("--mirror", action="append", help="base URL to fetch from instead of the public mirrors")
     fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    evaluate = command("eval", "score a run: FID, KID, precision/recall, class coverage (+ ELBO/NLL for VAEs)")
+    evaluate.add_argument("run_dir", nargs="?", help="a run directory with a checkpoint")
+    evaluate.add_argument("--real", metavar="DATASET", help="score held-out real images instead of a run (the floor)")
+    evaluate.add_argument("--n", type=int, default=10_000, help="samples to generate (default 10000)")
+    evaluate.add_argument("--seed", type=int, default=0, help="sampling and subset seed (default 0)")
+    evaluate.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    evaluate.add_argument("--nll-samples", type=int, help="importance samples per test image for VAE NLL "
+                                                           "(default: the run's train.eval_samples)")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    evaluate.add_argument("--data-root", help="folder with datasets (default: $GENFORGE_DATA or ~/.cache/genforge)")
+
+    evaluator = command("evaluator", "train the feature extractors the metrics use")
+    evaluator_sub = evaluator.add_subparsers(dest="evaluator_command", metavar="ACTION")
+    evaluator_train = evaluator_sub.add_parser("train", help="train a domain classifier (mnist, fashion-mnist)")
+    evaluator_train.add_argument("name", help="extractor name: mnist or fashion-mnist")
+    evaluator_train.add_argument("--out", help="weights file (default: the one shipped in the package)")
+    evaluator_train.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    evaluator_train.add_argument("--threads", type=int, default=2, help="CPU threads; the file's bits depend on it (default 2)")
+    evaluator_train.add_argument("--data-root", help="folder with datasets")
+    evaluator_train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    translate = command("translate", "translate images between the domains of a DiscoGAN run")
+    translate.add_argument("run_dir", help="a DiscoGAN run directory with a checkpoint")
+    translate.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR", help="image files or folders of them")
+    translate.add_argument("--direction", choices=("a2b", "b2a"), default="a2b", help="a2b (default) or b2a")
+    translate.add_argument("--out", default="translated", help="output folder (default translated/)")
+    translate.add_argument("--from-test", action="store_true", help="translate test images of the source domain")
+    translate.add_argument("--n", type=int, default=16, help="test images with --from-test (default 16)")
+    translate.add_argument("--seed", type=int, default=0, help="which test images (default 0)")
+    translate.add_argument("--invert", action="store_true", help="invert grey levels first (dark-on-light photos)")
+    translate.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    translate.add_argument("--data-root", help="folder with datasets (for --from-test)")
     return parser
 
 
@@ -103,7 +147,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.steps is not None:
             cfg.train.steps = args.steps
         if args.minutes is not None:
-            cfg.train.minutes, cfg.train.steps = args.minutes, 2**62  # the clock is the budget
+            cfg.train.minutes, cfg.train.steps = args.minutes, 0  # the clock is the only budget
         for key in ("seed", "device"):
             if getattr(args, key) is not None:
                 setattr(cfg.train, key, getattr(args, key))
@@ -111,8 +155,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
             raise GenforgeError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                                 "or choose another --run-dir")
-    if cfg.train.steps <= 0:
-        raise GenforgeError(f"--steps must be positive, not {cfg.train.steps}")
+    if args.steps is not None and args.steps <= 0:
+        raise GenforgeError(f"--steps must be positive, not {args.steps}")
+    if args.minutes is not None and args.minutes <= 0:
+        raise GenforgeError(f"--minutes must be positive, not {args.minutes}")
     if args.dry_run:
         import json
 
@@ -180,7 +226,71 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "recipes": cmd_recipes, "data": cmd_data}
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from genforge.metrics.evaluate import evaluate_real, evaluate_run, format_table
+    from genforge.runtime import resolve_device
+
+    if args.n < 2:
+        raise GenforgeError(f"--n must be at least 2, not {args.n}")
+    if bool(args.run_dir) == bool(args.real):
+        raise GenforgeError("name a run directory or --real DATASET (one of them)")
+    device = resolve_device(args.device)
+    if args.real:
+        result = evaluate_real(args.real, args.n, args.seed, root=args.data_root, device=device)
+    else:
+        result = evaluate_run(args.run_dir, args.n, args.seed, device, args.data_root, args.nll_samples,
+                              progress=not args.json)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(format_table(result))
+    where = f" -> {Path(args.run_dir) / 'eval.json'}" if args.run_dir else ""
+    print(f"genforge: {result['samples']} samples vs {result['reference']}, extractor {result['extractor']} "
+          f"({result['extractor_sha256'][:12]}){where}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluator(args: argparse.Namespace) -> int:
+    from genforge.metrics import EXTRACTOR_SHA256
+    from genforge.metrics.extractor import train_extractor
+
+    if args.evaluator_command != "train":
+        raise GenforgeError("name an action: genforge evaluator train mnist|fashion-mnist")
+    result = train_extractor(args.name, args.out, args.data_root, args.seed, args.threads, not args.no_progress)
+    print(f"genforge: {args.name}: test accuracy {100 * result['test_accuracy']:.2f}% on {result['test_set']}, "
+          f"trained on {result['train_set']} in {result['seconds']:.0f} s -> {result['path']}")
+    if result["sha256"] == EXTRACTOR_SHA256.get(args.name):
+        print(f"genforge: sha256 {result['sha256']} matches the recorded one")
+    else:
+        print(f"genforge: sha256 {result['sha256']} differs from the recorded one; to ship this file, set "
+              f"EXTRACTOR_SHA256['{args.name}'] in src/genforge/metrics/__init__.py")
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from genforge.runtime import resolve_device
+    from genforge.translate import translate_files, translate_test
+
+    device = resolve_device(args.device)
+    if args.from_test == bool(args.inputs):
+        raise GenforgeError("name image files/folders or --from-test (one of them)")
+    if args.from_test:
+        result = translate_test(args.run_dir, args.n, args.direction, args.out, args.seed, device, args.data_root)
+    else:
+        result = translate_files(args.run_dir, args.inputs, args.direction, args.out, device, args.invert)
+    for path, why in result.skipped:
+        print(f"genforge: skipped {path}: {why}", file=sys.stderr)
+    count = len(result.written) - 1
+    skipped = f", {len(result.skipped)} skipped" if result.skipped else ""
+    print(f"genforge: {count} image{'s' if count != 1 else ''} translated {args.direction}{skipped} -> {result.out_dir} "
+          f"(grid: {result.grid})", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "recipes": cmd_recipes, "data": cmd_data,
+            "eval": cmd_eval, "evaluator": cmd_evaluator, "translate": cmd_translate}
 
 
 def main(argv: list[str] | None = None) -> int:

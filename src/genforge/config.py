@@ -46,7 +46,7 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = opt(1000, "total training steps (one step = one update of every phase)")
+    steps: int = opt(1000, "total training steps (one step = one update of every phase); 0 = no limit")
     minutes: float = opt(0.0, "wall-clock budget in minutes; 0 = none (stops at whichever comes first)")
     batch_size: int = opt(64, "images per batch")
     seed: int = opt(0, "seed for weights, batches and noise")
@@ -57,6 +57,8 @@ class TrainConfig:
     checkpoint_every: int = opt(500, "steps between checkpoints (one is also written at the end)")
     ema_decay: float = opt(0.0, "EMA decay of the sampling networks' weights; 0 = off")
     eval_samples: int = opt(5000, "importance samples per test image for the final NLL estimate (VAE)")
+    eval_every: int = opt(0, "steps between FID checks on eval_n samples (best kept in checkpoints/best); 0 = off")
+    eval_n: int = opt(2000, "samples per training-time FID check")
 
 
 @dataclass
@@ -99,7 +101,12 @@ def parse_value(key: str, text: Any, kind: Any, choices: tuple[str, ...] | None 
         elif kind is int:
             if isinstance(text, bool):
                 raise ValueError
-            number = float(text) if isinstance(text, str) else text
+            number = text
+            if isinstance(text, str):  # exact for big ints ("9007199254740993"); "1e3" still parses
+                try:
+                    number = int(text)
+                except ValueError:
+                    number = float(text)
             if isinstance(number, float):
                 if not math.isfinite(number) or number != int(number):
                     raise ValueError

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from genforge import viz
-from genforge.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
+from genforge.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_best, save_checkpoint
 from genforge.config import OptimConfig, RunConfig
 from genforge.data.datasets import load_images, resize_images
 from genforge.errors import GenforgeError
@@ -116,6 +117,20 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
     images = resize_images(train_data.images, cfg.data.image_size).to(device)  # (N, C, H, W) uint8
     labels = train_data.labels.to(device)
     order = BatchOrder(images.shape[0], tcfg.batch_size, tcfg.seed, device)
+    # A second domain (DiscoGAN's B) is batched beside the first, in its own shuffled order.
+    two_domains = train_data.images_b is not None
+    if two_domains:
+        images_b = resize_images(train_data.images_b, cfg.data.image_size).to(device)
+        labels_b = train_data.labels_b.to(device)
+        order_b = BatchOrder(images_b.shape[0], tcfg.batch_size, tcfg.seed + 1000, device)
+
+    def next_batch() -> Batch:
+        index = order.next()
+        batch = Batch(model.prepare(images[index]), labels[index])
+        if two_domains:
+            index_b = order_b.next()
+            batch.images_b, batch.labels_b = model.prepare(images_b[index_b]), labels_b[index_b]
+        return batch
 
     # Networks, one optimiser per group, the phases, and EMA copies when asked for.
     model = build_model(cfg, tuple(images.shape[1:]), len(train_data.classes)).to(device)
@@ -132,16 +147,33 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
             optimizer.load_state_dict(ckpt.optimizers[name])
         set_rng_state(ckpt.rng)
         order.load(ckpt.extra["data_order"])
+        if two_domains:
+            order_b.load(ckpt.extra["data_order_b"])
         step = ckpt.step
-    fixed_noise = model.sample_noise(FIXED_NOISE, torch.Generator().manual_seed(tcfg.seed + 1), torch.device("cpu")).to(device)
+    fixed_noise = model.fixed_inputs(train_data, FIXED_NOISE, torch.Generator().manual_seed(tcfg.seed + 1)).to(device)
     log = MetricsLog(run_dir, resume_step=step if resume else None)
 
-    def checkpoint() -> None:
-        save_checkpoint(run_dir, Checkpoint(
+    def snapshot(**extra) -> Checkpoint:
+        return Checkpoint(
             step=step, model=model.state_dict(), rng=rng_state(),
             optimizers={name: opt.state_dict() for name, opt in optimizers.items()},
-            extra={"data_order": order.state(), "config": cfg.to_dict(),
-                   "image_shape": list(images.shape[1:]), "num_classes": len(train_data.classes)}))
+            extra={"data_order": order.state(), **({"data_order_b": order_b.state()} if two_domains else {}),
+                   "config": cfg.to_dict(),
+                   "image_shape": list(images.shape[1:]), "num_classes": len(train_data.classes), **extra})
+
+    def checkpoint() -> None:
+        save_checkpoint(run_dir, snapshot())
+
+    # Optional cheap metric: FID of eval_n samples every eval_every steps, from its own RNG
+    # (the training stream is untouched); the best checkpoint by it is kept as checkpoints/best.
+    evaluator, best_fid = None, math.inf
+    if tcfg.eval_every > 0:
+        from genforge.metrics.evaluate import TrainingEval
+
+        evaluator = TrainingEval(cfg.data.dataset, cfg.data.image_size, tcfg.eval_n, tcfg.seed, device, root)
+        best_state = run_dir / "checkpoints" / "best" / "state.json"
+        if resume and best_state.is_file():
+            best_fid = json.loads(best_state.read_text()).get("eval_fid", math.inf)
 
     def sample_grid(name: str) -> Path:
         model.eval()
@@ -152,18 +184,20 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
         return viz.save_grid_image(grid, run_dir / "samples" / f"{name}.png")
 
     # The loop: every phase (each repeat on a fresh batch), EMA, then the periodic work.
+    if tcfg.steps <= 0 and tcfg.minutes <= 0:
+        raise GenforgeError("no budget: set train.steps (--steps) or train.minutes (--minutes)")
     deadline = time.monotonic() + tcfg.minutes * 60 if tcfg.minutes > 0 else math.inf
+    last_step = tcfg.steps if tcfg.steps > 0 else math.inf
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     saved_step, last_log, last_time = step, step, time.monotonic()
-    bar = tqdm(total=tcfg.steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True,
+    bar = tqdm(total=tcfg.steps or None, initial=step, disable=not progress, unit="step", dynamic_ncols=True,
                desc=cfg.recipe)
     with stop_on_sigint() as sigint:
-        while step < tcfg.steps and time.monotonic() < deadline and not sigint["stop"]:
+        while step < last_step and time.monotonic() < deadline and not sigint["stop"]:
             for phase in phases:
                 for _ in range(phase.repeats):
-                    index = order.next()
-                    losses = phase.step(Batch(model.prepare(images[index]), labels[index]))
+                    losses = phase.step(next_batch())
                     gate = losses.pop("gate", None)
                     if gate is None or bool(gate):
                         optimizer = optimizers[phase.optimizer]
@@ -190,6 +224,14 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
             if step % tcfg.checkpoint_every == 0:
                 checkpoint()
                 saved_step = step
+            if evaluator is not None and step % tcfg.eval_every == 0:
+                values, warning = evaluator(model, step)
+                log.log(step, values)
+                if warning:
+                    tqdm.write(f"genforge: warning: {warning}", file=sys.stderr)
+                if values["eval/fid"] < best_fid:
+                    best_fid = values["eval/fid"]
+                    save_best(run_dir, snapshot(eval_fid=best_fid))
         interrupted = sigint["stop"]
     bar.close()
 
@@ -202,9 +244,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
     viz.plot_curves(rows, loss_keys, run_dir / "plots" / "losses.png", title=f"{cfg.recipe}: training losses")
     result = RunResult(run_dir, step, interrupted)
     if not interrupted:
-        test_data = load_images(cfg.data.dataset, "test", root)
-        test_data = type(test_data)(test_data.name, "test", resize_images(test_data.images, cfg.data.image_size),
-                                    test_data.labels, test_data.classes)
+        test_data = load_images(cfg.data.dataset, "test", root).resized(cfg.data.image_size)
         ctx = Context(run_dir, train_data, test_data, device, tcfg.eval_samples, progress)
         model.eval()
         with model.ema_weights():
@@ -225,8 +265,8 @@ def resume_config(run_dir: str | Path, steps: int | None = None, minutes: float 
         raise GenforgeError(f"{run_dir}: not a genforge run directory (no config.json)")
     cfg = config_from_json(run_dir / "config.json")
     latest_checkpoint(run_dir)  # a clear error now if there is nothing to resume from
-    if steps is not None:
-        cfg.train.steps = steps
+    if steps is not None:  # a new budget replaces the old one, of either kind
+        cfg.train.steps, cfg.train.minutes = steps, 0.0
     if minutes is not None:
-        cfg.train.minutes = minutes
+        cfg.train.steps, cfg.train.minutes = 0, minutes
     return cfg

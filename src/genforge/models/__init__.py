@@ -6,10 +6,11 @@ from typing import Any
 
 from genforge.errors import GenforgeError
 from genforge.models.base import GenerativeModel
+from genforge.models.discogan import DiscoGAN
 from genforge.models.gan import GAN
 from genforge.models.vae import VAE
 
-FAMILIES: dict[str, type[GenerativeModel]] = {cls.family: cls for cls in (VAE, GAN)}
+FAMILIES: dict[str, type[GenerativeModel]] = {cls.family: cls for cls in (VAE, GAN, DiscoGAN)}
 
 
 def family_class(name: str) -> type[GenerativeModel]:

@@ -18,10 +18,13 @@ from torch import nn
 
 @dataclass
 class Batch:
-    """One training batch on the model's device: ``images`` already prepared by the family."""
+    """One training batch on the model's device: ``images`` already prepared by the family.
+    Two-domain data (DiscoGAN) add a batch of domain B, drawn in its own order."""
 
     images: torch.Tensor  # (B, C, H, W) float
     labels: torch.Tensor  # (B,) int64
+    images_b: torch.Tensor | None = None  # (B, C, H, W) float, domain B
+    labels_b: torch.Tensor | None = None  # (B,) int64
 
 
 @dataclass
@@ -93,6 +96,11 @@ class GenerativeModel(nn.Module):
     def generate(self, noise: torch.Tensor) -> torch.Tensor:
         """Noise (B, latent) -> images in [0, 1], (B, C, H, W)."""
         raise NotImplementedError
+
+    def fixed_inputs(self, data: Any, n: int, generator: torch.Generator) -> torch.Tensor:
+        """The CPU batch the loop's progress grids are generated from (``generate(fixed)``):
+        ``n`` noise vectors here; a translation model picks fixed source images from ``data``."""
+        return self.sample_noise(n, generator, torch.device("cpu"))
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, batch_size: int = 500) -> torch.Tensor:

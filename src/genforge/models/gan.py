@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genforge import losses
 from genforge.config import opt
 from genforge.models.base import Batch, GenerativeModel, Phase
 
@@ -188,8 +189,10 @@ class GAN(GenerativeModel):
         """D's BCE on real (target real_label) and fake (target 0) images, and its mean outputs."""
         with torch.no_grad():
             fake = self._fake(real.shape[0], real.device)
-        logits = self.discriminator(torch.cat([real, fake]))  # one pass: BN sees both halves
-        real_logits, fake_logits = logits.chunk(2)
+        # Separate passes, so BN statistics of a fake batch are the same here as in G's step;
+        # one concatenated pass lets D separate by batch statistics that G never sees.
+        real_logits = self.discriminator(real)
+        fake_logits = self.discriminator(fake)
         loss_real = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, self.cfg.real_label))
         loss_fake = F.softplus(fake_logits).mean()  # BCE with target 0
         return {"loss_real": loss_real, "loss_fake": loss_fake, "d_real": torch.sigmoid(real_logits).mean(),
@@ -198,9 +201,7 @@ class GAN(GenerativeModel):
     def g_loss(self, n: int, device: torch.device) -> torch.Tensor:
         with frozen(self.discriminator):  # D is not updated, but gradients flow through it
             fake_logits = self.discriminator(self._fake(n, device))
-        if self.cfg.loss == "minimax":
-            return -F.softplus(fake_logits).mean()  # log(1 - D(G(z))) = -softplus(logit)
-        return F.softplus(-fake_logits).mean()  # -log D(G(z)) = softplus(-logit)
+        return losses.G_LOSSES[self.cfg.loss](fake_logits)
 
     # --- phases ------------------------------------------------------------------------
     def phases(self) -> list[Phase]:

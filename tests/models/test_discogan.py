@@ -1,0 +1,173 @@
+"""DiscoGAN: shapes, shared weights, updates, the variants, toy metrics, and 2-step runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from genforge.config import load_recipe
+from genforge.data.datasets import load_images
+from genforge.models import build_model
+from genforge.models.base import Batch
+from genforge.models.discogan import mode_metrics, mode_stats, pairwise_diversity
+from genforge.train import make_optimizer, train
+
+from ..conftest import SHARED_DATASETS
+
+FAST = ["train.threads=1", "train.device=cpu", "train.batch_size=16", "train.log_every=1",
+        "train.sample_every=1000", "train.checkpoint_every=1000", "train.steps=2"]
+TINY = {"gmm-discogan": ["model.hidden=16", *FAST], "gmm-discogan-ring": ["model.hidden=16", *FAST],
+        "fashion-discogan": ["model.width=4", *FAST]}
+HAS_FASHION = (SHARED_DATASETS / "fashion-mnist").is_dir()
+
+
+def _model(recipe="gmm-discogan", *extra, shape=(2,)):
+    cfg = load_recipe(recipe, [*TINY[recipe], *extra])
+    torch.manual_seed(0)
+    model = build_model(cfg, shape, 5)
+    optimizers = {name: make_optimizer(cfg.optim, params) for name, params in model.optimizer_groups().items()}
+    return model, optimizers
+
+
+def _toy_batch(n=16) -> Batch:
+    data = load_images("gmm-discogan", "train")
+    return Batch(data.images[:n], data.labels[:n], data.images_b[:n], data.labels_b[:n])
+
+
+def _step(model, optimizers, batch):
+    for phase in model.phases():
+        for _ in range(phase.repeats):
+            losses = phase.step(batch)
+            assert torch.isfinite(losses["loss"])
+            optimizer = optimizers[phase.optimizer]
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            optimizer.step()
+
+
+def test_shapes_points_and_images():
+    model, _ = _model()
+    a = torch.randn(8, 2)
+    fake, recon = model.translate(a, "a2b")
+    assert fake.shape == recon.shape == (8, 2)
+    conv, _ = _model("fashion-discogan", shape=(1, 32, 32))
+    images = torch.rand(4, 1, 32, 32) * 2 - 1
+    fake, recon = conv.translate(images, "b2a")
+    assert fake.shape == recon.shape == (4, 1, 32, 32) and fake.abs().max() <= 1
+    logit, feats = conv.D_A.features(images)
+    assert logit.shape == (4,) and len(feats) == 3
+
+
+def test_conv_needs_size_divisible_by_16():
+    with pytest.raises(Exception, match="divisible by 16"):
+        _model("fashion-discogan", shape=(1, 28, 28))
+
+
+def test_reconstruction_reuses_the_same_modules():
+    model, _ = _model()
+    forward, backward = model.translators("a2b")
+    assert forward is model.G_AB and backward is model.G_BA
+    assert model.translators("b2a") == (model.G_BA, model.G_AB)
+    a = torch.randn(8, 2)
+    fake, recon = model.translate(a, "a2b")
+    with torch.no_grad():
+        model.G_AB.out.bias += 1.0  # a change in G_AB alone moves A -> B and A -> B -> A
+    fake2, recon2 = model.translate(a, "a2b")
+    assert not torch.allclose(fake, fake2) and not torch.allclose(recon, recon2)
+    assert len(model.state_dict()) == len({k for k in model.state_dict()})  # no duplicated "reconstruction" nets
+    names = {k.split(".")[0] for k in model.state_dict()}
+    assert names == {"G_AB", "G_BA", "D_A", "D_B", "iteration"}
+
+
+def test_train_step_changes_every_weight_and_counts_iterations():
+    model, optimizers = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    _step(model, optimizers, _toy_batch())
+    after = model.state_dict()
+    assert {k for k in before if not torch.equal(before[k], after[k])} == set(before)
+    assert int(model.iteration) == 1
+
+
+def test_recongan_leaves_d_a_alone_and_gan_has_no_reconstruction():
+    model, optimizers = _model("gmm-discogan", "model.variant=recongan")
+    d_a = {k: v.clone() for k, v in model.D_A.state_dict().items()}
+    _step(model, optimizers, _toy_batch())
+    assert all(torch.equal(v, model.D_A.state_dict()[k]) for k, v in d_a.items())
+    assert set(model.g_terms(_toy_batch())) == {"loss", "gan_a2b", "recon_a"}
+    gan, _ = _model("gmm-discogan", "model.variant=gan")
+    assert set(gan.g_terms(_toy_batch())) == {"loss", "gan_a2b", "gan_b2a"}
+
+
+def test_curriculum_and_cyclegan_losses():
+    model, _ = _model("gmm-discogan", "model.curriculum_steps=3", "model.recon_weight_start=0.01",
+                      "model.recon_weight=0.5")
+    assert float(model.recon_weight()) == pytest.approx(0.01)
+    model.iteration.fill_(3)
+    assert float(model.recon_weight()) == pytest.approx(0.5)
+    cycle, optimizers = _model("gmm-discogan", "model.cyclegan=true", "model.feature_matching=0.5")
+    terms = cycle.g_terms(_toy_batch())
+    assert {"fm_a2b", "fm_b2a", "recon_a", "recon_b"} <= set(terms)
+    _step(cycle, optimizers, _toy_batch())
+
+
+def test_mode_metrics_perfect_and_collapsed():
+    means = torch.tensor([[2.0 * k, 0.0] for k in range(10)])
+    source = torch.arange(5).repeat_interleave(40)
+    noise = 0.1 * torch.randn(200, 2, generator=torch.Generator().manual_seed(0))
+    perfect = mode_metrics(means[2 * source] + noise, source, means, 0.1)
+    assert perfect["distinct_modes"] == 5 and perfect["distinct_fraction"] == 1.0
+    assert perfect["high_quality"] > 0.95 and perfect["modes_covered"] == 5 and perfect["mapping_purity"] > 0.95
+    collapsed = mode_metrics(means[torch.zeros_like(source)] + noise, source, means, 0.1)
+    assert collapsed["distinct_modes"] == 1 and collapsed["distinct_fraction"] == 0.2
+    assert collapsed["modes_covered"] == 1
+    off = mode_metrics(torch.full((200, 2), 1.0), source, means, 0.1)  # between two modes: low quality
+    assert off["high_quality"] == 0.0 and off["distinct_modes"] == 0
+
+
+def test_mode_stats_and_diversity():
+    data = load_images("gmm-ring", "train")
+    means, std = mode_stats(data.images_b, data.labels_b)
+    assert means.shape == (10, 2) and std == pytest.approx(0.1, rel=0.1)
+    same = torch.ones(10, 1, 4, 4)
+    assert pairwise_diversity(same) == 0.0
+    assert pairwise_diversity(torch.rand(10, 1, 4, 4)) > 0.5
+
+
+@pytest.mark.parametrize("recipe", ["gmm-discogan", "gmm-discogan-ring"])
+def test_two_step_toy_run_writes_plots_and_metrics(recipe, tmp_path):
+    result = train(load_recipe(recipe, TINY[recipe]), tmp_path, progress=False)
+    assert result.step == 2
+    for key in ("eval/a2b_distinct_modes", "eval/a2b_high_quality", "eval/a2b_modes_covered", "eval/recon_a"):
+        assert key in result.metrics
+    assert (tmp_path / "plots" / "translations.png").is_file() and (tmp_path / "plots" / "curves.png").is_file()
+    assert json.loads((tmp_path / "translation_metrics.json").read_text())["a2b_target_modes"] in (2, 10)
+    assert (tmp_path / "samples" / "final.png").is_file()
+
+
+def test_two_domain_resume_is_bit_identical(tmp_path):
+    straight = train(load_recipe("gmm-discogan", [*TINY["gmm-discogan"], "train.steps=4"]), tmp_path / "a",
+                     progress=False)
+    train(load_recipe("gmm-discogan", [*TINY["gmm-discogan"], "train.steps=2"]), tmp_path / "b", progress=False)
+    from genforge.train import resume_config
+
+    resumed = train(resume_config(tmp_path / "b", steps=4), tmp_path / "b", resume=True, progress=False)
+    assert straight.step == resumed.step == 4
+    state = json.loads((tmp_path / "b" / "checkpoints" / "latest" / "state.json").read_text())
+    assert state["data_order_b"]["position"] > 0
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "a" / "checkpoints" / "latest" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "checkpoints" / "latest" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.skipif(not HAS_FASHION, reason="Fashion-MNIST not in ../shared/datasets")
+def test_two_step_fashion_run(tmp_path):
+    cfg = load_recipe("fashion-discogan", [*TINY["fashion-discogan"], f"data.root={SHARED_DATASETS}"])
+    result = train(cfg, tmp_path, progress=False)
+    for key in ("eval/a2b_domain_acc", "eval/b2a_domain_acc", "eval/a2b_diversity_ratio", "eval/recon_a"):
+        assert key in result.metrics
+    assert result.metrics["eval/classifier_real_acc"] > 0.95
+    assert (tmp_path / "plots" / "translations_a2b.png").is_file()

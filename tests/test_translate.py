@@ -1,0 +1,92 @@
+"""``genforge translate``: images in, translations and a grid out; bad inputs skipped and named."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from genforge.checkpoint import Checkpoint, save_checkpoint
+from genforge.cli import main
+from genforge.config import load_recipe
+from genforge.errors import GenforgeError
+from genforge.models import build_model
+from genforge.translate import load_image, translate_files
+
+from .conftest import SHARED_DATASETS
+
+
+@pytest.fixture(scope="module")
+def disco_run(tmp_path_factory):
+    """An untrained width-4 fashion-discogan run: config.json and one checkpoint."""
+    run_dir = tmp_path_factory.mktemp("disco-run")
+    cfg = load_recipe("fashion-discogan", ["model.width=4", f"data.root={SHARED_DATASETS}"])
+    torch.manual_seed(0)
+    model = build_model(cfg, (1, 32, 32), 10)
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict()))
+    save_checkpoint(run_dir, Checkpoint(step=0, model=model.state_dict(),
+                                        extra={"config": cfg.to_dict(), "image_shape": [1, 32, 32], "num_classes": 10}))
+    return run_dir
+
+
+def _inputs(folder):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 30), dtype=np.uint8), "L").save(folder / "grey.png")
+    Image.fromarray(rng.integers(0, 255, (28, 28, 3), dtype=np.uint8), "RGB").save(folder / "photo.jpg")
+    Image.fromarray(rng.integers(0, 255, (20, 20, 4), dtype=np.uint8), "RGBA").save(folder / "alpha.png")
+    Image.fromarray(rng.integers(0, 255, (16, 24, 3), dtype=np.uint8), "RGB").convert("P").save(folder / "palette.png")
+    Image.new("L", (1, 1)).save(folder / "tiny.png")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 20)
+    return folder
+
+
+def test_load_image_converts_modes_and_sizes(tmp_path):
+    folder = _inputs(tmp_path / "in")
+    for name in ("grey.png", "photo.jpg", "alpha.png", "palette.png"):
+        image = load_image(folder / name, 1, 32)
+        assert image.shape == (1, 32, 32) and image.dtype == torch.uint8
+    assert load_image(folder / "photo.jpg", 3, 32).shape == (3, 32, 32)
+    for name, why in (("tiny.png", "too small"), ("notes.txt", "not an image"), ("broken.png", "corrupt")):
+        with pytest.raises(ValueError, match=why):
+            load_image(folder / name, 1, 32)
+
+
+def test_translate_files_skips_bad_inputs_and_keeps_the_rest(disco_run, tmp_path):
+    folder = _inputs(tmp_path / "in")
+    (tmp_path / "empty").mkdir()
+    result = translate_files(disco_run, [folder, tmp_path / "empty", tmp_path / "missing.png"], "a2b", tmp_path / "out")
+    written = sorted(p.name for p in result.written)
+    assert written == ["alpha_a2b.png", "grey_a2b.png", "grid.png", "palette_a2b.png", "photo_a2b.png"]
+    skipped = {path.rsplit("/", 1)[-1]: why for path, why in result.skipped}
+    assert set(skipped) == {"tiny.png", "notes.txt", "broken.png", "empty", "missing.png"}
+    grid = Image.open(result.grid)
+    assert grid.width < grid.height  # 4 rows of source | translation | reconstruction
+    assert Image.open(tmp_path / "out" / "grey_a2b.png").size == (32, 32)
+
+
+def test_translate_with_nothing_usable_is_a_clear_error(disco_run, tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(GenforgeError, match="no image to translate.*notes.txt"):
+        translate_files(disco_run, [tmp_path / "notes.txt"], "b2a", tmp_path / "out")
+
+
+def test_translate_cli(disco_run, tmp_path, capsys):
+    folder = _inputs(tmp_path / "in")
+    assert main(["translate", str(disco_run), str(folder), "--direction", "b2a", "--out", str(tmp_path / "o"),
+                 "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "4 images translated b2a, 3 skipped" in err and "skipped" in err and "tiny.png" in err
+    assert main(["translate", str(disco_run), "--out", str(tmp_path / "o")]) == 2  # no inputs, no --from-test
+    assert "--from-test" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (SHARED_DATASETS / "fashion-mnist").is_dir(), reason="Fashion-MNIST not in ../shared/datasets")
+def test_translate_from_test(disco_run, tmp_path, capsys):
+    assert main(["translate", str(disco_run), "--from-test", "--n", "5", "--out", str(tmp_path / "t"),
+                 "--device", "cpu"]) == 0
+    assert len(list((tmp_path / "t").glob("test-*_a2b.png"))) == 5 and (tmp_path / "t" / "grid.png").is_file()
