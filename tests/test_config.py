@@ -124,7 +124,8 @@ def test_choices_are_enforced(item):
 
 def test_gan_choices_are_enforced_and_accepted():
     with pytest.raises(GenforgeError, match="model.loss.*nonsaturating, minimax"):
-        load_recipe("mnist-dcgan", ["model.loss=wasserstein"])
+        load_recipe("mnist-dcgan", ["model.loss=wgan"])
+    assert load_recipe("mnist-dcgan", ["model.loss=wgan-gp"]).model.loss == "wgan-gp"
     cfg = load_recipe("mnist-dcgan", ["model.loss=minimax", "model.arch=livestream", "model.schedule=threshold"])
     assert (cfg.model.loss, cfg.model.arch, cfg.model.schedule) == ("minimax", "livestream", "threshold")
 

@@ -17,10 +17,24 @@ EPILOGS = {
   genforge train mnist-vae --steps 3000
   genforge train mnist-dcgan --minutes 5 --run-dir runs/dcgan optim.lr=1e-4 train.batch_size=128
   genforge train mnist-vae model.latent_dim=2          # the classic 2-D manifold grid
-  genforge train --resume runs/dcgan --steps 6000       # continue to step 6000 in total""",
+  genforge train --resume runs/dcgan --steps 6000       # continue to step 6000 in total
+  genforge train ring-8 --seeds 3 --run-dir runs/ring  # 3 seeds in turn; the best by eval/modes -> runs/ring/best""",
     "sample": """examples:
   genforge sample runs/dcgan --n 64 --out grid.png
-  genforge sample runs/vae --n 16 --out g.png --seed 3""",
+  genforge sample runs/vae --n 16 --out g.png --seed 3
+  genforge sample runs/cgan --class 7 --n 16 --out sevens.png      # a conditional GAN's class
+  genforge sample runs/cgan --by-class --n 10 --out classes.png    # row k = class k, 10 per row
+  genforge sample runs/dcgan --n 8 --out g.png --save-z z.safetensors   # keep the noise (.safetensors or .npy)""",
+    "interpolate": """examples:
+  genforge interpolate runs/dcgan --steps 10 --out strip.png
+  genforge interpolate runs/dcgan --steps 10 --rows 4 --slerp --out slerp.png
+  genforge interpolate runs/dcgan --from a.safetensors --to b.safetensors --out ab.png""",
+    "arithmetic": """examples:
+  genforge sample runs/dcgan --n 3 --seed 1 --save-z a.safetensors --out a.png   # pick three samples per concept
+  genforge arithmetic runs/dcgan --a a.safetensors --b b.safetensors --c c.safetensors --out abc.png""",
+    "bench": """examples:
+  genforge bench toys --seeds 5                        # minimax / non-saturating / WGAN-GP on ring-8 and grid-25
+  genforge bench toys --seeds 2 --steps 500 --toy ring-8 --config wgan-gp""",
     "recipes": """examples:
   genforge recipes
   genforge recipes --show mnist-dcgan""",
@@ -66,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--data-root", help="folder with datasets (default: $GENFORGE_DATA or ~/.cache/genforge)")
     train.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--seeds", type=int, help="train this many seeds in turn (seed, seed+1, ...) into "
+                                                 "RUN_DIR/seed-S and copy the best to RUN_DIR/best")
+    train.add_argument("--metric", help="final eval metric that picks the best seed (default: the family's first)")
 
     sample = command("sample", "draw samples from a trained run into a PNG grid")
     sample.add_argument("run_dir", help="a run directory with a checkpoint")
@@ -73,6 +90,38 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", default="samples.png", help="output PNG (default samples.png)")
     sample.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     sample.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    sample.add_argument("--class", dest="label", type=int, help="class to draw (conditional GANs)")
+    sample.add_argument("--by-class", action="store_true", help="one row per class, --n per row (conditional GANs)")
+    sample.add_argument("--save-z", metavar="FILE", help="also save the noise vectors (.safetensors or .npy)")
+
+    interpolate = command("interpolate", "walk the latent space between two noise vectors into a PNG strip")
+    interpolate.add_argument("run_dir", help="a run directory with a checkpoint")
+    interpolate.add_argument("--steps", type=int, default=10, help="images per path (default 10)")
+    interpolate.add_argument("--rows", type=int, default=1, help="paths, one per row (default 1)")
+    interpolate.add_argument("--slerp", action="store_true", help="spherical instead of linear interpolation")
+    interpolate.add_argument("--from", dest="start", metavar="FILE", help="start noise (first vector of a z file)")
+    interpolate.add_argument("--to", dest="stop", metavar="FILE", help="end noise (first vector of a z file)")
+    interpolate.add_argument("--out", default="interpolation.png", help="output PNG (default interpolation.png)")
+    interpolate.add_argument("--seed", type=int, default=0, help="noise seed of the end points (default 0)")
+    interpolate.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+
+    arith = command("arithmetic", "latent arithmetic A - B + C on saved noise vectors (each file averaged)")
+    arith.add_argument("run_dir", help="a run directory with a checkpoint")
+    arith.add_argument("--a", required=True, metavar="FILE", help="noise vectors of concept A (.safetensors/.npy)")
+    arith.add_argument("--b", required=True, metavar="FILE", help="noise vectors of concept B, subtracted")
+    arith.add_argument("--c", required=True, metavar="FILE", help="noise vectors of concept C, added")
+    arith.add_argument("--out", default="arithmetic.png", help="strip: mean A, mean B, mean C, A - B + C")
+    arith.add_argument("--save-z", metavar="FILE", help="also save the result vector")
+    arith.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+
+    bench = command("bench", "benchmarks that print figures")
+    bench.add_argument("suite", choices=("toys",), help="toys: GAN losses on ring-8 and grid-25 vs PacGAN's numbers")
+    bench.add_argument("--seeds", type=int, default=5, help="seeds per configuration (default 5)")
+    bench.add_argument("--steps", type=int, help="training steps per run (default: the recipes')")
+    bench.add_argument("--toy", action="append", help="only this toy (repeatable): ring-8, grid-25")
+    bench.add_argument("--config", action="append", help="only this configuration (repeatable)")
+    bench.add_argument("--out", default="runs/bench-toys", help="folder of the runs (default runs/bench-toys)")
+    bench.add_argument("--threads", type=int, default=1, help="CPU threads per run (default 1)")
 
     recipes = command("recipes", "list the built-in recipes")
     recipes.add_argument("--show", metavar="RECIPE", help="print every config key of a recipe with its help")
@@ -164,6 +213,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
+    if args.seeds is not None:
+        from genforge.bench import format_seeds, train_seeds
+
+        if args.resume or args.seeds < 1:
+            raise GenforgeError("--seeds takes a positive count and a recipe (not --resume)")
+        best, rows = train_seeds(cfg, run_dir, args.seeds, args.metric, args.data_root, not args.no_progress,
+                                 log=lambda line: print(line, file=sys.stderr))
+        print(format_seeds(rows))
+        print(f"genforge: best seed -> {best}", file=sys.stderr)
+        return 0
     print(f"genforge: training {cfg.recipe} ({cfg.family}) into {run_dir}", file=sys.stderr)
     result = train(cfg, run_dir, resume=bool(args.resume), data_root=args.data_root, progress=not args.no_progress)
     if result.interrupted:
@@ -186,10 +245,88 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.n <= 0:
         raise GenforgeError(f"--n must be positive, not {args.n}")
     _, model, step = load_model(args.run_dir, resolve_device(args.device))
+    generator = torch.Generator().manual_seed(args.seed)
+    nrow = None
     with model.ema_weights():
-        images = model.sample(args.n, torch.Generator().manual_seed(args.seed))
-    path = viz.save_grid(images, args.out)
+        if args.by_class or args.label is not None:
+            if not getattr(model, "classes", 0):
+                raise GenforgeError("--class/--by-class need a conditional GAN (model.conditional=concat|projection)")
+            if args.label is not None and not 0 <= args.label < model.classes:
+                raise GenforgeError(f"--class must be in 0..{model.classes - 1}, not {args.label}")
+        if args.by_class:
+            images, nrow = model.class_grid(args.n, generator), args.n
+        elif args.label is not None or args.save_z:
+            from genforge import latent
+
+            labels = None if args.label is None else torch.full((args.n,), args.label, dtype=torch.long)
+            noise = (model.sample_noise(args.n, generator, labels=labels) if labels is not None
+                     else model.sample_noise(args.n, generator))
+            images = latent.generate(model, noise)
+            if args.save_z:
+                print(f"genforge: noise -> {latent.save_latents(noise, args.save_z)}", file=sys.stderr)
+        else:
+            images = model.sample(args.n, generator)
+    if images.ndim != 4:
+        raise GenforgeError("this run generates points, not images; see its plots/ folder")
+    path = viz.save_grid(images, args.out, nrow=nrow)
     print(f"genforge: {args.n} samples from step {step} -> {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    import torch
+
+    from genforge import latent, viz
+    from genforge.runs import load_model
+    from genforge.runtime import resolve_device
+
+    if bool(args.start) != bool(args.stop):
+        raise GenforgeError("give both --from and --to, or neither")
+    _, model, step = load_model(args.run_dir, resolve_device(args.device))
+    ends = (latent.load_latents(args.start)[0], latent.load_latents(args.stop)[0]) if args.start else None
+    with model.ema_weights():
+        noise = latent.interpolation_noise(model, args.steps, args.rows, args.slerp,
+                                           torch.Generator().manual_seed(args.seed), ends)
+        images = latent.generate(model, noise)
+    path = viz.save_grid(images, args.out, nrow=args.steps)
+    kind = "spherical" if args.slerp else "linear"
+    print(f"genforge: {args.rows} {kind} path(s) of {args.steps} from step {step} -> {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_arithmetic(args: argparse.Namespace) -> int:
+    from genforge import latent, viz
+    from genforge.runs import load_model
+    from genforge.runtime import resolve_device
+
+    _, model, step = load_model(args.run_dir, resolve_device(args.device))
+    a, b, c = (latent.load_latents(path) for path in (args.a, args.b, args.c))
+    with model.ema_weights():
+        images = latent.arithmetic_strip(model, a, b, c)
+    path = viz.save_grid(images, args.out, nrow=4)
+    if args.save_z:
+        latent.save_latents(latent.arithmetic(a, b, c), args.save_z)
+    print(f"genforge: mean A, mean B, mean C, A - B + C from step {step} -> {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from genforge.bench import TOY_CONFIGS, TOYS, format_bench, toy_bench
+
+    for toy in args.toy or ():
+        if toy not in TOYS:
+            raise GenforgeError(f"unknown toy '{toy}'; use {', '.join(TOYS)}")
+    for name in args.config or ():
+        if name not in TOY_CONFIGS:
+            raise GenforgeError(f"unknown configuration '{name}'; use {', '.join(TOY_CONFIGS)}")
+    if args.seeds < 1:
+        raise GenforgeError(f"--seeds must be positive, not {args.seeds}")
+    start = time.monotonic()
+    rows = toy_bench(args.out, args.seeds, args.steps, args.toy or TOYS, args.config, threads=args.threads,
+                     log=lambda line: print(line, file=sys.stderr))
+    print(format_bench(rows))
+    print(f"genforge: {sum(len(r.seconds) for r in rows)} runs in {(time.monotonic() - start) / 60:.1f} min "
+          f"-> {args.out}", file=sys.stderr)
     return 0
 
 
@@ -290,7 +427,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "recipes": cmd_recipes, "data": cmd_data,
-            "eval": cmd_eval, "evaluator": cmd_evaluator, "translate": cmd_translate}
+            "eval": cmd_eval, "evaluator": cmd_evaluator, "translate": cmd_translate,
+            "interpolate": cmd_interpolate, "arithmetic": cmd_arithmetic, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

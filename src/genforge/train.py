@@ -178,7 +178,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
     def sample_grid(name: str) -> Path:
         model.eval()
         with torch.no_grad(), model.ema_weights():
-            grid = viz.make_grid(model.generate(fixed_noise).float().cpu())
+            grid = model.progress_image(fixed_noise, train_data)
         model.train()
         log.image("samples", grid, step)
         return viz.save_grid_image(grid, run_dir / "samples" / f"{name}.png")
@@ -204,6 +204,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
                         optimizer.zero_grad(set_to_none=True)
                         losses["loss"].backward()
                         optimizer.step()
+                        if phase.after is not None:
+                            phase.after()
                     for key, value in losses.items():
                         name = f"{phase.name}/{key}"
                         sums[name] = sums.get(name, 0.0) + value.detach()
@@ -224,6 +226,12 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
             if step % tcfg.checkpoint_every == 0:
                 checkpoint()
                 saved_step = step
+                model.eval()
+                with torch.no_grad(), model.ema_weights():
+                    values = model.checkpoint_metrics(train_data, step)
+                model.train()
+                if values:
+                    log.log(step, values)
             if evaluator is not None and step % tcfg.eval_every == 0:
                 values, warning = evaluator(model, step)
                 log.log(step, values)

@@ -60,6 +60,16 @@ def _pyplot():
     return plt
 
 
+def _save_figure(fig, path: str | Path) -> Path:
+    """Lay out, write (PNG, or PDF by suffix) and close a matplotlib figure."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    _pyplot().close(fig)
+    return path
+
+
 def read_metrics(path: str | Path) -> list[dict]:
     """The rows of a metrics.jsonl; a torn last line (after a crash) is ignored."""
     rows = []
@@ -94,12 +104,7 @@ def plot_curves(rows: Sequence[dict], keys: Iterable[str], path: str | Path, tit
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(frameon=False)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def plot_scatter(points: np.ndarray, labels: np.ndarray, path: str | Path, title: str = "",
@@ -115,9 +120,70 @@ def plot_scatter(points: np.ndarray, labels: np.ndarray, path: str | Path, title
     ax.set_title(title)
     ax.legend(markerscale=3, frameon=False, fontsize=8, loc="best")
     ax.set_aspect("equal", adjustable="datalim")
+    return _save_figure(fig, path)
+
+
+# --- the GAN toys: data vs generated pictures, and their animation ----------------------
+
+def _figure_tensor(fig) -> torch.Tensor:
+    """A drawn matplotlib figure -> (3, H, W) float tensor in [0, 1]."""
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())  # (H, W, 4) uint8
+    return torch.from_numpy(rgba[..., :3].copy()).permute(2, 0, 1).float() / 255.0
+
+
+def render_points(data: torch.Tensor, generated: torch.Tensor, title: str = "",
+                  critic: tuple[np.ndarray, np.ndarray, str] | None = None,
+                  limits: tuple[float, float] | None = None) -> torch.Tensor:
+    """Data vs generated points as one (3, H, W) picture in [0, 1].
+
+    1-D points (N, 1): the two densities as histograms, and ``critic`` = (x, D(x), label)
+    drawn on a second axis (D's output curve); 2-D points (N, 2): a scatter, data in grey.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.2, 3.6), dpi=80)
+    data, generated = data.detach().cpu().numpy(), generated.detach().cpu().numpy()
+    if data.shape[1] == 1:
+        lo, hi = limits or (-0.25, 1.25)
+        bins = np.linspace(lo, hi, 121)
+        ax.hist(data[:, 0], bins=bins, density=True, alpha=0.45, color="0.4", label="data")
+        ax.hist(np.clip(generated[:, 0], lo, hi), bins=bins, density=True, histtype="step", linewidth=1.5,
+                color="tab:green", label="G(z)")
+        ax.set_xlim(lo, hi)
+        ax.set_xlabel("x")
+        ax.set_ylabel("density")
+        if critic is not None:
+            twin = ax.twinx()
+            twin.plot(critic[0], critic[1], color="tab:blue", linewidth=1.2, label=critic[2])
+            twin.set_ylabel(critic[2], color="tab:blue")
+            if critic[2] == "D(x)":
+                twin.set_ylim(-0.02, 1.02)
+                twin.axhline(0.5, color="tab:blue", linestyle=":", linewidth=0.8)
+        ax.legend(frameon=False, fontsize=7, loc="upper left")
+    else:
+        ax.scatter(data[:, 0], data[:, 1], s=2, color="0.6", alpha=0.5, label="data")
+        ax.scatter(generated[:, 0], generated[:, 1], s=2, color="tab:green", alpha=0.6, label="G(z)")
+        if limits is not None:
+            ax.set_xlim(*limits)
+            ax.set_ylim(*limits)
+        ax.set_aspect("equal")
+        ax.legend(frameon=False, fontsize=7, loc="upper right", markerscale=3)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
+    image = _figure_tensor(fig)
+    plt.close(fig)
+    return image
+
+
+def save_gif(frames: Sequence[str | Path], path: str | Path, duration_ms: int = 300) -> Path | None:
+    """Animate PNG ``frames`` (in order) into a looping GIF with Pillow; None when there are none."""
+    frames = list(frames)
+    if not frames:
+        return None
+    images = [Image.open(frame).convert("RGB") for frame in frames]
+    size = images[0].size
+    images = [im if im.size == size else im.resize(size) for im in images]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
     return path

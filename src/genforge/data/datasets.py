@@ -24,7 +24,7 @@ import torch
 from genforge.data.catalog import CATALOG, MNIST
 from genforge.data.idx import read_idx
 from genforge.data.root import data_root, search_roots
-from genforge.data.toy import TOYS, toy_domains
+from genforge.data.toy import MIXTURES, TOYS, mixture_points, toy_domains
 from genforge.errors import GenforgeError
 
 MNIST_10K_TRAIN = 9000  # first 9,000 of the bundled digits train, the last 1,000 test
@@ -64,7 +64,7 @@ def bundled_folder() -> Path:
 
 
 def known_datasets() -> list[str]:
-    return ["mnist-10k", *CATALOG, *TWO_DOMAIN]
+    return ["mnist-10k", *CATALOG, *TWO_DOMAIN, *MIXTURES]
 
 
 def locate(name: str, root: str | Path | None = None) -> Path | None:
@@ -87,6 +87,9 @@ def _find(folder: Path, gz_name: str) -> Path | None:
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(name: str, split: str, root: str) -> ImageData:
+    if name in MIXTURES:  # single-domain toy points (N, D) for the GAN theory bench
+        points, labels = mixture_points(name, split)
+        return ImageData(name, split, points, labels, MIXTURES[name].mode_names)
     if name in TOYS:
         points_a, labels_a, points_b, labels_b = toy_domains(name, split)
         spec = TOYS[name]
@@ -162,4 +165,6 @@ def dataset_status(root: str | Path | None = None) -> list[dict[str, str]]:
                  "where": str(fashion) if fashion else "missing: genforge data fetch fashion-mnist"})
     for name, toy in TOYS.items():
         rows.append({"name": name, "description": toy.description, "where": "generated (genforge.data.toy)"})
+    for name, mix in MIXTURES.items():
+        rows.append({"name": name, "description": mix.description, "where": "generated (genforge.data.toy)"})
     return rows

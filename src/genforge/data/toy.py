@@ -50,9 +50,9 @@ TOYS: dict[str, ToySpec] = {
 
 
 def mixture(means: torch.Tensor, std: float, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` points of an equal-weight Gaussian mixture: points (n, 2) float32, labels (n,) int64."""
+    """``n`` points of an equal-weight Gaussian mixture: points (n, D) float32, labels (n,) int64."""
     labels = torch.randint(len(means), (n,), generator=generator)
-    points = means[labels] + std * torch.randn(n, 2, generator=generator)
+    points = means[labels] + std * torch.randn(n, means.shape[1], generator=generator)
     return points.float(), labels
 
 
@@ -63,3 +63,40 @@ def toy_domains(name: str, split: str, n: int = POINTS_PER_DOMAIN) -> tuple[torc
     points_a, labels_a = mixture(torch.tensor(spec.means_a, dtype=torch.float64), spec.std, n, generator)
     points_b, labels_b = mixture(torch.tensor(spec.means_b, dtype=torch.float64), spec.std, n, generator)
     return points_a, labels_a, points_b, labels_b
+
+
+# --- single-domain mixtures: the GAN theory bench (recipes R4) ---------------------------
+# The standard toys as PacGAN (Lin et al. 2018, arXiv 1712.04086) and VEEGAN define them, so
+# that modes captured / high-quality share / reverse KL sit beside the published numbers;
+# and the lecture's 1-D "duck and cow" weights. Train splits are large (the papers sample
+# the mixture afresh every batch; 100,000 points is close to that), test splits 2,500.
+
+MIXTURE_SIZES = {"train": 100_000, "test": 2_500}
+
+
+@dataclass(frozen=True)
+class MixtureSpec:
+    description: str
+    means: tuple[tuple[float, ...], ...]  # (K, D): one mean per mode
+    std: float  # per axis, the same for every mode
+    names: tuple[str, ...] = ()  # mode names (default: m0, m1, ...)
+
+    @property
+    def mode_names(self) -> tuple[str, ...]:
+        return self.names or tuple(f"m{k}" for k in range(len(self.means)))
+
+
+MIXTURES: dict[str, MixtureSpec] = {
+    "duck-cow": MixtureSpec("1-D 'duck and cow' weights: Gaussians at 0.25 and 0.75 on a 0..1 axis, std 0.06",
+                            ((0.25,), (0.75,)), 0.06, ("duck", "cow")),
+    "ring-8": MixtureSpec("PacGAN ring: 8 Gaussians evenly on the unit circle, std 0.01", ring(8, radius=1.0), 0.01),
+    "grid-25": MixtureSpec("PacGAN grid: 25 Gaussians at {-4,-2,0,2,4}^2, std 0.05",
+                           tuple((float(x), float(y)) for x in (-4, -2, 0, 2, 4) for y in (-4, -2, 0, 2, 4)), 0.05),
+}
+
+
+def mixture_points(name: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(points (N, D) float32, mode labels (N,) int64) of single-domain mixture ``name``."""
+    spec = MIXTURES[name]
+    generator = torch.Generator().manual_seed(100 + SPLIT_SEEDS[split])
+    return mixture(torch.tensor(spec.means, dtype=torch.float64), spec.std, MIXTURE_SIZES[split], generator)

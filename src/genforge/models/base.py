@@ -35,13 +35,15 @@ class Phase:
     optimiser ``optimizer``; the other entries are logged. An optional ``"gate"`` bool
     tensor skips the update when false (costs one host sync; only gated schedules use it).
     ``repeats`` runs the phase that many times per training step, each on a fresh batch
-    (e.g. 5 critic steps per generator step).
+    (e.g. 5 critic steps per generator step). ``after``, if given, runs after each of the
+    phase's optimiser steps (e.g. WGAN's weight clipping).
     """
 
     name: str
     optimizer: str
     step: Callable[[Batch], dict[str, torch.Tensor]]
     repeats: int = 1
+    after: Callable[[], None] | None = None
 
 
 @dataclass
@@ -101,6 +103,18 @@ class GenerativeModel(nn.Module):
         """The CPU batch the loop's progress grids are generated from (``generate(fixed)``):
         ``n`` noise vectors here; a translation model picks fixed source images from ``data``."""
         return self.sample_noise(n, generator, torch.device("cpu"))
+
+    def progress_image(self, fixed: torch.Tensor, data: Any) -> torch.Tensor:
+        """The loop's progress picture from the fixed inputs, (C, H, W) in [0, 1]: by default the
+        grid of ``generate(fixed)``; toy families draw data vs generated points (``data``: train split)."""
+        from genforge.viz import make_grid
+
+        return make_grid(self.generate(fixed).float().cpu())
+
+    def checkpoint_metrics(self, data: Any, step: int) -> dict[str, float]:
+        """Cheap metrics logged at every checkpoint (e.g. the toys' modes captured); none by default.
+        Must not draw from the global RNG (a resumed run must continue bit for bit)."""
+        return {}
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, batch_size: int = 500) -> torch.Tensor:

@@ -1,9 +1,18 @@
-"""GANs on images: the canonical DCGAN and the TensorFlow livestream's network.
+"""The GAN family: DCGAN, the TensorFlow livestream's network, MLPs on toy points; every loss.
 
 Goodfellow et al. 2014 (arXiv 1406.2661) for the game; Radford et al. 2015 (DCGAN,
 arXiv 1511.06434) for the networks: strided (transposed) convolutions, batch norm
 (not on D's first layer), ReLU in G, LeakyReLU(0.2) in D, tanh output, weights from
 N(0, 0.02), Adam 2e-4 with beta1 0.5.
+
+Losses by ``model.loss`` (pure functions in :mod:`genforge.losses`): the BCE game with the
+minimax or non-saturating G loss, least squares (Mao et al. 2017), hinge (Lim & Ye 2017),
+Wasserstein with weight clipping (Arjovsky et al. 2017) and WGAN-GP (Gulrajani et al.
+2017, whose critic has no batch norm: ``d_norm=auto`` gives it layer norm). Conditional
+GANs (Mirza & Osindero 2014, arXiv 1411.1784): z is joined by the one-hot class, and D
+sees the class as extra input maps (``concat``) or by projection (Miyato & Koyama 2018,
+arXiv 1802.05637). On toy points (N, D) both networks are MLPs (``arch=mlp``), and the
+progress pictures, checkpoint metrics and final evaluation are those of the GAN toys.
 """
 
 from __future__ import annotations
@@ -11,6 +20,8 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,22 +29,39 @@ from torch import nn
 
 from genforge import losses
 from genforge.config import opt
-from genforge.models.base import Batch, GenerativeModel, Phase
+from genforge.errors import GenforgeError
+from genforge.models.base import Batch, Context, GenerativeModel, Phase
+
+BCE_LOSSES = ("nonsaturating", "minimax")  # the BCE game of Goodfellow et al.: D outputs logits
+LOG4 = math.log(4.0)  # at the optimum D = 1/2 everywhere and the value function is -log 4
 
 
 @dataclass
 class GANConfig:
-    arch: str = opt("dcgan", "networks: dcgan (Radford et al.) or livestream (the original TF code)",
-                    ("dcgan", "livestream"))
+    arch: str = opt("dcgan", "networks: dcgan (Radford et al.), livestream (the original TF code) or mlp (toy points)",
+                    ("dcgan", "livestream", "mlp"))
     latent_dim: int = opt(100, "size of the noise vector z")
     width: int = opt(64, "DCGAN base channel count (D's first layer; G's last hidden layer)")
     noise: str = opt("gaussian", "distribution of z", ("gaussian", "uniform", "truncated"))
-    loss: str = opt("nonsaturating", "generator loss: nonsaturating -log D(G(z)) or minimax log(1 - D(G(z)))",
-                    ("nonsaturating", "minimax"))
+    loss: str = opt("nonsaturating", "the game: BCE with G loss nonsaturating -log D(G(z)) or minimax "
+                    "log(1 - D(G(z))); least_squares; hinge; wasserstein (weight clipping); wgan-gp",
+                    ("nonsaturating", "minimax", "least_squares", "hinge", "wasserstein", "wgan-gp"))
+    clip: float = opt(0.01, "WGAN weight clipping bound of the critic (loss=wasserstein only); 0 = off")
+    gp_weight: float = opt(10.0, "gradient penalty weight lambda (loss=wgan-gp only)")
+    r1_gamma: float = opt(0.0, "R1 penalty gamma on real data (Mescheder et al. 2018), any loss; 0 = off")
+    d_norm: str = opt("auto", "normalisation in D's hidden layers; auto = batch (dcgan) / none (mlp), "
+                      "layer for wgan-gp", ("auto", "batch", "none", "layer", "instance"))
     real_label: float = opt(1.0, "target for real images in D's loss (0.9 = one-sided label smoothing)")
     d_steps: int = opt(1, "discriminator steps per generator step")
     schedule: str = opt("alternate", "alternate D and G steps, or threshold-gate them as the livestream did",
                         ("alternate", "threshold"))
+    hidden: int = opt(256, "MLP width (arch=mlp)")
+    layers: int = opt(3, "MLP hidden layers of G and D (arch=mlp)")
+    conditional: str = opt("none", "class-conditional GAN: none, concat (labels joined to D's input) or "
+                           "projection (Miyato & Koyama); G always gets the one-hot label beside z",
+                           ("none", "concat", "projection"))
+    class_histogram: bool = opt(False, "log the evaluation classifier's class histogram of 1,000 samples at every "
+                                "checkpoint (mode collapse over training; MNIST / Fashion-MNIST)")
 
 
 def dcgan_init(module: nn.Module) -> None:
@@ -80,17 +108,79 @@ class DCGANGenerator(nn.Module):
         return self.main(self.project(z))
 
 
-class DCGANDiscriminator(nn.Module):
-    """(B, C, H, W) -> strided convs (BN on all but the first, LeakyReLU 0.2) -> one logit (B,)."""
+def conv_norm(kind: str, channels: int) -> nn.Module:
+    """D's normalisation after a hidden conv: batch (DCGAN), layer or instance (GroupNorm with one
+    group or one group per channel: no batch statistics, so WGAN-GP's per-sample gradient is clean)."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)
+    if kind == "instance":
+        return nn.GroupNorm(channels, channels)
+    return nn.Identity()
 
-    def __init__(self, channels: int, image_size: int, width: int):
+
+class DCGANDiscriminator(nn.Module):
+    """(B, C, H, W) -> strided convs (norm on all but the first, LeakyReLU 0.2) -> one logit (B,).
+
+    Conditional (``num_classes`` > 0): ``concat`` adds the one-hot label as K constant input
+    maps; ``projection`` adds <embed(y), h> to the logit, h the flattened last features."""
+
+    def __init__(self, channels: int, image_size: int, width: int, norm: str = "batch",
+                 num_classes: int = 0, conditional: str = "none"):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        self.conditional, self.num_classes = conditional, num_classes
+        extra = num_classes if conditional == "concat" else 0
+        layers: list[nn.Module] = [nn.Conv2d(channels + extra, width, 4, 2, 1), nn.LeakyReLU(0.2, True)]
         ch, size = width, image_size // 2
         while size > 4 and size % 2 == 0 and size // 2 >= 4:
-            layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch * 2), nn.LeakyReLU(0.2, True)]
+            layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=norm == "none"), conv_norm(norm, ch * 2),
+                       nn.LeakyReLU(0.2, True)]
             ch, size = ch * 2, size // 2
         self.main = nn.Sequential(*layers, nn.Flatten(), nn.Linear(ch * size * size, 1))
+        if conditional == "projection":
+            self.embed = nn.Embedding(num_classes, ch * size * size)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.conditional == "concat":
+            maps = F.one_hot(labels, self.num_classes).to(x.dtype)[:, :, None, None]  # (B, K, 1, 1)
+            x = torch.cat([x, maps.expand(-1, -1, *x.shape[-2:])], dim=1)
+        if self.conditional == "projection":
+            features = self.main[:-1](x)  # (B, F)
+            return self.main[-1](features).squeeze(-1) + (self.embed(labels) * features).sum(1)
+        return self.main(x).squeeze(-1)
+
+
+class MLPGenerator(nn.Module):
+    """z (B, latent) -> ``layers`` x (Linear, ReLU) of ``hidden`` units -> a point (B, D), no squashing."""
+
+    def __init__(self, latent_dim: int, dim: int, hidden: int, layers: int):
+        super().__init__()
+        blocks: list[nn.Module] = []
+        width = latent_dim
+        for _ in range(layers):
+            blocks += [nn.Linear(width, hidden), nn.ReLU(True)]
+            width = hidden
+        self.main = nn.Sequential(*blocks, nn.Linear(width, dim))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.main(z)
+
+
+class MLPDiscriminator(nn.Module):
+    """A point (B, D) -> ``layers`` x (Linear, [norm], LeakyReLU 0.2) -> one logit (B,)."""
+
+    def __init__(self, dim: int, hidden: int, layers: int, norm: str = "none"):
+        super().__init__()
+        if norm == "instance":
+            raise GenforgeError("model.d_norm=instance needs images; use none, layer or batch with arch=mlp")
+        blocks: list[nn.Module] = []
+        width = dim
+        for _ in range(layers):
+            normaliser = {"batch": nn.BatchNorm1d(hidden), "layer": nn.LayerNorm(hidden)}.get(norm, nn.Identity())
+            blocks += [nn.Linear(width, hidden), normaliser, nn.LeakyReLU(0.2, True)]
+            width = hidden
+        self.main = nn.Sequential(*blocks, nn.Linear(width, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.main(x).squeeze(-1)
@@ -145,14 +235,32 @@ def frozen(module: nn.Module):
 
 
 class GAN(GenerativeModel):
-    """Generator + discriminator trained with binary cross-entropy on logits."""
+    """Generator + discriminator (critic) playing the game named by ``model.loss``."""
 
     family = "gan"
     Config = GANConfig
     ema_networks = ("generator",)
 
-    def __init__(self, cfg: GANConfig, image_shape: tuple[int, int, int], num_classes: int):
+    def __init__(self, cfg: GANConfig, image_shape: tuple[int, ...], num_classes: int):
         super().__init__(cfg, image_shape, num_classes)
+        self.points = len(image_shape) == 1  # toy data: float points (B, D) instead of images
+        self.classes = num_classes if cfg.conditional != "none" else 0  # one-hot entries joined to z
+        if cfg.schedule == "threshold" and cfg.loss not in BCE_LOSSES:
+            raise GenforgeError(f"schedule=threshold gates on BCE losses; it does not fit loss={cfg.loss}")
+        if self.classes and num_classes < 2:
+            raise GenforgeError("a conditional GAN needs labelled data with at least 2 classes")
+        if self.points != (cfg.arch == "mlp"):
+            raise GenforgeError("arch=mlp is for toy points (N, D) and toy points need arch=mlp; "
+                                f"this data has shape {tuple(image_shape)}")
+        if self.classes and cfg.arch != "dcgan":
+            raise GenforgeError(f"model.conditional={cfg.conditional} is implemented for arch=dcgan only")
+        norm = cfg.d_norm
+        if norm == "auto":
+            norm = "layer" if cfg.loss == "wgan-gp" else ("none" if self.points else "batch")
+        if cfg.arch == "mlp":
+            self.generator = MLPGenerator(cfg.latent_dim, image_shape[0], cfg.hidden, cfg.layers)
+            self.discriminator = MLPDiscriminator(image_shape[0], cfg.hidden, cfg.layers, norm)
+            return
         channels, size, _ = image_shape
         if cfg.arch == "livestream":
             if size % 4:
@@ -161,60 +269,110 @@ class GAN(GenerativeModel):
             self.discriminator = LivestreamDiscriminator(channels, size)
             self.output_range = "sigmoid"  # the original's G ends in a sigmoid: data scaled to [0, 1]
         else:
-            self.generator = DCGANGenerator(cfg.latent_dim, channels, size, cfg.width)
-            self.discriminator = DCGANDiscriminator(channels, size, cfg.width)
+            self.generator = DCGANGenerator(cfg.latent_dim + self.classes, channels, size, cfg.width)
+            self.discriminator = DCGANDiscriminator(channels, size, cfg.width, norm, num_classes, cfg.conditional)
             dcgan_init(self)
+            if cfg.conditional == "projection":
+                nn.init.normal_(self.discriminator.embed.weight, 0.0, 0.02)
 
     def optimizer_groups(self):
         return {"generator": list(self.generator.parameters()),
                 "discriminator": list(self.discriminator.parameters())}
 
-    def sample_noise(self, n, generator=None, device=None):
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        return images.float() if self.points else super().prepare(images)
+
+    def sample_noise(self, n, generator=None, device=None, labels: torch.Tensor | None = None):
+        """z (n, latent_dim) from ``model.noise``; a conditional GAN's noise is [z, one-hot(labels)]
+        (n, latent_dim + K), ``labels`` uniform over the classes unless given."""
         device = device or "cpu"
+        where = generator.device if generator is not None else device  # a CPU generator draws on the CPU
         if self.cfg.noise == "uniform":
-            return torch.rand(n, self.cfg.latent_dim, generator=generator, device=device) * 2 - 1
-        z = torch.randn(n, self.cfg.latent_dim, generator=generator, device=device)
-        if self.cfg.noise == "truncated":  # TF's truncated_normal: resample |z| > 2; clamping is close enough
-            z = z.clamp(-2.0, 2.0)
-        return z
+            z = torch.rand(n, self.cfg.latent_dim, generator=generator, device=where) * 2 - 1
+        else:
+            z = torch.randn(n, self.cfg.latent_dim, generator=generator, device=where)
+            if self.cfg.noise == "truncated":  # TF's truncated_normal: resample |z| > 2; clamping is close enough
+                z = z.clamp(-2.0, 2.0)
+        if self.classes:
+            if labels is None:
+                labels = torch.randint(self.classes, (n,), generator=generator, device=where)
+            z = torch.cat([z, F.one_hot(labels.to(where).long(), self.classes).to(z.dtype)], dim=1)
+        return z.to(device)
+
+    def noise_labels(self, noise: torch.Tensor) -> torch.Tensor | None:
+        """The class a conditional GAN's noise asks for (argmax of its one-hot part), else None."""
+        return noise[:, self.cfg.latent_dim:].argmax(1) if self.classes else None
 
     def generate(self, noise: torch.Tensor) -> torch.Tensor:
-        return self.to_unit(self.generator(noise))
+        """Noise -> images in [0, 1] (B, C, H, W); on toy data the points themselves (B, D)."""
+        out = self.generator(noise)
+        return out if self.points else self.to_unit(out)
 
     # --- losses ----------------------------------------------------------------------
-    def _fake(self, n: int, device: torch.device) -> torch.Tensor:
-        return self.generator(self.sample_noise(n, device=device))
+    def _critic(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return self.discriminator(x, labels) if self.classes else self.discriminator(x)
 
-    def d_terms(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
-        """D's BCE on real (target real_label) and fake (target 0) images, and its mean outputs."""
+    def _fake(self, n: int, device: torch.device, labels: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        noise = self.sample_noise(n, device=device, labels=labels)
+        return self.generator(noise), self.noise_labels(noise)
+
+    def d_terms(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """D's loss ``loss_adv`` (+ penalties ``gp``, ``r1``) and its mean outputs ``d_real``, ``d_fake``.
+
+        BCE losses also give ``loss_real`` (target ``real_label``), ``loss_fake`` (target 0) and
+        ``value``, the value function E log D(x) + E log(1 - D(G(z))) (-log 4 at the optimum);
+        Wasserstein losses give ``wdist``, the critic's estimate E D(x) - E D(G(z)).
+        A conditional GAN's fakes ask for the real batch's ``labels``."""
         with torch.no_grad():
-            fake = self._fake(real.shape[0], real.device)
+            fake, fake_labels = self._fake(real.shape[0], real.device, labels if self.classes else None)
         # Separate passes, so BN statistics of a fake batch are the same here as in G's step;
         # one concatenated pass lets D separate by batch statistics that G never sees.
-        real_logits = self.discriminator(real)
-        fake_logits = self.discriminator(fake)
-        loss_real = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, self.cfg.real_label))
-        loss_fake = F.softplus(fake_logits).mean()  # BCE with target 0
-        return {"loss_real": loss_real, "loss_fake": loss_fake, "d_real": torch.sigmoid(real_logits).mean(),
-                "d_fake": torch.sigmoid(fake_logits).mean()}
+        real_out = self._critic(real, labels)
+        fake_out = self._critic(fake, fake_labels)
+        loss = self.cfg.loss
+        if loss in BCE_LOSSES:
+            loss_real = F.binary_cross_entropy_with_logits(real_out, torch.full_like(real_out, self.cfg.real_label))
+            loss_fake = F.softplus(fake_out).mean()  # BCE with target 0
+            terms = {"loss_real": loss_real, "loss_fake": loss_fake, "loss_adv": loss_real + loss_fake,
+                     "value": -(F.softplus(-real_out).mean() + loss_fake),  # log sigmoid(r) = -softplus(-r)
+                     "d_real": torch.sigmoid(real_out).mean(), "d_fake": torch.sigmoid(fake_out).mean()}
+        else:
+            name = "wasserstein" if loss == "wgan-gp" else loss
+            terms = {"loss_adv": losses.D_LOSSES[name](real_out, fake_out),
+                     "d_real": real_out.mean(), "d_fake": fake_out.mean()}
+            if name == "wasserstein":
+                terms["wdist"] = (real_out.mean() - fake_out.mean()).detach()
+        if loss == "wgan-gp":  # fakes keep the real labels, so the interpolates have one class
+            terms["gp"] = losses.gradient_penalty(lambda x: self._critic(x, labels), real, fake, self.cfg.gp_weight)
+        if self.cfg.r1_gamma > 0:
+            terms["r1"] = losses.r1_penalty(lambda x: self._critic(x, labels), real, self.cfg.r1_gamma)
+        return terms
 
     def g_loss(self, n: int, device: torch.device) -> torch.Tensor:
+        name = "wasserstein" if self.cfg.loss == "wgan-gp" else self.cfg.loss
         with frozen(self.discriminator):  # D is not updated, but gradients flow through it
-            fake_logits = self.discriminator(self._fake(n, device))
-        return losses.G_LOSSES[self.cfg.loss](fake_logits)
+            fake, labels = self._fake(n, device)
+            fake_out = self._critic(fake, labels)
+        return losses.G_LOSSES[name](fake_out)
 
     # --- phases ------------------------------------------------------------------------
     def phases(self) -> list[Phase]:
         def d_step(batch: Batch):
-            terms = self.d_terms(batch.images)
-            return {"loss": terms["loss_real"] + terms["loss_fake"], **terms}
+            terms = self.d_terms(batch.images, batch.labels if self.classes else None)
+            loss = terms["loss_adv"] + terms.get("gp", 0.0) + terms.get("r1", 0.0)
+            return {"loss": loss, **terms}
 
         def g_step(batch: Batch):
             return {"loss": self.g_loss(batch.images.shape[0], batch.images.device)}
 
         if self.cfg.schedule == "threshold":
             return self._threshold_phases()
-        return [Phase("d", "discriminator", d_step, repeats=self.cfg.d_steps),
+        after = None
+        if self.cfg.loss == "wasserstein" and self.cfg.clip > 0:  # Arjovsky et al.: clip after every critic step
+            def after():
+                losses.clip_weights(self.discriminator, self.cfg.clip)
+        return [Phase("d", "discriminator", d_step, repeats=self.cfg.d_steps, after=after),
                 Phase("g", "generator", g_step)]
 
     def _threshold_phases(self) -> list[Phase]:
@@ -235,3 +393,173 @@ class GAN(GenerativeModel):
 
         return [Phase("d_fake", "discriminator", d_fake), Phase("g", "generator", g_step),
                 Phase("d_real", "discriminator", d_real)]
+
+    # --- pictures, checkpoint metrics and the final evaluation ----------------------------
+    def fixed_inputs(self, data: Any, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Toy points: 2,500 noise vectors (a density needs more than a grid's 64). Conditional:
+        classes 0, 1, ..., K-1, 0, ... so that each column of the progress grid is one class."""
+        if self.points:
+            from genforge.metrics.modes import SAMPLES
+
+            return self.sample_noise(SAMPLES, generator, torch.device("cpu"))
+        labels = torch.arange(n) % self.classes if self.classes else None
+        return self.sample_noise(n, generator, torch.device("cpu"), labels=labels)
+
+    def progress_image(self, fixed: torch.Tensor, data: Any) -> torch.Tensor:
+        from genforge import viz
+
+        if not self.points:
+            return viz.make_grid(self.generate(fixed).float().cpu(), nrow=self.classes or None)
+        generated = self.generate(fixed)
+        real = data.images[:SHOWN_POINTS]
+        title = data.name
+        spec = _mixture(data)
+        if spec is not None:
+            from genforge.metrics.modes import mode_metrics
+
+            found = mode_metrics(generated, torch.tensor(spec.means), spec.std)
+            title += f": {found['modes']:.0f}/{len(spec.means)} modes, {found['hq']:.1f}% HQ"
+        critic = limits = None
+        if real.shape[1] == 1:
+            limits = (-0.25, 1.25) if data.name == "duck-cow" else _span(real, 0.3)
+            xs = torch.linspace(*limits, 241, device=fixed.device).unsqueeze(1)  # (241, 1)
+            scores = self.discriminator(xs)
+            bce = self.cfg.loss in BCE_LOSSES
+            critic = (xs[:, 0].cpu().numpy(), (torch.sigmoid(scores) if bce else scores).cpu().numpy(),
+                      "D(x)" if bce else "critic(x)")
+        else:
+            limits = _span(real, 0.25)
+        return viz.render_points(real, generated, title, critic, limits)
+
+    def checkpoint_metrics(self, data: Any, step: int) -> dict[str, float]:
+        """Toys: modes captured, % high quality, reverse KL of 2,500 samples. Unconditional image
+        GANs with an evaluation classifier: the class histogram of 1,000 samples (mode collapse)."""
+        generator = torch.Generator().manual_seed(1_000_003 + step)  # never the training RNG
+        if self.points:
+            return {f"eval/{k}": v for k, v in self._mode_metrics(data, generator).items()}
+        if self.classes or not self.cfg.class_histogram:
+            return {}
+        classifier = self._classifier(data.name)
+        if classifier is None:
+            return {}
+        shares = self._class_shares(classifier, self.sample(1000, generator))
+        return {f"eval/class_share_{k}": float(v) for k, v in enumerate(shares)}
+
+    def evaluate(self, ctx: Context) -> dict[str, float]:
+        """Toys: the mode metrics over 2,500 samples (seed 0). Conditional GANs: ``class_accuracy``,
+        the share of 1,000 samples (100 per class) that the evaluation classifier files under
+        the class asked for."""
+        if self.points:
+            return self._mode_metrics(ctx.train_data, torch.Generator().manual_seed(0))
+        if self.classes:
+            classifier = self._classifier(ctx.train_data.name)
+            if classifier is None:
+                return {}
+            labels = torch.arange(1000) % self.classes
+            images = self.sample_labels(labels, torch.Generator().manual_seed(0))
+            predicted = self._classify(classifier, images).argmax(1)
+            return {"class_accuracy": float((predicted == labels).float().mean())}
+        return {}
+
+    def report(self, ctx: Context) -> list[Path]:
+        """Toys: the progress pictures as a GIF. BCE games: the value function against -log 4 and D's
+        mean outputs against 1/2. Conditional: a class-by-row grid. Class histogram over training."""
+        from genforge import viz
+
+        plots = ctx.run_dir / "plots"
+        written: list[Path | None] = []
+        if self.points:
+            frames = sorted((ctx.run_dir / "samples").glob("step-*.png")) + [ctx.run_dir / "samples" / "final.png"]
+            written.append(viz.save_gif([f for f in frames if f.is_file()], plots / "progress.gif"))
+        rows = viz.read_metrics(ctx.run_dir / "metrics.jsonl")
+        if self.cfg.loss in BCE_LOSSES:
+            written.append(viz.plot_curves(rows, ["d/value"], plots / "value.png", ylabel="V(D, G)",
+                                           title="value function E log D(x) + E log(1 - D(G(z)))",
+                                           hline=(-LOG4, "-log 4 (the optimum)")))
+            written.append(viz.plot_curves(rows, ["d/d_real", "d/d_fake"], plots / "d_output.png",
+                                           ylabel="mean D output", title="D's mean output on real and fake",
+                                           hline=(0.5, "1/2 (the optimum)")))
+        shares = sorted({k for row in rows for k in row if k.startswith("eval/class_share_")},
+                        key=lambda k: int(k.rsplit("_", 1)[1]))
+        if shares:
+            written.append(viz.plot_curves(rows, shares, plots / "class_histogram.png", ylabel="share of samples",
+                                           title="generated class histogram over training (mode collapse)",
+                                           hline=(1.0 / len(shares), "uniform")))
+        if self.classes:
+            written.append(viz.save_grid(self.class_grid(10, torch.Generator().manual_seed(0)), plots / "by_class.png",
+                                         nrow=10))
+        return [path for path in written if path is not None]
+
+    # --- helpers of the above ---------------------------------------------------------
+    @torch.no_grad()
+    def sample_labels(self, labels: torch.Tensor, generator: torch.Generator | None = None,
+                      batch_size: int = 500) -> torch.Tensor:
+        """Images in [0, 1] on the CPU of the classes ``labels`` (N,) asked of a conditional GAN."""
+        if not self.classes:
+            raise GenforgeError("this GAN is not conditional (model.conditional=none): it cannot be asked for a class")
+        device = next(self.parameters()).device
+        was_training = self.training
+        self.eval()
+        chunks = [self.generate(self.sample_noise(len(part), generator, device, labels=part)).cpu()
+                  for part in labels.split(batch_size)]
+        self.train(was_training)
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def class_grid(self, per_class: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(K * per_class) images, row k = class k; column j shares one z across all rows."""
+        device = next(self.parameters()).device
+        z = self.sample_noise(per_class, generator, device)[:, :self.cfg.latent_dim]  # (per_class, latent)
+        labels = torch.arange(self.classes, device=device).repeat_interleave(per_class)
+        noise = torch.cat([z.repeat(self.classes, 1), F.one_hot(labels, self.classes).to(z.dtype)], dim=1)
+        was_training = self.training
+        self.eval()
+        images = self.generate(noise).cpu()
+        self.train(was_training)
+        return images
+
+    def _mode_metrics(self, data: Any, generator: torch.Generator) -> dict[str, float]:
+        from genforge.metrics.modes import SAMPLES, mode_metrics
+
+        spec = _mixture(data)
+        if spec is None:
+            return {}
+        return mode_metrics(self.sample(SAMPLES, generator), torch.tensor(spec.means), spec.std)
+
+    def _classifier(self, dataset: str):
+        """The evaluation classifier of ``dataset`` (cached, not a submodule), or None if there is none."""
+        cache = self.__dict__.setdefault("_classifiers", {})
+        if dataset not in cache:
+            from genforge.metrics.extractor import extractor_for, load_extractor
+
+            try:
+                cache[dataset] = load_extractor(extractor_for(dataset), device=next(self.parameters()).device)
+            except GenforgeError:
+                cache[dataset] = None
+        return cache[dataset]
+
+    @torch.no_grad()
+    def _classify(self, classifier: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        device = next(classifier.parameters()).device
+        return torch.cat([classifier.logits(part.to(device)).cpu() for part in images.split(500)])
+
+    def _class_shares(self, classifier: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        predicted = self._classify(classifier, images).argmax(1)
+        return torch.bincount(predicted, minlength=10).float() / max(len(predicted), 1)
+
+
+SHOWN_POINTS = 2500  # data points drawn behind the generated ones
+
+
+def _mixture(data: Any):
+    """The mixture spec of a toy dataset (genforge.data.toy.MIXTURES), or None."""
+    from genforge.data.toy import MIXTURES
+
+    return MIXTURES.get(getattr(data, "name", ""))
+
+
+def _span(points: torch.Tensor, margin: float) -> tuple[float, float]:
+    """Square plot limits around ``points`` (N, D), widened by ``margin`` of their extent."""
+    lo, hi = float(points.min()), float(points.max())
+    pad = margin * (hi - lo) + 1e-3
+    return lo - pad, hi + pad

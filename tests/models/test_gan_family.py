@@ -1,0 +1,183 @@
+"""The GAN family's losses, norms, conditioning, toy networks and recipes (issue 4)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from genforge.config import load_recipe
+from genforge.errors import GenforgeError
+from genforge.models.base import Batch
+from genforge.models.gan import GAN, GANConfig
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+LOSSES = ["nonsaturating", "minimax", "least_squares", "hinge", "wasserstein", "wgan-gp"]
+
+
+def _gan(shape=(1, 28, 28), classes=10, **kwargs) -> GAN:
+    torch.manual_seed(0)
+    return GAN(GANConfig(**{"width": 8, "latent_dim": 16, **kwargs}), shape, classes)
+
+
+def _batch(n=8, shape=(1, 28, 28)):
+    return Batch(torch.rand(n, *shape) * 2 - 1, torch.arange(n) % 10)
+
+
+def _run_phases(model, batch):
+    """One update of every phase, as the training loop does; returns the logged terms."""
+    opts = {k: torch.optim.Adam(v, lr=1e-2) for k, v in model.optimizer_groups().items()}
+    logged = {}
+    for phase in model.phases():
+        for _ in range(phase.repeats):
+            out = phase.step(batch)
+            opts[phase.optimizer].zero_grad()
+            out["loss"].backward()
+            opts[phase.optimizer].step()
+            if phase.after:
+                phase.after()
+            logged.update({f"{phase.name}/{k}": v for k, v in out.items()})
+    return logged
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_every_loss_trains_both_networks(loss):
+    model = _gan(loss=loss)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    logged = _run_phases(model, _batch())
+    assert all(torch.isfinite(v).all() for v in logged.values())
+    changed = {k.split(".")[0] for k, v in model.state_dict().items() if v.is_floating_point() and not torch.equal(before[k], v)}
+    assert changed == {"generator", "discriminator"}
+    assert ("d/gp" in logged) == (loss == "wgan-gp") and ("d/wdist" in logged) == (loss in ("wasserstein", "wgan-gp"))
+    assert ("d/value" in logged) == (loss in ("nonsaturating", "minimax"))
+
+
+class Half(nn.Module):
+    def forward(self, x):  # logit 0: D(x) = 1/2 everywhere
+        return torch.zeros(x.shape[0])
+
+
+def test_value_function_is_minus_log_4_when_d_says_one_half():
+    model = _gan()
+    model.discriminator = Half()
+    terms = model.d_terms(torch.zeros(4, 1, 28, 28))
+    assert terms["value"].item() == pytest.approx(-math.log(4))
+    assert terms["d_real"].item() == terms["d_fake"].item() == 0.5
+
+
+def test_wasserstein_clips_the_critic_after_each_step():
+    model = _gan(loss="wasserstein", clip=0.01, d_steps=2)
+    _run_phases(model, _batch())
+    assert max(p.abs().max().item() for p in model.discriminator.parameters()) <= 0.01 + 1e-9
+    assert _gan(loss="hinge").phases()[0].after is None
+
+
+@pytest.mark.parametrize("norm, kind", [("auto", nn.GroupNorm), ("instance", nn.GroupNorm), ("none", None)])
+def test_wgan_gp_critic_has_no_batch_norm(norm, kind):
+    model = _gan(loss="wgan-gp", d_norm=norm)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.discriminator.modules())
+    if kind:
+        assert any(isinstance(m, kind) for m in model.discriminator.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in _gan().discriminator.modules())  # DCGAN keeps BN
+
+
+def test_r1_penalty_is_logged_when_on():
+    assert "d/r1" in _run_phases(_gan(r1_gamma=1.0), _batch())
+
+
+@pytest.mark.parametrize("conditional", ["concat", "projection"])
+def test_conditional_shapes_and_labels(conditional):
+    model = _gan(conditional=conditional)
+    labels = torch.tensor([7, 0, 3])
+    noise = model.sample_noise(3, labels=labels)
+    assert noise.shape == (3, 16 + 10) and model.noise_labels(noise).tolist() == [7, 0, 3]
+    assert model.generate(noise).shape == (3, 1, 28, 28)
+    assert model.discriminator(torch.zeros(3, 1, 28, 28), labels).shape == (3,)
+    assert model.sample_labels(labels).shape == (3, 1, 28, 28)
+    assert model.class_grid(2).shape == (20, 1, 28, 28)
+    assert model.fixed_inputs(None, 12, torch.Generator()).shape == (12, 26)
+    logged = _run_phases(model, _batch())
+    assert all(torch.isfinite(v).all() for v in logged.values())
+
+
+def test_conditional_d_depends_on_the_label():
+    model = _gan(conditional="projection")
+    nn.init.normal_(model.discriminator.embed.weight)
+    x = torch.randn(2, 1, 28, 28)
+    assert not torch.allclose(model.discriminator(x, torch.tensor([0, 0])), model.discriminator(x, torch.tensor([1, 1])))
+
+
+def test_unconditional_gan_refuses_a_class():
+    with pytest.raises(GenforgeError, match="not conditional"):
+        _gan().sample_labels(torch.tensor([1]))
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_mlp_on_points(dim):
+    model = _gan(shape=(dim,), classes=2, arch="mlp", hidden=16, layers=2)
+    assert model.generate(model.sample_noise(5)).shape == (5, dim)
+    assert model.discriminator(torch.zeros(5, dim)).shape == (5,)
+    assert model.prepare(torch.ones(3, dim)).dtype == torch.float32
+    logged = _run_phases(model, Batch(torch.randn(8, dim), torch.zeros(8, dtype=torch.long)))
+    assert all(torch.isfinite(v).all() for v in logged.values())
+
+
+def test_mlp_and_points_go_together():
+    with pytest.raises(GenforgeError, match="arch=mlp"):
+        _gan(shape=(2,), arch="dcgan")
+    with pytest.raises(GenforgeError, match="arch=mlp"):
+        _gan(arch="mlp")
+
+
+# --- every new recipe trains two steps -------------------------------------------------
+
+TINY_TOY = ["model.hidden=16", "model.layers=2", "model.latent_dim=8", "train.batch_size=32", "train.threads=1",
+            "train.device=cpu", "train.steps=2", "train.log_every=1", "train.sample_every=1",
+            "train.checkpoint_every=2"]
+
+
+@pytest.mark.parametrize("recipe", ["duck-cow-1d", "ring-8", "grid-25"])
+def test_toy_recipes_train_and_report(recipe, tmp_path):
+    from genforge.train import train
+    from genforge.viz import read_metrics
+
+    result = train(load_recipe(recipe, TINY_TOY), tmp_path, progress=False)
+    assert result.step == 2
+    assert {"eval/modes", "eval/hq", "eval/reverse_kl"} <= set(result.metrics)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert any("eval/modes" in row and row["step"] == 2 for row in rows)  # logged at the checkpoint
+    assert (tmp_path / "plots" / "progress.gif").is_file() and (tmp_path / "samples" / "step-0000001.png").is_file()
+    if recipe == "duck-cow-1d":  # minimax: the -log 4 and 1/2 reference plots
+        assert (tmp_path / "plots" / "value.png").is_file() and (tmp_path / "plots" / "d_output.png").is_file()
+
+
+@pytest.mark.parametrize("recipe", ["mnist-cgan", "fashion-cgan"])
+def test_cgan_recipes_train_two_steps(recipe, tmp_path):
+    from genforge.train import train
+
+    from ..conftest import SHARED_DATASETS
+
+    extra = []
+    if recipe == "fashion-cgan":
+        if not (SHARED_DATASETS / "fashion-mnist").is_dir():
+            pytest.skip("Fashion-MNIST not in ../shared/datasets")
+        extra = [f"data.root={SHARED_DATASETS}"]
+    cfg = load_recipe(recipe, ["model.width=8", "model.latent_dim=8", "train.batch_size=16", "train.threads=1",
+                               "train.device=cpu", "train.steps=2", "train.log_every=1", "train.sample_every=1000",
+                               "train.checkpoint_every=1000", *extra])
+    assert cfg.model.conditional == "projection"
+    result = train(cfg, tmp_path, progress=False)
+    assert result.step == 2 and 0.0 <= result.metrics["eval/class_accuracy"] <= 1.0
+    assert (tmp_path / "plots" / "by_class.png").is_file()
+
+
+def test_class_histogram_at_checkpoints_is_opt_in():
+    from genforge.data.datasets import load_images
+
+    data = load_images("mnist-10k", "train")
+    assert _gan().checkpoint_metrics(data, 1) == {}
+    shares = _gan(class_histogram=True).checkpoint_metrics(data, 1)
+    assert len(shares) == 10 and sum(shares.values()) == pytest.approx(1.0)
