@@ -237,3 +237,21 @@ def test_dataset_smaller_than_batch_is_a_clear_error(tmp_path):
 
     with pytest.raises(GenforgeError, match="fewer than train.batch_size"):
         train(tiny_config("mnist-vae", "train.batch_size=20000"), tmp_path, progress=False)
+
+
+def test_no_budget_is_refused_before_anything_is_written(tmp_path):
+    from genforge.errors import GenforgeError
+
+    cfg = tiny_config("mnist-vae", "train.steps=0", "train.minutes=0")
+    with pytest.raises(GenforgeError, match="no budget"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_inference_block_restores_training_mode_and_turns_off_grad():
+    cfg = tiny_config("mnist-dcgan")
+    model = build_model(cfg, (1, 28, 28), 10)
+    model.train()
+    with model.inference():
+        assert not model.training and not torch.is_grad_enabled()
+    assert model.training and torch.is_grad_enabled()

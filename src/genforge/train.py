@@ -103,6 +103,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
     tcfg = cfg.train
 
     # Set-up: device, threads and seed; the run folder with its resolved config.
+    if tcfg.steps <= 0 and tcfg.minutes <= 0:
+        raise GenforgeError("no budget: set train.steps (--steps) or train.minutes (--minutes)")
     device = resolve_device(tcfg.device)
     set_threads(tcfg.threads)
     torch.manual_seed(tcfg.seed)
@@ -176,16 +178,12 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
             best_fid = json.loads(best_state.read_text()).get("eval_fid", math.inf)
 
     def sample_grid(name: str) -> Path:
-        model.eval()
-        with torch.no_grad(), model.ema_weights():
+        with model.inference():
             grid = model.progress_image(fixed_noise, train_data)
-        model.train()
         log.image("samples", grid, step)
         return viz.save_grid_image(grid, run_dir / "samples" / f"{name}.png")
 
     # The loop: every phase (each repeat on a fresh batch), EMA, then the periodic work.
-    if tcfg.steps <= 0 and tcfg.minutes <= 0:
-        raise GenforgeError("no budget: set train.steps (--steps) or train.minutes (--minutes)")
     deadline = time.monotonic() + tcfg.minutes * 60 if tcfg.minutes > 0 else math.inf
     last_step = tcfg.steps if tcfg.steps > 0 else math.inf
     sums: dict[str, torch.Tensor] = {}
@@ -226,10 +224,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
             if step % tcfg.checkpoint_every == 0:
                 checkpoint()
                 saved_step = step
-                model.eval()
-                with torch.no_grad(), model.ema_weights():
+                with model.inference():
                     values = model.checkpoint_metrics(train_data, step)
-                model.train()
                 if values:
                     log.log(step, values)
             if evaluator is not None and step % tcfg.eval_every == 0:

@@ -138,6 +138,17 @@ class GenerativeModel(nn.Module):
         return []
 
     @contextmanager
+    def inference(self):
+        """Eval mode, no gradients and the EMA weights inside the block; the previous mode after."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad(), self.ema_weights():
+                yield self
+        finally:
+            self.train(was_training)
+
+    @contextmanager
     def ema_weights(self):
         """Within this block the sampling networks are their EMA copies (if training kept any)."""
         averages = getattr(self, "ema", None)
