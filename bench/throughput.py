@@ -1,12 +1,18 @@
-"""Training throughput of genforge's recipes, measured through the real training loop.
+"""Training throughput of genforge beside a plain reference, measured in one process, interleaved.
 
-    python bench/throughput.py                      # mnist-vae and mnist-dcgan
-    python bench/throughput.py --recipe mnist-dcgan --steps 300 --json
+    python bench/throughput.py                       # mnist-vae, mnist-dcgan, dcgan-32
+    python bench/throughput.py --case dcgan-32 --rounds 5 --json
+    python bench/throughput.py --recipe pokemon-dcgan --set data.image_size=64
 
-Each recipe trains for --steps steps into a temporary run directory (no sample grids or
-checkpoints inside the timed window); the loop logs images/s every --steps/10 steps and
-the figure printed is the median of those windows after the first (which includes warm-up).
-Prints figures, never pass/fail: this machine is shared and noisy.
+For each case, every round trains, one after the other: genforge's loop with its default
+fast paths; the same loop with every fast path off (float32 eager, per-parameter Adam:
+what the fast paths alone buy); and the plain reference of ``bench/plain.py`` (float32
+eager, per-item DataLoader: how most published code trains). Figures are medians over
+rounds; the ratio is taken within each round. Also printed: FLOPs per training image
+(torch.utils.flop_counter, forward + backward of every network in one step), achieved
+GFLOP/s and its share of this machine's matrix-product peak measured in the same run,
+sampling images/s, and per-step memory (weights, gradients, optimiser moments and the
+activations autograd saves). Prints figures, never pass/fail.
 """
 
 from __future__ import annotations
@@ -19,54 +25,184 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from genforge import viz
-from genforge.config import load_recipe
-from genforge.train import train
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plain import PlainTrainer, supports  # noqa: E402
 
-DEFAULT_RECIPES = ("mnist-vae", "mnist-dcgan")
+from genforge import viz  # noqa: E402
+from genforge.config import RunConfig, load_recipe  # noqa: E402
+from genforge.models import build_model  # noqa: E402
+from genforge.models.base import Batch  # noqa: E402
+from genforge.runtime import bf16_supported, choose_fast_paths, resolve_device, set_threads  # noqa: E402
+from genforge.train import train  # noqa: E402
+
+# name -> (recipe, overrides). dcgan-32 is the issue's yardstick: the DCGAN at 32x32, batch 64.
+CASES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "mnist-vae": ("mnist-vae", ()),
+    "mnist-dcgan": ("mnist-dcgan", ()),
+    "dcgan-32": ("mnist-dcgan", ("data.image_size=32", "model.width=64")),
+}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+PLAIN_SETTINGS = ("train.precision=fp32", "train.channels_last=off", "train.compile=off", "optim.fused=false")
 
 
-def measure(recipe: str, steps: int, threads: int) -> dict:
-    every = max(1, steps // 10)
-    cfg = load_recipe(recipe, [f"train.steps={steps}", f"train.log_every={every}", f"train.threads={threads}",
-                               f"train.sample_every={10 * steps}", f"train.checkpoint_every={10 * steps}",
-                               "train.eval_samples=1"])
-    with tempfile.TemporaryDirectory() as run_dir:
+def peak_gflops(dtype: torch.dtype, device: torch.device, n: int = 2048, seconds: float = 1.5) -> float:
+    """Matrix-product rate of (n x n) @ (n x n) in ``dtype``: the machine's practical peak."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        reps += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
+
+
+def _random_batch(cfg: RunConfig, model, channels: int, device: torch.device) -> Batch:
+    size, n = cfg.data.image_size, cfg.train.batch_size
+    images = torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8, device=device)
+    return Batch(model.prepare(images), torch.randint(10, (n,), device=device))
+
+
+def step_profile(cfg: RunConfig, fast, device: torch.device, channels: int = 1) -> dict[str, float]:
+    """FLOPs of one training step (every phase, float32 eager) and its memory under ``fast``:
+    weights + gradients + optimiser moments (2 per weight for Adam), and the largest set of
+    activations autograd saves in one phase."""
+    model = build_model(cfg, (channels, cfg.data.image_size, cfg.data.image_size), 10).to(device)
+    with FlopCounterMode(display=False) as counter:
+        for phase in model.phases():
+            for _ in range(phase.repeats):
+                phase.step(_random_batch(cfg, model, channels, device))["loss"].backward()
+    saved = []
+
+    def pack(tensor):
+        saved[-1] += tensor.numel() * tensor.element_size()
+        return tensor
+
+    layout = torch.channels_last if fast.channels_last else torch.contiguous_format
+    model = model.to(memory_format=layout)
+    for phase in model.phases():
+        saved.append(0)
+        batch = _random_batch(cfg, model, channels, device)
+        batch.images = batch.images.contiguous(memory_format=layout)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), fast.autocast():
+            loss = phase.step(batch)["loss"]
+        loss.backward()
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    return {"gflop_per_image": counter.get_total_flops() / cfg.train.batch_size / 1e9,
+            "memory_mb": (4 * weights + max(saved)) / 2**20, "activations_mb": max(saved) / 2**20}
+
+
+def sampling_rate(cfg: RunConfig, fast, device: torch.device, n: int = 2000, channels: int = 1) -> float:
+    model = build_model(cfg, (channels, cfg.data.image_size, cfg.data.image_size), 10).to(device)
+    if fast.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    with fast.autocast():
+        model.sample(200)
         start = time.perf_counter()
+        model.sample(n)
+    return n / (time.perf_counter() - start)
+
+
+def genforge_rate(recipe: str, overrides: list[str], steps: int, extra: tuple[str, ...] = ()) -> float:
+    """Median images/s of the real loop's logged windows after the first (warm-up) one."""
+    every = max(1, steps // 5)
+    cfg = load_recipe(recipe, [*overrides, f"train.steps={steps}", f"train.log_every={every}",
+                               f"train.sample_every={10 * steps}", f"train.checkpoint_every={10 * steps}",
+                               "train.eval_samples=1", *extra])
+    with tempfile.TemporaryDirectory() as run_dir:
         train(cfg, run_dir, progress=False)
-        wall = time.perf_counter() - start
         rates = [row["images_per_s"] for row in viz.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
                  if "images_per_s" in row]
-    steady = rates[1:] or rates
-    return {"recipe": recipe, "batch_size": cfg.train.batch_size, "steps": steps,
-            "images_per_s": statistics.median(steady), "images_per_s_min": min(steady),
-            "images_per_s_max": max(steady), "wall_s_including_setup_and_eval": wall}
+    return statistics.median(rates[1:] or rates)
+
+
+def measure(name: str, recipe: str, overrides: list[str], steps: int, rounds: int, threads: int,
+            device: torch.device, peaks: dict[str, float]) -> dict:
+    overrides = [*overrides, f"train.threads={threads}", f"train.device={device}"]
+    cfg = load_recipe(recipe, overrides)
+    set_threads(threads)
+    fast = choose_fast_paths(cfg.train.precision, cfg.train.channels_last, cfg.train.compile, cfg.optim.fused,
+                             device, images=True, long_run=False)
+    plain_fast = choose_fast_paths("fp32", "off", "off", False, device, images=True, long_run=False)
+    plain = PlainTrainer(cfg, device=str(device)) if supports(cfg) else None
+    if plain:
+        plain.run(3)  # warm-up
+    rows: dict[str, list[float]] = {"genforge": [], "genforge_fp32_eager": [], "plain": []}
+    for _ in range(rounds):
+        for dtype in peaks:  # the peak too is taken every round (the best of them counts)
+            peaks[dtype] = max(peaks[dtype], peak_gflops(DTYPES[dtype], device))
+        rows["genforge"].append(genforge_rate(recipe, overrides, steps))
+        rows["genforge_fp32_eager"].append(genforge_rate(recipe, overrides, steps, PLAIN_SETTINGS))
+        if plain:
+            rows["plain"].append(plain.run(max(10, steps // 2)))
+    profile, plain_profile = step_profile(cfg, fast, device), step_profile(cfg, plain_fast, device)
+    result = {"case": name, "recipe": recipe, "overrides": overrides, "batch_size": cfg.train.batch_size,
+              "fast_paths": fast.describe(), "rounds": rounds, "steps_per_round": steps,
+              **{f"{k}_images_per_s": statistics.median(v) for k, v in rows.items() if v},
+              "gflop_per_image": profile["gflop_per_image"],
+              "memory_mb": profile["memory_mb"], "memory_mb_fp32_eager": plain_profile["memory_mb"],
+              "sampling_images_per_s": sampling_rate(cfg, fast, device),
+              "sampling_images_per_s_fp32": sampling_rate(cfg, plain_fast, device)}
+    if rows["plain"]:
+        result["ratio_vs_plain"] = statistics.median(a / b for a, b in zip(rows["genforge"], rows["plain"]))
+    result["ratio_vs_fp32_eager"] = statistics.median(
+        a / b for a, b in zip(rows["genforge"], rows["genforge_fp32_eager"]))
+    achieved = result["genforge_images_per_s"] * result["gflop_per_image"]
+    result["achieved_gflops"] = achieved
+    for dtype, peak in peaks.items():
+        result[f"share_of_{dtype}_peak"] = achieved / peak
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", action="append", help="recipe to measure (repeatable); default both MNIST recipes")
-    parser.add_argument("--steps", type=int, default=0, help="steps per recipe (default: 2000 VAE, 300 GAN)")
+    parser.add_argument("--case", action="append", choices=sorted(CASES), help="a named case (repeatable)")
+    parser.add_argument("--recipe", action="append", default=[], help="any recipe, with --set overrides")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every case")
+    parser.add_argument("--steps", type=int, default=0, help="steps per round (default 1000 VAE, 150 others)")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args()
-    results = []
-    for recipe in args.recipe or DEFAULT_RECIPES:
-        steps = args.steps or (2000 if "vae" in recipe else 300)
-        results.append(measure(recipe, steps, args.threads))
+    device = resolve_device(args.device)
+    set_threads(args.threads)
+    cases = [(c, *CASES[c]) for c in (args.case or ([] if args.recipe else CASES))]
+    cases += [(r, r, ()) for r in args.recipe]
+    peaks = {"fp32": 0.0, **({"bf16": 0.0} if bf16_supported(device) else {})}  # filled in by every round
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-               "torch": torch.__version__, "threads": torch.get_num_threads()}
+               "threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(device),
+               "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+               "peak_gflops": peaks}
+    results = []
+    for name, recipe, overrides in cases:
+        steps = args.steps or (1000 if "vae" in recipe else 150)
+        results.append(measure(name, recipe, [*overrides, *args.set], steps, args.rounds, args.threads, device,
+                               peaks))
+        if not args.json:
+            print(f"# {name} done", file=sys.stderr)
     if args.json:
         print(json.dumps({"machine": machine, "results": results}, indent=2))
         return
-    print(f"# {machine}", file=sys.stderr)
-    print(f"{'recipe':14s} {'batch':>5s} {'images/s':>10s} {'(min-max)':>18s}")
+    print(f"# {machine}")
+    print(f"{'case':12s} {'batch':>5s} {'genforge':>9s} {'fp32-eager':>10s} {'plain':>8s} {'x plain':>7s} "
+          f"{'GFLOP/img':>9s} {'GFLOP/s':>8s} {'%fp32pk':>7s} {'%bf16pk':>7s} {'sample/s':>9s} {'MB':>6s}")
     for r in results:
-        print(f"{r['recipe']:14s} {r['batch_size']:5d} {r['images_per_s']:10.0f} "
-              f"{r['images_per_s_min']:8.0f}-{r['images_per_s_max']:<8.0f}")
+        plain = r.get("plain_images_per_s")
+        print(f"{r['case']:12s} {r['batch_size']:5d} {r['genforge_images_per_s']:9.0f} "
+              f"{r['genforge_fp32_eager_images_per_s']:10.0f} {plain or float('nan'):8.0f} "
+              f"{r.get('ratio_vs_plain', float('nan')):7.2f} {r['gflop_per_image']:9.3f} {r['achieved_gflops']:8.1f} "
+              f"{100 * r['share_of_fp32_peak']:6.0f}% {100 * r.get('share_of_bf16_peak', float('nan')):6.0f}% "
+              f"{r['sampling_images_per_s']:9.0f} {r['memory_mb']:6.1f}")
+        print(f"{'':12s} fast paths: {r['fast_paths']}; x fp32-eager {r['ratio_vs_fp32_eager']:.2f}; "
+              f"sampling fp32 {r['sampling_images_per_s_fp32']:.0f}/s; memory fp32 eager {r['memory_mb_fp32_eager']:.1f} MB")
 
 
 if __name__ == "__main__":

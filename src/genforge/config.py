@@ -30,9 +30,17 @@ def opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
 
 @dataclass
 class DataConfig:
-    dataset: str = opt("mnist-10k", "dataset name (see `genforge data list`)")
+    dataset: str = opt("mnist-10k", "dataset name (see `genforge data list`), or folder:PATH for a folder of images")
     root: str = opt("", "data root folder; empty = --data-root, $GENFORGE_DATA or ~/.cache/genforge")
     image_size: int = opt(28, "side of the square images the model sees (28 or 32 for MNIST)")
+    path: str = opt("", "image folder of a folder dataset (folder, pokemon); empty = folder:PATH's, or "
+                    "<data root>/pokemon/artwork for pokemon")
+    background: str = opt("black", "image folders: colour under transparent pixels and around images that are "
+                          "not square", ("black", "white"))
+    channels: int = opt(3, "image folders: 3 (RGB) or 1 (grey); named datasets keep their own")
+    flip: bool = opt(False, "augmentation: flip each training image left-right with probability 1/2")
+    brightness: float = opt(0.0, "augmentation: add a per-image shift in [-b, b] (fraction of the value range); 0 = off")
+    contrast: float = opt(0.0, "augmentation: scale each image about its mean by a factor in [1 - c, 1 + c]; 0 = off")
 
 
 @dataclass
@@ -42,6 +50,8 @@ class OptimConfig:
     beta1: float = opt(0.5, "Adam beta1 (RMSProp/SGD momentum ignores it)")
     beta2: float = opt(0.999, "Adam beta2")
     weight_decay: float = opt(0.0, "L2 weight decay")
+    fused: bool = opt(True, "fused (Adam/AdamW) or multi-tensor (others) optimiser kernels; false = the plain "
+                      "per-parameter loop")
 
 
 @dataclass
@@ -51,7 +61,14 @@ class TrainConfig:
     batch_size: int = opt(64, "images per batch")
     seed: int = opt(0, "seed for weights, batches and noise")
     device: str = opt("auto", "auto (cuda if present, else cpu), cpu, cuda or cuda:N")
-    threads: int = opt(0, "CPU threads for torch; 0 = all cores")
+    threads: int = opt(0, "CPU threads for torch; 0 = all cores (shared by the processes torchrun starts)")
+    precision: str = opt("auto", "autocast of the training steps: auto (bf16 for image models where the CPU or GPU "
+                         "has native bfloat16, else fp32), fp32, bf16, fp16 (CUDA only, with loss scaling)",
+                         ("auto", "fp32", "bf16", "fp16"))
+    channels_last: str = opt("auto", "channels-last memory layout for conv nets: auto (on for images), on, off",
+                             ("auto", "on", "off"))
+    compile: str = opt("auto", "torch.compile the training steps: auto (CUDA runs of 2,000+ steps or 10+ minutes; "
+                       "it did not pay on CPUs), on, off", ("auto", "on", "off"))
     log_every: int = opt(50, "steps between logged losses (the only host syncs)")
     sample_every: int = opt(500, "steps between sample grids from the fixed noise batch")
     checkpoint_every: int = opt(500, "steps between checkpoints (one is also written at the end)")

@@ -95,7 +95,8 @@ class VAE(GenerativeModel):
         return [Phase("vae", "vae", lambda batch: self.loss_terms(batch.images))]
 
     def sample_noise(self, n, generator=None, device=None):
-        return torch.randn(n, self.cfg.latent_dim, generator=generator, device=device or "cpu")
+        where = generator.device if generator is not None else (device or "cpu")  # a CPU generator draws on the CPU
+        return torch.randn(n, self.cfg.latent_dim, generator=generator, device=where).to(device or "cpu")
 
     def generate(self, noise: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.decode_logits(noise))  # Bernoulli means, as the original showed

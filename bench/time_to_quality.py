@@ -1,0 +1,106 @@
+"""Time to quality: genforge's loop and the plain reference, the same wall-clock budget each.
+
+    python bench/time_to_quality.py                     # mnist-dcgan, 10 minutes each, FID every minute
+    python bench/time_to_quality.py --minutes 4 --every 1 --set data.image_size=32
+
+The plain reference (``bench/plain.py``: float32 eager, per-item DataLoader) trains first,
+pausing every ``--every`` minutes of training time for an FID check; then genforge's loop
+trains the same recipe in ``--every``-minute chunks (each chunk a resume of the run, so the
+figure includes checkpointing). FID is genforge's own (MNIST extractor, ``--n`` samples
+against the test split); only training time counts on the clock. Prints FID over time for
+both and when genforge first reaches the plain reference's final FID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plain import PlainTrainer  # noqa: E402
+
+from genforge.config import load_recipe  # noqa: E402
+from genforge.metrics.evaluate import TrainingEval  # noqa: E402
+from genforge.runs import load_model  # noqa: E402
+from genforge.runtime import set_threads  # noqa: E402
+from genforge.train import resume_config, train  # noqa: E402
+
+
+def plain_curve(cfg, minutes: float, every: float, fid) -> list[tuple[float, int, float]]:
+    trainer = PlainTrainer(cfg)
+    points, trained, steps = [], 0.0, 0
+    while trained < minutes * 60 - 1e-6:
+        chunk_end = min(minutes * 60, trained + every * 60)
+        start = time.perf_counter()
+        while trained + (time.perf_counter() - start) < chunk_end:
+            trainer.step()
+            steps += 1
+        trained += time.perf_counter() - start
+        points.append((trained / 60, steps, fid(trainer.model, steps)))
+        print(f"plain     {trained / 60:5.1f} min  step {steps:6d}  FID {points[-1][2]:.2f}", file=sys.stderr)
+    return points
+
+
+def genforge_curve(cfg, minutes: float, every: float, fid, run_dir: Path) -> list[tuple[float, int, float]]:
+    points, trained = [], 0.0
+    cfg.train.steps, cfg.train.minutes = 0, every
+    while trained < minutes - 1e-6:
+        chunk = min(every, minutes - trained)
+        if trained == 0:
+            cfg.train.minutes = chunk
+            train(cfg, run_dir, progress=False)
+        else:
+            train(resume_config(run_dir, minutes=chunk), run_dir, resume=True, progress=False)
+        trained += chunk
+        _, model, step = load_model(run_dir)
+        points.append((trained, step, fid(model, step)))
+        print(f"genforge  {trained:5.1f} min  step {step:6d}  FID {points[-1][2]:.2f}", file=sys.stderr)
+    return points
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default="mnist-dcgan")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--minutes", type=float, default=10.0, help="training budget of each side")
+    parser.add_argument("--every", type=float, default=1.0, help="minutes of training between FID checks")
+    parser.add_argument("--n", type=int, default=5000, help="samples per FID")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    cfg = load_recipe(args.recipe, [*args.set, f"train.threads={args.threads}", "train.device=cpu",
+                                    "train.sample_every=100000000"])
+    set_threads(args.threads)
+    evaluator = TrainingEval(cfg.data.dataset, cfg.data.image_size, args.n, 0, torch.device("cpu"))
+
+    def fid(model, step: int) -> float:
+        return evaluator(model, step)[0]["eval/fid"]
+
+    plain = plain_curve(cfg, args.minutes, args.every, fid)
+    with tempfile.TemporaryDirectory() as run_dir:
+        ours = genforge_curve(cfg, args.minutes, args.every, fid, Path(run_dir))
+    target = plain[-1][2]
+    reached = next((m for m, _, f in ours if f <= target), None)
+    result = {"recipe": args.recipe, "overrides": args.set, "minutes": args.minutes, "samples": args.n,
+              "plain": plain, "genforge": ours, "plain_final_fid": target, "genforge_minutes_to_plain_final": reached}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"{'minutes':>7s} {'plain step':>10s} {'plain FID':>9s} {'genforge step':>13s} {'genforge FID':>12s}")
+    for (m, ps, pf), (_, gs, gf) in zip(plain, ours):
+        print(f"{m:7.1f} {ps:10d} {pf:9.2f} {gs:13d} {gf:12.2f}")
+    if reached is None:
+        print(f"genforge did not reach the plain reference's final FID {target:.2f} within {args.minutes} minutes")
+    else:
+        print(f"genforge reached the plain reference's {args.minutes:g}-minute FID {target:.2f} after {reached:g} "
+              f"minutes ({reached / args.minutes:.2f} of the time)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The fast paths: how ``auto`` resolves, and that each trains to float32's losses.
+
+Tolerances (stated in ``docs/speed.md``): after 60 seeded tiny steps, the last logged
+window's losses match the plain float32 eager run to 2% (VAE) and 10% (DCGAN's game
+losses, which oscillate). channels_last and fused kernels are expected to match exactly
+on CPU; bf16 rounds every product; compile draws its noise from a different RNG stream.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from genforge import runtime
+from genforge.config import OptimConfig
+from genforge.errors import GenforgeError
+from genforge.runtime import choose_fast_paths
+from genforge.train import make_optimizer, train
+from tests.conftest import tiny_config
+
+PLAIN = ("train.precision=fp32", "train.channels_last=off", "train.compile=off", "optim.fused=false")
+CPU = torch.device("cpu")
+
+
+def _last_losses(run_dir) -> dict[str, float]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    last = [row for row in rows if "images_per_s" in row][-1]
+    return {k: v for k, v in last.items() if k.endswith("/loss")}
+
+
+def _losses(tmp_path, name, recipe, *extra) -> dict[str, float]:
+    train(tiny_config(recipe, "train.steps=60", "train.log_every=20", *PLAIN, *extra), tmp_path / name,
+          progress=False)
+    return _last_losses(tmp_path / name)
+
+
+@pytest.mark.parametrize("recipe, tolerance", [("mnist-vae", 0.02), ("mnist-dcgan", 0.10)])
+@pytest.mark.parametrize("fast", ["train.precision=bf16", "train.channels_last=on", "optim.fused=true"])
+def test_each_fast_path_trains_to_the_float32_loss(tmp_path, recipe, tolerance, fast):
+    if "bf16" in fast and not runtime.bf16_supported(CPU):
+        pytest.skip("this CPU has no native bfloat16")
+    plain = _losses(tmp_path, "plain", recipe)
+    quick = _losses(tmp_path, "fast", recipe, fast)
+    assert plain.keys() == quick.keys() and plain
+    for key in plain:
+        assert quick[key] == pytest.approx(plain[key], rel=tolerance), key
+    if "bf16" not in fast:  # layout and kernel choice only: the same arithmetic on this CPU
+        for key in plain:
+            assert quick[key] == pytest.approx(plain[key], rel=1e-4), key
+
+
+def test_compiled_vae_trains_to_the_float32_loss(tmp_path):
+    plain = _losses(tmp_path, "plain", "mnist-vae")
+    compiled = _losses(tmp_path, "compiled", "mnist-vae", "train.compile=on")
+    assert compiled["vae/loss"] == pytest.approx(plain["vae/loss"], rel=0.02)
+    rows = [json.loads(line) for line in (tmp_path / "compiled" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["compile_s"] > 0 for row in rows if "compile_s" in row] == [True]  # reported once
+
+
+def test_auto_picks_bf16_and_channels_last_for_images_where_the_cpu_has_bf16(monkeypatch):
+    monkeypatch.setattr(runtime, "bf16_supported", lambda device: True)
+    fast = choose_fast_paths("auto", "auto", "auto", True, CPU, images=True, long_run=True)
+    assert (fast.dtype, fast.channels_last, fast.compile, fast.fused) == (torch.bfloat16, True, False, True)
+    assert fast.describe() == "precision=bf16 channels_last=on compile=off fused=on"
+    points = choose_fast_paths("auto", "auto", "auto", True, CPU, images=False, long_run=True)
+    assert (points.dtype, points.channels_last) == (None, False)  # toy points stay float32
+    monkeypatch.setattr(runtime, "bf16_supported", lambda device: False)
+    assert choose_fast_paths("auto", "auto", "auto", True, CPU, images=True, long_run=True).dtype is None
+
+
+def test_auto_compiles_only_long_cuda_runs():
+    cuda = torch.device("cuda")
+    assert choose_fast_paths("fp32", "off", "auto", True, cuda, images=True, long_run=True).compile
+    assert not choose_fast_paths("fp32", "off", "auto", True, cuda, images=True, long_run=False).compile
+    assert not choose_fast_paths("fp32", "off", "auto", True, CPU, images=True, long_run=True).compile
+    assert choose_fast_paths("fp32", "off", "on", True, CPU, images=True, long_run=False).compile
+
+
+def test_explicit_precisions_the_device_cannot_run_are_clear_errors(monkeypatch):
+    with pytest.raises(GenforgeError, match="fp16 needs a CUDA device"):
+        choose_fast_paths("fp16", "auto", "auto", True, CPU, images=True, long_run=False)
+    monkeypatch.setattr(runtime, "bf16_supported", lambda device: False)
+    with pytest.raises(GenforgeError, match="no native bfloat16"):
+        choose_fast_paths("bf16", "auto", "auto", True, CPU, images=True, long_run=False)
+
+
+def test_fp32_autocast_is_a_no_op_context():
+    fast = choose_fast_paths("fp32", "off", "off", False, CPU, images=True, long_run=False)
+    with fast.autocast():
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "rmsprop", "sgd", "adadelta"])
+def test_fused_switch_picks_the_optimiser_kernels(name):
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    fused = make_optimizer(OptimConfig(name=name, fused=True), params).defaults
+    plain = make_optimizer(OptimConfig(name=name, fused=False), params).defaults
+    if name in ("adam", "adamw"):
+        assert fused["fused"] is True and not plain.get("fused")
+    else:
+        assert fused["foreach"] is True
+    assert plain["foreach"] is False
+
+
+def test_channels_last_run_resumes_bit_for_bit(tmp_path):
+    from safetensors.torch import load_file
+
+    from genforge.checkpoint import latest_checkpoint
+    from genforge.train import resume_config
+
+    settings = ("train.precision=fp32", "train.channels_last=on", "optim.fused=true")
+    train(tiny_config("mnist-dcgan", "train.steps=8", *settings), tmp_path / "straight", progress=False)
+    train(tiny_config("mnist-dcgan", "train.steps=4", *settings), tmp_path / "halves", progress=False)
+    train(resume_config(tmp_path / "halves", steps=8), tmp_path / "halves", resume=True, progress=False)
+    a = load_file(latest_checkpoint(tmp_path / "straight") / "model.safetensors")
+    b = load_file(latest_checkpoint(tmp_path / "halves") / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
