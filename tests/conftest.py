@@ -66,3 +66,37 @@ def gan_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("gan-run")
     train(tiny_config("mnist-dcgan", "train.ema_decay=0.9", "train.sample_every=2"), run_dir, progress=False)
     return run_dir
+
+
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch) -> Path:
+    """Decoded image folders (and evaluation features) are cached under tmp, never the user's cache."""
+    cache = tmp_path / "genforge-cache"
+    monkeypatch.setenv("GENFORGE_CACHE", str(cache))
+    return cache
+
+
+def synthetic_folder(folder: Path, count: int = 24, seed: int = 0) -> Path:
+    """``count`` small RGBA PNGs of random coloured rectangles on a transparent ground, in various
+    sizes and aspect ratios (nothing copied from anywhere)."""
+    import random
+
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        width, height = rng.randint(12, 40), rng.randint(12, 40)
+        image = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+        x0, y0 = rng.randint(0, width // 2), rng.randint(0, height // 2)
+        colour = (rng.randint(0, 255), rng.randint(0, 255), rng.randint(0, 255), 255)
+        ImageDraw.Draw(image).rectangle((x0, y0, rng.randint(x0, width - 1), rng.randint(y0, height - 1)), fill=colour)
+        image.save(folder / f"{index + 1}.png")
+    return folder
+
+
+def train_on_folder(cfg: RunConfig, run_dir: Path):
+    """Train ``cfg`` (an image-folder dataset) with the one loop, quietly."""
+    from genforge.train import train
+
+    return train(cfg, run_dir, progress=False)

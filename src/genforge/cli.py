@@ -6,6 +6,7 @@ Nothing heavy is imported at start-up; each subcommand imports what it needs.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,8 @@ EPILOGS = {
   genforge sample runs/vae --n 16 --out g.png --seed 3
   genforge sample runs/cgan --class 7 --n 16 --out sevens.png      # a conditional GAN's class
   genforge sample runs/cgan --by-class --n 10 --out classes.png    # row k = class k, 10 per row
-  genforge sample runs/dcgan --n 8 --out g.png --save-z z.safetensors   # keep the noise (.safetensors or .npy)""",
+  genforge sample runs/dcgan --n 8 --out g.png --save-z z.safetensors   # keep the noise (.safetensors or .npy)
+  genforge sample runs/pokemon --n 64 --nearest --out pairs.png   # each sample beside its nearest training image""",
     "interpolate": """examples:
   genforge interpolate runs/dcgan --steps 10 --out strip.png
   genforge interpolate runs/dcgan --steps 10 --rows 4 --slerp --out slerp.png
@@ -41,11 +43,14 @@ EPILOGS = {
     "data": """examples:
   genforge data list
   genforge data fetch fashion-mnist
-  genforge data fetch mnist --data-root /data/genforge""",
+  genforge data fetch mnist --data-root /data/genforge
+  genforge data fetch pokemon                   # official artwork 1..1025.png -> <data root>/pokemon/artwork
+  genforge data fetch pokemon --count 151       # the first generation only""",
     "eval": """examples:
   genforge eval runs/dcgan                      # 10,000 samples; writes runs/dcgan/eval.json
   genforge eval runs/vae --n 2000 --json        # the eval.json object on stdout
-  genforge eval --real fashion-mnist            # the floor: held-out real images vs the test split""",
+  genforge eval --real fashion-mnist            # the floor: held-out real images vs the test split
+  genforge eval runs/pokemon                    # image folders: pixel-space FID/KID, colours, copy check""",
     "evaluator": """examples:
   genforge evaluator train mnist                # rewrites the shipped metrics/weights/mnist.safetensors
   genforge evaluator train fashion-mnist --out /tmp/fm.safetensors""",
@@ -93,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--class", dest="label", type=int, help="class to draw (conditional GANs)")
     sample.add_argument("--by-class", action="store_true", help="one row per class, --n per row (conditional GANs)")
     sample.add_argument("--save-z", metavar="FILE", help="also save the noise vectors (.safetensors or .npy)")
+    sample.add_argument("--nearest", action="store_true",
+                        help="show each sample beside its nearest training image (the evaluation classifier's "
+                             "features for MNIST/Fashion-MNIST, else pixels at 32x32): a copy check")
+    sample.add_argument("--data-root", help="folder with datasets, for --nearest (default: $GENFORGE_DATA or "
+                                            "~/.cache/genforge)")
 
     interpolate = command("interpolate", "walk the latent space between two noise vectors into a PNG strip")
     interpolate.add_argument("run_dir", help="a run directory with a checkpoint")
@@ -131,12 +141,15 @@ def _parser() -> argparse.ArgumentParser:
     data_list = data_sub.add_parser("list", help="known datasets and where they are")
     data_list.add_argument("--data-root", help="folder with datasets")
     fetch = data_sub.add_parser("fetch", help="download a dataset with checksum verification")
-    fetch.add_argument("name", help="dataset name (mnist, fashion-mnist)")
+    fetch.add_argument("name", help="dataset name (mnist, fashion-mnist, pokemon)")
     fetch.add_argument("--data-root", help="folder to download into (default: $GENFORGE_DATA or ~/.cache/genforge)")
     fetch.add_argument("--mirror", action="append", help="base URL to fetch from instead of the public mirrors")
     fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fetch.add_argument("--count", type=int, help="image folders (pokemon): fetch 1.png .. COUNT.png "
+                                                 "(default: all, 1025 for pokemon)")
 
-    evaluate = command("eval", "score a run: FID, KID, precision/recall, class coverage (+ ELBO/NLL for VAEs)")
+    evaluate = command("eval", "score a run: FID, KID, precision/recall, class coverage (+ ELBO/NLL for VAEs; "
+                               "pixel-space statistics and a copy check for image folders)")
     evaluate.add_argument("run_dir", nargs="?", help="a run directory with a checkpoint")
     evaluate.add_argument("--real", metavar="DATASET", help="score held-out real images instead of a run (the floor)")
     evaluate.add_argument("--n", type=int, default=10_000, help="samples to generate (default 10000)")
@@ -200,6 +213,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         for key in ("seed", "device"):
             if getattr(args, key) is not None:
                 setattr(cfg.train, key, getattr(args, key))
+        if not args.run_dir and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise GenforgeError("under torchrun, name the run directory with --run-dir (every process must "
+                                "agree on it)")
         run_dir = Path(args.run_dir or f"runs/{cfg.recipe}-{time.strftime('%Y%m%d-%H%M%S')}")
         if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
             raise GenforgeError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
@@ -223,8 +239,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(format_seeds(rows))
         print(f"genforge: best seed -> {best}", file=sys.stderr)
         return 0
-    print(f"genforge: training {cfg.recipe} ({cfg.family}) into {run_dir}", file=sys.stderr)
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 alone reports
+    if main_rank:
+        print(f"genforge: training {cfg.recipe} ({cfg.family}) into {run_dir}", file=sys.stderr)
     result = train(cfg, run_dir, resume=bool(args.resume), data_root=args.data_root, progress=not args.no_progress)
+    if not main_rank:
+        return 130 if result.interrupted else 0
     if result.interrupted:
         print(f"genforge: interrupted at step {result.step}; checkpoint saved. "
               f"Continue with: genforge train --resume {run_dir}", file=sys.stderr)
@@ -244,7 +264,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if args.n <= 0:
         raise GenforgeError(f"--n must be positive, not {args.n}")
-    _, model, step = load_model(args.run_dir, resolve_device(args.device))
+    device = resolve_device(args.device)
+    cfg, model, step = load_model(args.run_dir, device)
     generator = torch.Generator().manual_seed(args.seed)
     nrow = None
     with model.ema_weights():
@@ -268,6 +289,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
             images = model.sample(args.n, generator)
     if images.ndim != 4:
         raise GenforgeError("this run generates points, not images; see its plots/ folder")
+    if args.nearest:
+        from genforge.metrics.nearest import nearest_training
+
+        found = nearest_training(images, cfg.data, args.data_root, device)
+        path = viz.save_grid_image(viz.pair_grid(images, found.images, nrow), args.out)
+        closest = int(found.distances.argmin())
+        print(f"genforge: {args.n} samples from step {step}, each beside its nearest training image ({found.space}; "
+              f"mean distance {float(found.distances.mean()):.4g}, closest pair {float(found.distances[closest]):.4g}: "
+              f"sample {closest} ~ {found.names[closest]}) -> {path}", file=sys.stderr)
+        return 0
     path = viz.save_grid(images, args.out, nrow=nrow)
     print(f"genforge: {args.n} samples from step {step} -> {path}", file=sys.stderr)
     return 0
@@ -345,18 +376,21 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from genforge.data.catalog import CATALOG
+    from genforge.data.catalog import CATALOG, FOLDER_SETS
     from genforge.data.datasets import dataset_status
     from genforge.data.root import data_root
 
     if args.data_command == "fetch":
         from genforge.data.download import fetch
 
-        if args.name not in CATALOG:
-            raise GenforgeError(f"unknown dataset '{args.name}'; fetchable: {', '.join(CATALOG)}")
-        folder = fetch(CATALOG[args.name], data_root(args.data_root), mirrors=args.mirror,
+        specs = {**CATALOG, **FOLDER_SETS}
+        if args.name not in specs:
+            raise GenforgeError(f"unknown dataset '{args.name}'; fetchable: {', '.join(specs)}")
+        folder = fetch(specs[args.name], data_root(args.data_root), mirrors=args.mirror, count=args.count,
                        progress=not args.no_progress)
-        print(f"genforge: {args.name} ready in {folder}")
+        manifest = f" (SHA-256 of every file in {folder / FOLDER_SETS[args.name].manifest})" \
+            if args.name in FOLDER_SETS else ""
+        print(f"genforge: {args.name} ready in {folder}{manifest}")
         return 0
     for row in dataset_status(getattr(args, "data_root", None)):
         print(f"{row['name']:14s} {row['where']}\n{'':14s} {row['description']}")

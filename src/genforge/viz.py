@@ -25,6 +25,16 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2, p
     return grid
 
 
+def pair_grid(left: torch.Tensor, right: torch.Tensor, nrow: int | None = None) -> torch.Tensor:
+    """Tile pairs of (B, C, H, W) images in [0, 1], ``left[i]`` beside ``right[i]`` (a 1-pixel grey line
+    between them), ``nrow`` pairs per row (default: a square-ish grid), into one (C, H', W') image."""
+    count, channels, height, _ = left.shape
+    line = torch.full((count, channels, height, 1), 0.5)
+    pairs = torch.cat([left.float().cpu(), line, right.float().cpu()], dim=-1)  # (B, C, H, 2W + 1)
+    return make_grid(pairs, nrow or max(1, math.ceil(math.sqrt(count))), padding=4,
+                     pad_value=1.0 if channels == 1 else 0.0)
+
+
 def to_pil(image: torch.Tensor, scale: int = 1) -> Image.Image:
     """(C, H, W) in [0, 1] -> a PIL image (grey for one channel), enlarged ``scale`` times."""
     array = (image.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)

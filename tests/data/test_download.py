@@ -1,7 +1,7 @@
 """genforge.data.download.fetch against loopback HTTP servers serving the real Fashion-MNIST files.
 
-Every server runs on 127.0.0.1 (port 0) in a thread; its handler counts requests and
-records their Range headers, so the tests can assert what went over the wire.
+The servers (tests/loopback.py) run on 127.0.0.1 (port 0) in a thread; they count requests
+and record their Range headers, so the tests can assert what went over the wire.
 """
 
 from __future__ import annotations
@@ -10,11 +10,6 @@ import dataclasses
 import gzip
 import hashlib
 import os
-import re
-import socket
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,6 +17,8 @@ import pytest
 from genforge.data.catalog import FASHION_MNIST
 from genforge.data.download import fetch
 from genforge.errors import GenforgeError
+
+from ..loopback import FAST, cut, dead_url, flip, serving
 
 _ENV = os.environ.get("GENFORGE_DATA")
 DATASETS = Path(_ENV) if _ENV else Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
@@ -33,113 +30,7 @@ if not all((SOURCE / f.name).is_file() for f in FASHION_MNIST.files):
 ORIGINALS = {f.name: (SOURCE / f.name).read_bytes() for f in FASHION_MNIST.files}
 LABELS = "t10k-labels-idx1-ubyte.gz"  # 5 KB: keeps most cases fast
 SMALL = dataclasses.replace(FASHION_MNIST, files=tuple(f for f in FASHION_MNIST.files if f.name == LABELS))
-FAST = dict(progress=False, backoff=0, timeout=5.0)
-
-
-class Server:
-    """A loopback mirror supporting ``Range: bytes=N-``.
-
-    ``behave(name, n, body)`` decides the reply to the ``n``-th (0-based) request for
-    ``name``: the body to serve (possibly a :class:`Cut`), or an int HTTP error status.
-    ``honour_range=False`` makes it answer every request with a plain 200.
-    """
-
-    def __init__(self, behave=None, honour_range: bool = True):
-        self.behave = behave
-        self.honour_range = honour_range
-        self.requests: list[tuple[str, str | None]] = []  # (file name, Range header)
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output clean
-                pass
-
-            def do_GET(self):
-                name = self.path.lstrip("/")
-                rng = self.headers.get("Range")
-                with server.lock:
-                    n = sum(1 for seen, _ in server.requests if seen == name)
-                    server.requests.append((name, rng))
-                if name not in ORIGINALS:
-                    self.send_error(404)
-                    return
-                body = ORIGINALS[name]
-                if server.behave is not None:
-                    body = server.behave(name, n, body)
-                if isinstance(body, int):
-                    self.send_error(body)
-                    return
-                start = 0
-                if rng and server.honour_range:
-                    m = re.fullmatch(r"bytes=(\d+)-", rng)
-                    assert m, rng
-                    start = int(m.group(1))
-                    if start >= len(body):
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(body)}")
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    self.send_response(200)
-                payload = bytes(body[start:])
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                if isinstance(body, Cut):
-                    self.wfile.write(payload[: body.cut_at])
-                    self.wfile.flush()
-                    time.sleep(body.stall)
-                    self.close_connection = True
-                else:
-                    self.wfile.write(payload)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
-
-
-class Cut(bytes):
-    """A body served with its full Content-Length, but only ``cut_at`` bytes of it are
-    sent, then the server waits ``stall`` seconds and hangs up."""
-
-    cut_at: int
-    stall: float
-
-
-def cut(body: bytes, at: int, stall: float = 0.0) -> Cut:
-    c = Cut(body)
-    c.cut_at, c.stall = at, stall
-    return c
-
-
-@pytest.fixture
-def serve():
-    servers: list[Server] = []
-
-    def start(behave=None, honour_range: bool = True) -> Server:
-        servers.append(Server(behave, honour_range))
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        s.close()
-
-
-def dead_url() -> str:
-    """A loopback port nobody listens on: connections are refused."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
+serve = serving(ORIGINALS)
 
 
 def test_good_mirror_places_all_files_and_second_fetch_makes_no_request(serve, tmp_path):
@@ -163,11 +54,6 @@ def test_connection_cut_midway_is_resumed_with_range(serve, tmp_path):
     assert (folder / LABELS).read_bytes() == ORIGINALS[LABELS]
     assert server.requests == [(LABELS, None), (LABELS, f"bytes={half}-")]
     assert not (folder / (LABELS + ".part")).exists()
-
-
-def flip(body: bytes) -> bytes:
-    mid = len(body) // 2
-    return body[:mid] + bytes(b ^ 0xFF for b in body[mid : mid + 64]) + body[mid + 64 :]
 
 
 def other_payload(body: bytes) -> bytes:

@@ -57,6 +57,7 @@ def test_tampered_extractor_file(tmp_path):
 def test_bad_arguments(tiny_gan_run, capsys):
     assert "one of them" in one_line_error(capsys, ["eval"])
     assert "at least 2" in one_line_error(capsys, ["eval", str(tiny_gan_run), "--n", "1"])
-    assert "no feature extractor for dataset 'pokemon'" in one_line_error(capsys, ["eval", "--real", "pokemon"])
+    assert "no feature extractor for dataset 'ring-8'" in one_line_error(capsys, ["eval", "--real", "ring-8"])
+    assert "image folder 'pokemon' has neither" in one_line_error(capsys, ["eval", "--real", "pokemon"])
     with pytest.raises(GenforgeError):
         evaluate_run(tiny_gan_run, n=0)

@@ -67,3 +67,36 @@ FASHION_MNIST = DatasetSpec(
 )
 
 CATALOG: dict[str, DatasetSpec] = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
+
+
+@dataclass(frozen=True)
+class FolderSpec:
+    """A named image-folder dataset: ``count`` numbered PNGs (1.png ... count.png) under
+    ``folder`` of a data root, fetched from ``mirrors`` (file URL = mirror + file name).
+
+    There is no published checksum list for these files, so a download is accepted when it
+    decodes completely as an image; its SHA-256 is then recorded in ``manifest`` beside it.
+    """
+
+    name: str
+    description: str
+    folder: str
+    count: int
+    mirrors: tuple[str, ...]
+    licence: str
+    manifest: str = "SHA256SUMS"
+
+    def file_names(self, count: int | None = None) -> list[str]:
+        return [f"{number}.png" for number in range(1, (count or self.count) + 1)]
+
+
+POKEMON = FolderSpec(
+    name="pokemon",
+    description="Pokemon artwork: a folder of RGBA PNGs, one per Pokedex number (the R5 recipes' data)",
+    folder="pokemon/artwork",
+    count=1025,  # national Pokedex numbers 1 to 1025 (generations 1 to 9)
+    mirrors=("https://raw.githubusercontent.com/PokeAPI/sprites/master/sprites/pokemon/other/official-artwork/",),
+    licence="artwork (c) The Pokemon Company; collection by the PokeAPI sprites project (CC0 for the collection)",
+)
+
+FOLDER_SETS: dict[str, FolderSpec] = {POKEMON.name: POKEMON}

@@ -9,6 +9,13 @@ last 1,000 test (the files are already shuffled with seed 0). ``mnist`` and
 Two-domain sets (for DiscoGAN) carry a second domain in ``images_b``/``labels_b``:
 ``fashion-bags-shoes`` (A = Fashion-MNIST bags, B = sandals, sneakers and ankle boots)
 and the 2-D toys of :mod:`genforge.data.toy`, whose "images" are float points (N, 2).
+
+Image folders (:mod:`genforge.data.folder`) are named ``folder:PATH`` (or ``folder`` with
+``data.path``); ``pokemon`` is the folder ``<data root>/pokemon/artwork`` that
+``genforge data fetch pokemon`` fills. They are decoded at the model's size with the
+data config's background and channels, so :func:`load_data` (which takes the whole data
+config) loads every kind of dataset; :func:`load_images` only the named tensor sets.
+A folder has no held-out split: its "test" split is its training images.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from genforge.data.catalog import CATALOG, MNIST
+from genforge.data.catalog import CATALOG, FOLDER_SETS, MNIST
 from genforge.data.idx import read_idx
 from genforge.data.root import data_root, search_roots
 from genforge.data.toy import MIXTURES, TOYS, mixture_points, toy_domains
@@ -31,6 +38,7 @@ MNIST_10K_TRAIN = 9000  # first 9,000 of the bundled digits train, the last 1,00
 SPLITS = ("train", "test")
 BAG, SHOES = 8, (5, 7, 9)  # Fashion-MNIST classes of the two fashion-bags-shoes domains
 TWO_DOMAIN = ("fashion-bags-shoes", *TOYS)
+FOLDER_PREFIX = "folder:"  # data.dataset=folder:PATH
 
 
 @dataclass(frozen=True)
@@ -38,7 +46,8 @@ class ImageData:
     """A split held in memory: ``images`` (N, C, H, W) uint8, ``labels`` (N,) int64.
 
     A two-domain set also holds domain B in ``images_b``/``labels_b`` (classes ``classes_b``);
-    toy sets hold float points (N, 2) instead of images.
+    toy sets hold float points (N, 2) instead of images. An image folder names the file of
+    each image in ``files`` (paths relative to the folder) and has no classes.
     """
 
     name: str
@@ -49,6 +58,7 @@ class ImageData:
     images_b: torch.Tensor | None = None
     labels_b: torch.Tensor | None = None
     classes_b: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -64,7 +74,77 @@ def bundled_folder() -> Path:
 
 
 def known_datasets() -> list[str]:
-    return ["mnist-10k", *CATALOG, *TWO_DOMAIN, *MIXTURES]
+    return ["mnist-10k", *CATALOG, *TWO_DOMAIN, *MIXTURES, *FOLDER_SETS, "folder:PATH"]
+
+
+def is_folder_dataset(name: str) -> bool:
+    """Whether ``name`` is an image folder (folder:PATH, folder, pokemon) rather than a tensor set."""
+    return name.startswith(FOLDER_PREFIX) or name == "folder" or name in FOLDER_SETS
+
+
+def locate_folder_set(name: str, root: str | Path | None = None) -> Path | None:
+    """The first ``<root>/<folder>`` of named folder set ``name`` holding at least one file, or None."""
+    spec = FOLDER_SETS[name]
+    for base in search_roots(root):
+        folder = base / spec.folder
+        if folder.is_dir() and any(folder.iterdir()):
+            return folder
+    return None
+
+
+def image_folder(data, root: str | Path | None = None) -> Path | None:
+    """The image folder a data config (:class:`genforge.config.DataConfig`) names, or None when
+    its dataset is a named tensor set. ``data.path`` wins over the default folder of ``pokemon``."""
+    name, path = data.dataset, data.path
+    if name.startswith(FOLDER_PREFIX):
+        named = name[len(FOLDER_PREFIX):]
+        if not named:
+            raise GenforgeError("data.dataset=folder: needs a path, e.g. folder:/data/pokemon (or set data.path)")
+        if path and Path(path).expanduser() != Path(named).expanduser():
+            raise GenforgeError(f"data.dataset={name} and data.path={path} name different folders; set one of them")
+        return Path(named).expanduser()
+    if name == "folder" or name in FOLDER_SETS:
+        if path:
+            return Path(path).expanduser()
+        if name == "folder":
+            raise GenforgeError("data.dataset=folder needs data.path=FOLDER (or use data.dataset=folder:FOLDER)")
+        folder = locate_folder_set(name, root)
+        if folder is None:
+            where = ", ".join(str(r / FOLDER_SETS[name].folder) for r in search_roots(root))
+            raise GenforgeError(f"dataset '{name}' not found in {where}; run `genforge data fetch {name}` "
+                                "or set data.path=FOLDER to a folder of images")
+        return folder
+    if path:
+        raise GenforgeError(f"data.path is for image folders (folder:PATH, folder, {', '.join(FOLDER_SETS)}); "
+                            f"dataset '{name}' is not one: leave data.path empty")
+    return None
+
+
+def load_data(data, split: str = "train", root: str | Path | None = None) -> ImageData:
+    """Split ``split`` of the dataset a data config names, at ``data.image_size``: what a run trains on.
+
+    Named sets come from :func:`load_images` and are resized; image folders are decoded by
+    :func:`genforge.data.folder.load_folder` with ``data.background`` and ``data.channels``
+    (and cached on disk). ``root`` is used when ``data.root`` is empty.
+    """
+    from genforge.data.folder import DecodeSettings, load_folder, warn_stderr
+
+    root = data.root or root
+    folder = image_folder(data, root)
+    if folder is None:
+        return load_images(data.dataset, split, root).resized(data.image_size)
+    if split not in SPLITS:
+        raise GenforgeError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
+    # The test split of a folder is its training images again; their problems were reported
+    # when the train split was loaded, so they are not repeated.
+    loaded = load_folder(folder, DecodeSettings(data.image_size, data.channels, data.background),
+                         warn=warn_stderr if split == "train" else _quiet)
+    return ImageData(data.dataset, split, loaded.images, torch.zeros(len(loaded.files), dtype=torch.long), (),
+                     files=loaded.files)
+
+
+def _quiet(line: str) -> None:
+    pass
 
 
 def locate(name: str, root: str | Path | None = None) -> Path | None:
@@ -126,7 +206,13 @@ def _load_cached(name: str, split: str, root: str) -> ImageData:
 
 
 def load_images(name: str, split: str = "train", root: str | Path | None = None) -> ImageData:
-    """Load split ``train`` or ``test`` of dataset ``name`` as uint8 tensors (cached per process)."""
+    """Load split ``train`` or ``test`` of dataset ``name`` as uint8 tensors (cached per process).
+
+    Image folders need the decode settings of a data config: load them with :func:`load_data`.
+    """
+    if is_folder_dataset(name):
+        raise GenforgeError(f"dataset '{name}' is an image folder, decoded at the model's size with "
+                            "data.background and data.channels: load it with genforge.data.datasets.load_data(cfg.data)")
     if name not in known_datasets():
         raise GenforgeError(f"unknown dataset '{name}'; known datasets: {', '.join(known_datasets())}")
     if split not in SPLITS:
@@ -167,4 +253,10 @@ def dataset_status(root: str | Path | None = None) -> list[dict[str, str]]:
         rows.append({"name": name, "description": toy.description, "where": "generated (genforge.data.toy)"})
     for name, mix in MIXTURES.items():
         rows.append({"name": name, "description": mix.description, "where": "generated (genforge.data.toy)"})
+    for name, spec in FOLDER_SETS.items():
+        folder = locate_folder_set(name, root)
+        rows.append({"name": name, "description": spec.description,
+                     "where": str(folder) if folder else f"missing: genforge data fetch {name}"})
+    rows.append({"name": "folder:PATH", "description": "any folder of PNG, JPEG, GIF, WebP or BMP images "
+                 "(sub-folders too): data.dataset=folder:PATH", "where": "your folder"})
     return rows

@@ -1,9 +1,11 @@
 """Fetch a catalogued dataset's files from its mirrors, safely and resumably.
 
 Only the standard library talks to the network (``urllib.request``); ``tqdm`` draws
-the progress bars. A file only ever gets its final name once its decompressed payload
-matches the catalogue's SHA-256, so a crash, a cut connection or a bad mirror can leave
-at most a ``NAME.part`` behind, which the next run resumes.
+the progress bars. A file only ever gets its final name once it passes its check (for
+the IDX sets: its decompressed payload matches the catalogue's SHA-256), so a crash, a
+cut connection or a bad mirror can leave at most a ``NAME.part`` behind, which the next
+run resumes. :func:`fetch_file` is the one-file machinery; :func:`fetch` runs it over a
+catalogued dataset, :mod:`genforge.data.pokemon` over an image folder.
 """
 
 from __future__ import annotations
@@ -17,15 +19,18 @@ import time
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
-from genforge.data.catalog import DatasetSpec, RemoteFile
+from genforge.data.catalog import DatasetSpec, FolderSpec, RemoteFile
 from genforge.errors import GenforgeError
 
-__all__ = ["fetch"]
+__all__ = ["fetch", "fetch_file", "make_folder", "mirror_bases"]
+
+# A file check: None when the downloaded file at the path is good, else the problem in words.
+Check = Callable[[Path], "str | None"]
 
 _CHUNK = 1 << 16
 _USER_AGENT = "genforge-data-fetch (+urllib)"
@@ -33,6 +38,16 @@ _USER_AGENT = "genforge-data-fetch (+urllib)"
 # not there and retrying the same mirror only wastes the user's time.
 _TRANSIENT_HTTP = frozenset({408, 425, 429})
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)")
+_SHA256_LINE = re.compile(r"([0-9a-f]{64}) [ *](.+)")
+GIVE_UP_AFTER = 5  # files failing in a row: the mirror or the connection is down, so stop asking
+
+
+class DownloadError(GenforgeError):
+    """No mirror gave a good copy of one file (the network's fault, not the disk's)."""
+
+    def __init__(self, message: str, name: str, problems: str):
+        super().__init__(message)
+        self.name, self.problems = name, problems
 
 
 class _Transient(Exception):
@@ -53,7 +68,7 @@ _COMPLETE = object()  # the .part already holds every byte there is
 
 
 def fetch(
-    spec: DatasetSpec,
+    spec: DatasetSpec | FolderSpec,
     root: Path,
     *,
     mirrors: Sequence[str] | None = None,
@@ -61,21 +76,25 @@ def fetch(
     retries: int = 3,
     timeout: float = 30.0,
     backoff: float = 1.0,
+    count: int | None = None,
 ) -> Path:
     """Download every file of ``spec`` into ``root / spec.folder`` and return that folder.
 
     Args:
-        spec: the dataset to fetch (see :mod:`genforge.data.catalog`).
+        spec: the dataset to fetch (see :mod:`genforge.data.catalog`): a catalogued IDX
+            set, or a folder set of numbered images (see :func:`_fetch_numbered`).
         root: the data root; files land in ``root / spec.folder / <file name>``.
         mirrors: base URLs to try in order (file URL = base + file name); default
             ``None`` uses ``spec.mirrors``.
-        progress: draw one tqdm byte bar per downloaded file (default ``True``).
+        progress: draw one tqdm byte bar per downloaded file, or for a folder set one
+            bar counting files (default ``True``).
         retries: extra attempts per mirror after the first one fails with a
             connection error, timeout, truncated body or 5xx reply (default 3).
         timeout: socket timeout in seconds for connecting and for each read
             (default 30.0).
         backoff: seconds to wait before the first retry, doubled for each further
             retry on the same mirror (default 1.0; 0 disables waiting).
+        count: a folder set's number of files (default ``None``: ``spec.count``).
 
     A file already present whose decompressed payload matches the catalogue's
     SHA-256 is kept without any request. Otherwise the file is downloaded to
@@ -87,13 +106,138 @@ def fetch(
             the file, the last problem per mirror and what to do), or the target
             folder cannot be written.
     """
+    numbered = isinstance(spec, FolderSpec)
+    if count is not None and (not numbered or count < 1):
+        raise GenforgeError(f"--count must be positive, not {count}" if numbered
+                            else f"--count is for image folders, not {spec.name}")
     folder = Path(root) / spec.folder
-    # A lone string would otherwise be iterated character by character.
-    bases = (mirrors,) if isinstance(mirrors, str) else tuple(spec.mirrors if mirrors is None else mirrors)
-    if not bases:
+    bases = mirror_bases(mirrors, spec.mirrors, spec.name, folder)
+    make_folder(folder)
+    options = dict(progress=progress, retries=retries, timeout=timeout, backoff=backoff)
+    if numbered:
+        return _fetch_numbered(spec, folder, bases, spec.count if count is None else count, **options)
+    for remote in spec.files:
+        target = folder / remote.name
+        check = _payload_check(remote)
+        if target.is_file() and check(target) is None:
+            continue
+        fetch_file(remote.name, folder, bases, check, dataset=spec.name, **options)
+    return folder
+
+
+def _fetch_numbered(spec: FolderSpec, folder: Path, bases: tuple[str, ...], count: int, *, progress: bool,
+                    **options) -> Path:
+    """Download the numbered images ``1.png`` ... ``count.png`` of folder set ``spec`` into ``folder``.
+
+    There is no published checksum list for these files, so a download is accepted when it
+    decodes completely as an image (:func:`genforge.data.folder.read_image`: not empty, not
+    truncated, not a decompression bomb); its SHA-256 is then recorded in ``spec.manifest``
+    (``sha256sum`` format) in the folder. On a later run a file matching its recorded SHA-256
+    is kept without a request, one that does not match is downloaded again, and one the
+    manifest does not know is kept (and recorded) if it decodes, so an interrupted run is
+    completed, not redone. Files that fail are retried as :func:`fetch` does; the others are
+    still fetched, until ``GIVE_UP_AFTER`` files in a row have failed.
+
+    Raises:
+        GenforgeError: some files could not be downloaded (one line: how many, which, the
+            first one's problems; the good ones stay in place and the manifest lists them),
+            or the folder cannot be written.
+    """
+    manifest = folder / spec.manifest
+    recorded = read_manifest(manifest)
+    before = dict(recorded)
+    failed: list[DownloadError] = []
+    streak = 0
+    bar = tqdm(total=count, unit="file", desc=spec.name, disable=not progress)
+    try:
+        for name in spec.file_names(count):
+            target = folder / name
+            if target.is_file():
+                digest = file_sha256(target)
+                if recorded.get(name) == digest or (name not in recorded and _image_check(target) is None):
+                    recorded[name] = digest
+                    bar.update(1)
+                    continue
+            try:
+                fetch_file(name, folder, bases, _image_check, dataset=spec.name, progress=False, **options)
+            except DownloadError as e:
+                failed.append(e)
+                streak += 1
+                if streak >= GIVE_UP_AFTER:
+                    break
+                continue
+            streak = 0
+            recorded[name] = file_sha256(target)
+            bar.update(1)
+    finally:
+        bar.close()
+        if recorded != before:
+            write_manifest(manifest, recorded)
+    if failed:
+        names = ", ".join(e.name for e in failed[:5]) + (", ..." if len(failed) > 5 else "")
+        stopped = f"; stopped after {GIVE_UP_AFTER} failures in a row" if streak >= GIVE_UP_AFTER else ""
         raise GenforgeError(
-            f"no mirror to download {spec.name} from; place its files in {folder} by hand"
+            f"could not download {len(failed)} file(s) of {spec.name} ({names}){stopped}; first problem: "
+            f"{failed[0].problems}; the {len(recorded)} good files are in {folder}; run "
+            f"`genforge data fetch {spec.name}` again to retry the rest"
         )
+    return folder
+
+
+def _image_check(path: Path) -> str | None:
+    from genforge.data.folder import BadImage, read_image
+
+    try:
+        read_image(path)
+    except BadImage as e:
+        return f"not a usable image: {e}"
+    return None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(path: Path) -> dict[str, str]:
+    """``{file name: sha256}`` from a ``sha256sum``-style file; empty if there is none. Lines
+    that are not ``HEX  NAME`` are ignored (the file is rewritten whole from what is valid)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    return {m.group(2): m.group(1) for m in map(_SHA256_LINE.fullmatch, text.splitlines()) if m}
+
+
+def write_manifest(path: Path, recorded: dict[str, str]) -> None:
+    """Write ``recorded`` as ``sha256sum -c`` reads it, atomically, in natural file order."""
+    from genforge.data.folder import natural_key
+
+    lines = "".join(f"{recorded[name]}  {name}\n" for name in sorted(recorded, key=natural_key))
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(lines, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        _unlink(tmp)
+        raise GenforgeError(f"cannot write {path}: {_one_line(e.strerror or e)}; check the folder's permissions "
+                            "and free space") from None
+
+
+def mirror_bases(mirrors: Sequence[str] | str | None, defaults: Sequence[str], name: str,
+                 folder: Path) -> tuple[str, ...]:
+    """The base URLs to try: ``mirrors`` if given (one string or several), else ``defaults``."""
+    # A lone string would otherwise be iterated character by character.
+    bases = (mirrors,) if isinstance(mirrors, str) else tuple(defaults if mirrors is None else mirrors)
+    if not bases:
+        raise GenforgeError(f"no mirror to download {name} from; place its files in {folder} by hand")
+    return bases
+
+
+def make_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -101,28 +245,42 @@ def fetch(
             f"cannot create {folder}: {_one_line(e.strerror or e)}; choose another data root"
         ) from None
 
-    for remote in spec.files:
-        target = folder / remote.name
-        if target.is_file() and _payload_sha256(target) == remote.sha256:
-            continue
-        _fetch_file(spec, remote, folder, bases, progress=progress, retries=max(0, retries),
-                    timeout=timeout, backoff=backoff)
-    return folder
+
+def _payload_check(remote: RemoteFile) -> Check:
+    """The check of a catalogued IDX file: its gunzipped payload has the catalogue's SHA-256."""
+    def check(path: Path) -> str | None:
+        got = _payload_sha256(path)
+        if got == remote.sha256:
+            return None
+        return f"payload sha256 {got or 'unreadable (not a valid gzip file)'}, expected {remote.sha256}"
+    return check
 
 
-def _fetch_file(
-    spec: DatasetSpec,
-    remote: RemoteFile,
+def fetch_file(
+    name: str,
     folder: Path,
-    bases: tuple[str, ...],
+    bases: Sequence[str],
+    check: Check,
     *,
-    progress: bool,
-    retries: int,
-    timeout: float,
-    backoff: float,
-) -> None:
-    target = folder / remote.name
-    part = folder / (remote.name + ".part")
+    dataset: str,
+    progress: bool = True,
+    retries: int = 3,
+    timeout: float = 30.0,
+    backoff: float = 1.0,
+) -> Path:
+    """Download ``name`` from the first of ``bases`` that serves a copy passing ``check``.
+
+    The body goes to ``folder / (name + ".part")`` (resumed with an HTTP ``Range`` request
+    when a ``.part`` is there), is checked, fsynced and only then renamed to ``folder / name``,
+    which is returned. Retries, backoff, timeout and progress are as in :func:`fetch`.
+
+    Raises:
+        GenforgeError: no mirror gave a good copy (one line naming the file, ``dataset``, the
+            last problem per mirror and what to do), or the folder cannot be written.
+    """
+    retries = max(0, retries)
+    target = folder / name
+    part = folder / (name + ".part")
     problems: list[str] = []  # the last problem per mirror, for the final message
     wrote: list[bool] = []  # non-empty once the current mirror has written into the .part
 
@@ -133,14 +291,13 @@ def _fetch_file(
         if wrote:
             _unlink(part)
             wrote.clear()
-        url = (base if base.endswith("/") else base + "/") + remote.name
+        url = (base if base.endswith("/") else base + "/") + name
         problem = ""
         for attempt in range(retries + 1):
             if attempt and backoff > 0:
                 time.sleep(backoff * 2 ** (attempt - 1))
             try:
-                resumed = _download(url, part, wrote, timeout=timeout, progress=progress,
-                                    desc=remote.name)
+                resumed = _download(url, part, wrote, timeout=timeout, progress=progress, desc=name)
             except _Transient as e:
                 problem = str(e)
                 continue
@@ -152,15 +309,12 @@ def _fetch_file(
                     f"cannot write {part}: {e}; free some disk space or choose another data root"
                 ) from None
 
-            got = _payload_sha256(part)
-            if got == remote.sha256:
+            bad = check(part)
+            if bad is None:
                 _place(part, target)
-                return
+                return target
             _unlink(part)
-            problem = (
-                f"{url}: payload sha256 {got or 'unreadable (not a valid gzip file)'}, "
-                f"expected {remote.sha256}"
-            )
+            problem = f"{url}: {bad}"
             # A resumed body may have been spliced onto bytes from another mirror or an
             # older copy, so one clean download from zero deserves a chance; a mirror
             # that served a bad file from scratch will serve it again, so move on.
@@ -168,9 +322,10 @@ def _fetch_file(
                 break
         problems.append(problem)
 
-    raise GenforgeError(
-        f"could not download {remote.name} of {spec.name} ({'; '.join(problems)}); "
-        f"check your connection and try again, or place the files in {folder} by hand"
+    raise DownloadError(
+        f"could not download {name} of {dataset} ({'; '.join(problems)}); "
+        f"check your connection and try again, or place the files in {folder} by hand",
+        name, "; ".join(problems),
     )
 
 

@@ -24,9 +24,26 @@ def data_root(explicit: str | os.PathLike | None = None) -> Path:
     env = os.environ.get("GENFORGE_DATA")
     if env:
         return Path(env).expanduser()
+    return user_cache()
+
+
+def user_cache() -> Path:
+    """``$XDG_CACHE_HOME/genforge``, else ``~/.cache/genforge``."""
     cache = os.environ.get("XDG_CACHE_HOME")
     base = Path(cache).expanduser() if cache else Path.home() / ".cache"
     return base / "genforge"
+
+
+def cache_dir(kind: str) -> Path:
+    """Where genforge keeps derived files of one ``kind`` (``eval``, ``folders``): ``$GENFORGE_CACHE``
+    if set (``eval`` files directly in it, other kinds in a sub-folder), else ``user_cache() / kind``.
+
+    Not the data root itself: shared dataset folders are often read-only.
+    """
+    env = os.environ.get("GENFORGE_CACHE")
+    if env:
+        return Path(env).expanduser() / ("" if kind == "eval" else kind)
+    return user_cache() / kind
 
 
 def search_roots(explicit: str | os.PathLike | None = None) -> list[Path]:

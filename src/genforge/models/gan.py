@@ -42,6 +42,8 @@ class GANConfig:
                     ("dcgan", "livestream", "mlp"))
     latent_dim: int = opt(100, "size of the noise vector z")
     width: int = opt(64, "DCGAN base channel count (D's first layer; G's last hidden layer)")
+    kernel: int = opt(4, "DCGAN kernel size of every strided (transposed) conv, 3 to 7: 4 as Radford et al., "
+                      "5 as the TensorFlow DCGAN / Pokemon WGAN code")
     noise: str = opt("gaussian", "distribution of z", ("gaussian", "uniform", "truncated"))
     loss: str = opt("nonsaturating", "the game: BCE with G loss nonsaturating -log D(G(z)) or minimax "
                     "log(1 - D(G(z))); least_squares; hinge; wasserstein (weight clipping); wgan-gp",
@@ -76,6 +78,16 @@ def dcgan_init(module: nn.Module) -> None:
             nn.init.zeros_(layer.bias)
 
 
+KERNELS = range(3, 8)
+
+
+def stride2_padding(kernel: int) -> tuple[int, int]:
+    """(padding, output_padding) with which a stride-2 conv of ``kernel`` halves an even side
+    exactly and the transposed conv doubles it: 4 -> (1, 0), 5 -> (2, 1), like TF's 'SAME'."""
+    padding = (kernel - 1) // 2
+    return padding, 2 + 2 * padding - kernel
+
+
 def _base_size(image_size: int) -> int:
     """Side of G's first feature map: 7 for 28 px (7 -> 14 -> 28), else 4 (4 -> 8 -> ... -> size)."""
     for base in (7, 4):
@@ -86,10 +98,14 @@ def _base_size(image_size: int) -> int:
 
 
 class DCGANGenerator(nn.Module):
-    """z (B, latent) -> FC -> (B, C0, s, s) -> transposed convs (BN, ReLU) -> tanh (B, C, H, W)."""
+    """z (B, latent) -> FC -> (B, C0, s, s) -> transposed convs (BN, ReLU) -> tanh (B, C, H, W).
 
-    def __init__(self, latent_dim: int, channels: int, image_size: int, width: int):
+    Each transposed conv has stride 2 and ``kernel`` x ``kernel`` weights (padding from
+    :func:`stride2_padding`); the number of them grows with the image size."""
+
+    def __init__(self, latent_dim: int, channels: int, image_size: int, width: int, kernel: int = 4):
         super().__init__()
+        padding, extra = stride2_padding(kernel)
         base = _base_size(image_size)
         ups = int(math.log2(image_size // base))
         first = width * 2 ** (ups - 1)
@@ -99,9 +115,10 @@ class DCGANGenerator(nn.Module):
         blocks: list[nn.Module] = []
         ch = first
         for _ in range(ups - 1):
-            blocks += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
+            blocks += [nn.ConvTranspose2d(ch, ch // 2, kernel, 2, padding, extra, bias=False), nn.BatchNorm2d(ch // 2),
+                       nn.ReLU(True)]
             ch //= 2
-        blocks += [nn.ConvTranspose2d(ch, channels, 4, 2, 1), nn.Tanh()]
+        blocks += [nn.ConvTranspose2d(ch, channels, kernel, 2, padding, extra), nn.Tanh()]
         self.main = nn.Sequential(*blocks)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -124,17 +141,19 @@ class DCGANDiscriminator(nn.Module):
     """(B, C, H, W) -> strided convs (norm on all but the first, LeakyReLU 0.2) -> one logit (B,).
 
     Conditional (``num_classes`` > 0): ``concat`` adds the one-hot label as K constant input
-    maps; ``projection`` adds <embed(y), h> to the logit, h the flattened last features."""
+    maps; ``projection`` adds <embed(y), h> to the logit, h the flattened last features.
+    Every conv has stride 2 and ``kernel`` x ``kernel`` weights."""
 
     def __init__(self, channels: int, image_size: int, width: int, norm: str = "batch",
-                 num_classes: int = 0, conditional: str = "none"):
+                 num_classes: int = 0, conditional: str = "none", kernel: int = 4):
         super().__init__()
         self.conditional, self.num_classes = conditional, num_classes
         extra = num_classes if conditional == "concat" else 0
-        layers: list[nn.Module] = [nn.Conv2d(channels + extra, width, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        padding, _ = stride2_padding(kernel)
+        layers: list[nn.Module] = [nn.Conv2d(channels + extra, width, kernel, 2, padding), nn.LeakyReLU(0.2, True)]
         ch, size = width, image_size // 2
         while size > 4 and size % 2 == 0 and size // 2 >= 4:
-            layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=norm == "none"), conv_norm(norm, ch * 2),
+            layers += [nn.Conv2d(ch, ch * 2, kernel, 2, padding, bias=norm == "none"), conv_norm(norm, ch * 2),
                        nn.LeakyReLU(0.2, True)]
             ch, size = ch * 2, size // 2
         self.main = nn.Sequential(*layers, nn.Flatten(), nn.Linear(ch * size * size, 1))
@@ -254,6 +273,8 @@ class GAN(GenerativeModel):
                                 f"this data has shape {tuple(image_shape)}")
         if self.classes and cfg.arch != "dcgan":
             raise GenforgeError(f"model.conditional={cfg.conditional} is implemented for arch=dcgan only")
+        if cfg.kernel not in KERNELS:
+            raise GenforgeError(f"model.kernel must be {KERNELS.start} to {KERNELS.stop - 1}, not {cfg.kernel}")
         norm = cfg.d_norm
         if norm == "auto":
             norm = "layer" if cfg.loss == "wgan-gp" else ("none" if self.points else "batch")
@@ -269,8 +290,9 @@ class GAN(GenerativeModel):
             self.discriminator = LivestreamDiscriminator(channels, size)
             self.output_range = "sigmoid"  # the original's G ends in a sigmoid: data scaled to [0, 1]
         else:
-            self.generator = DCGANGenerator(cfg.latent_dim + self.classes, channels, size, cfg.width)
-            self.discriminator = DCGANDiscriminator(channels, size, cfg.width, norm, num_classes, cfg.conditional)
+            self.generator = DCGANGenerator(cfg.latent_dim + self.classes, channels, size, cfg.width, cfg.kernel)
+            self.discriminator = DCGANDiscriminator(channels, size, cfg.width, norm, num_classes, cfg.conditional,
+                                                    cfg.kernel)
             dcgan_init(self)
             if cfg.conditional == "projection":
                 nn.init.normal_(self.discriminator.embed.weight, 0.0, 0.02)
