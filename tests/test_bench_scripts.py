@@ -1,0 +1,55 @@
+"""The benchmark scripts of bench/ run (tiny budgets): the plain reference trains, the
+profile counts FLOPs and memory, and the bf16 path saves less activation memory."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import plain  # noqa: E402
+import throughput  # noqa: E402
+
+from genforge import runtime  # noqa: E402
+from tests.conftest import tiny_config  # noqa: E402
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("recipe", ["mnist-vae", "mnist-dcgan"])
+def test_plain_reference_trains_the_recipes_networks(recipe):
+    cfg = tiny_config(recipe)
+    trainer = plain.PlainTrainer(cfg)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    assert trainer.run(3) > 0
+    assert all(l == l for l in trainer.last_losses) and trainer.last_losses  # finite, read back
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+
+
+def test_per_item_dataset_matches_the_torchvision_pipeline():
+    images = torch.arange(4 * 28 * 28, dtype=torch.int64).remainder(256).to(torch.uint8).view(4, 1, 28, 28)
+    data = plain.PerItemImages(images, torch.arange(4), 28, tanh_range=True)
+    x, label = data[2]
+    assert label == 2 and x.shape == (1, 28, 28)
+    assert torch.allclose(x, images[2].float() / 127.5 - 1.0)
+    assert plain.PerItemImages(images, torch.arange(4), 32, tanh_range=False)[0][0].shape == (1, 32, 32)
+
+
+def test_plain_reference_covers_only_what_it_implements():
+    assert plain.supports(tiny_config("mnist-dcgan")) and plain.supports(tiny_config("mnist-vae"))
+    assert not plain.supports(tiny_config("mnist-dcgan", "model.loss=wgan-gp"))
+
+
+def test_step_profile_counts_flops_and_bf16_saves_memory():
+    if not runtime.bf16_supported(CPU):
+        pytest.skip("this CPU has no native bfloat16")
+    cfg = tiny_config("mnist-dcgan")
+    fp32 = runtime.choose_fast_paths("fp32", "off", "off", False, CPU, images=True, long_run=False)
+    bf16 = runtime.choose_fast_paths("bf16", "on", "off", True, CPU, images=True, long_run=False)
+    a, b = throughput.step_profile(cfg, fp32, CPU), throughput.step_profile(cfg, bf16, CPU)
+    assert a["gflop_per_image"] == b["gflop_per_image"] > 0
+    assert b["activations_mb"] < a["activations_mb"]
+    assert throughput.peak_gflops(torch.float32, CPU, n=128, seconds=0.05) > 0
