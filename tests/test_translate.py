@@ -90,3 +90,37 @@ def test_translate_from_test(disco_run, tmp_path, capsys):
     assert main(["translate", str(disco_run), "--from-test", "--n", "5", "--out", str(tmp_path / "t"),
                  "--device", "cpu"]) == 0
     assert len(list((tmp_path / "t").glob("test-*_a2b.png"))) == 5 and (tmp_path / "t" / "grid.png").is_file()
+
+
+def _toy_run(path, variant):
+    from genforge.config import load_recipe
+    from genforge.train import train
+
+    cfg = load_recipe("gmm-discogan-ring", ["model.hidden=8", "train.steps=2", "train.batch_size=16", "train.threads=1",
+                                            "train.device=cpu", "train.sample_every=1000", "train.checkpoint_every=1000",
+                                            f"model.variant={variant}"])
+    train(cfg, path, progress=False)
+    return path
+
+
+def test_compare_puts_variants_side_by_side(tmp_path, capsys):
+    from PIL import Image
+
+    from genforge.cli import main
+
+    runs = [str(_toy_run(tmp_path / v, v)) for v in ("gan", "recongan", "discogan")]
+    assert main(["compare", *runs, "--out", str(tmp_path / "cmp.png")]) == 0
+    with Image.open(tmp_path / "cmp.png") as image:
+        assert image.size == (1200, 800)  # three columns (4 in wide) of two rows, at 100 dpi
+    assert "3 runs side by side" in capsys.readouterr().err
+
+
+def test_compare_refuses_other_families_datasets_and_bad_counts(tmp_path, capsys, gan_run):
+    from genforge.cli import main
+
+    toy = str(_toy_run(tmp_path / "toy", "discogan"))
+    assert main(["compare", toy, str(gan_run), "--out", str(tmp_path / "x.png")]) == 2
+    assert "compare shows DiscoGAN runs" in capsys.readouterr().err
+    assert main(["compare", toy, "--n", "0"]) == 2
+    assert "--n must be positive" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()

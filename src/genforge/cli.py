@@ -58,6 +58,9 @@ EPILOGS = {
   genforge translate runs/bags-shoes bag1.png photos/ --out translated      # bags -> shoes
   genforge translate runs/bags-shoes shoes/ --direction b2a --out bags
   genforge translate runs/bags-shoes --from-test --n 16 --out test-grid     # test images of domain A""",
+    "compare": """examples:
+  genforge compare runs/ring-gan runs/ring-recongan runs/ring-discogan --out variants.png
+  genforge compare runs/bags-gan runs/bags-discogan --n 6 --out bags.png""",
 }
 
 
@@ -181,6 +184,13 @@ def _parser() -> argparse.ArgumentParser:
     translate.add_argument("--invert", action="store_true", help="invert grey levels first (dark-on-light photos)")
     translate.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     translate.add_argument("--data-root", help="folder with datasets (for --from-test)")
+
+    compare = command("compare", "DiscoGAN runs side by side (e.g. the gan, recongan and discogan variants)")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="DiscoGAN run directories of one dataset")
+    compare.add_argument("--out", default="compare.png", help="output image (default compare.png)")
+    compare.add_argument("--n", type=int, default=8, help="test images per run for image datasets (default 8)")
+    compare.add_argument("--seed", type=int, default=0, help="which test images (default 0)")
+    compare.add_argument("--data-root", help="folder with datasets")
     return parser
 
 
@@ -460,7 +470,17 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "recipes": cmd_recipes, "data": cmd_data,
+def cmd_compare(args: argparse.Namespace) -> int:
+    from genforge.translate import compare_runs
+
+    if args.n <= 0:
+        raise GenforgeError(f"--n must be positive, not {args.n}")
+    path = compare_runs(args.run_dirs, args.out, args.n, args.seed, args.data_root)
+    print(f"genforge: {len(args.run_dirs)} runs side by side -> {path}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"compare": cmd_compare, "train": cmd_train, "sample": cmd_sample, "recipes": cmd_recipes, "data": cmd_data,
             "eval": cmd_eval, "evaluator": cmd_evaluator, "translate": cmd_translate,
             "interpolate": cmd_interpolate, "arithmetic": cmd_arithmetic, "bench": cmd_bench}
 

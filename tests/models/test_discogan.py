@@ -11,7 +11,7 @@ from genforge.config import load_recipe
 from genforge.data.datasets import load_images
 from genforge.models import build_model
 from genforge.models.base import Batch
-from genforge.models.discogan import mode_metrics, mode_stats, pairwise_diversity
+from genforge.models.discogan import fashion_translation_metrics, mode_metrics, mode_stats, pairwise_diversity
 from genforge.train import make_optimizer, train
 
 from ..conftest import SHARED_DATASETS
@@ -167,7 +167,25 @@ def test_two_domain_resume_is_bit_identical(tmp_path):
 def test_two_step_fashion_run(tmp_path):
     cfg = load_recipe("fashion-discogan", [*TINY["fashion-discogan"], f"data.root={SHARED_DATASETS}"])
     result = train(cfg, tmp_path, progress=False)
-    for key in ("eval/a2b_domain_acc", "eval/b2a_domain_acc", "eval/a2b_diversity_ratio", "eval/recon_a"):
+    for key in ("eval/a2b_domain_acc", "eval/b2a_domain_acc", "eval/a2b_diversity_ratio", "eval/recon_a",
+                "eval/a2b_fashion_classifier_acc", "eval/b2a_feature_fid", "eval/a2b_feature_diversity_ratio"):
         assert key in result.metrics
     assert result.metrics["eval/classifier_real_acc"] > 0.95
     assert (tmp_path / "plots" / "translations_a2b.png").is_file()
+
+
+@pytest.mark.skipif(not HAS_FASHION, reason="Fashion-MNIST not in ../shared/datasets")
+def test_fashion_judge_scores_real_shoes_well_and_a_collapsed_translation_badly():
+    from genforge.metrics.extractor import load_extractor
+
+    data = load_images("fashion-bags-shoes", "test", str(SHARED_DATASETS))
+    shoes = data.images_b[:400].float() / 255.0
+    extractor = load_extractor("fashion-mnist")
+    real = fashion_translation_metrics(extractor, shoes[:200], shoes[200:], "a2b")
+    assert real["a2b_fashion_classifier_acc"] > 0.95
+    assert 0.8 < real["a2b_feature_diversity_ratio"] < 1.2
+    collapsed = fashion_translation_metrics(extractor, shoes[:1].expand(200, -1, -1, -1), shoes[200:], "a2b")
+    assert collapsed["a2b_feature_diversity_ratio"] < 1e-6
+    assert collapsed["a2b_feature_fid"] > real["a2b_feature_fid"] + 10
+    bags = data.images[:200].float() / 255.0
+    assert fashion_translation_metrics(extractor, bags, shoes[200:], "a2b")["a2b_fashion_classifier_acc"] < 0.05

@@ -31,6 +31,7 @@ from torch import nn
 
 from genforge import losses, viz
 from genforge.config import opt
+from genforge.data.datasets import BAG as BAG_CLASS, SHOES as SHOE_CLASSES
 from genforge.errors import GenforgeError
 from genforge.models.base import Batch, Context, GenerativeModel, Phase
 from genforge.models.gan import dcgan_init, frozen
@@ -181,6 +182,25 @@ def pairwise_diversity(images: torch.Tensor) -> float:
     distances = torch.cdist(flat, flat)
     n = flat.shape[0]
     return float(distances.sum() / max(n * (n - 1), 1))
+
+
+def fashion_translation_metrics(extractor: nn.Module, fake: torch.Tensor, real_target: torch.Tensor,
+                                direction: str) -> dict[str, float]:
+    """Translations judged by genforge's Fashion-MNIST extractor (images in [0, 1]): the share
+    classified as the target domain's classes (bag = 8; shoes = 5, 7, 9), the target-domain
+    FID against real target images, and the diversity of translations in feature space
+    (mean pairwise feature distance, as a ratio to that of the real target images)."""
+    from genforge.metrics import core
+    from genforge.metrics.extractor import extract
+
+    fake_features, logits = extract(extractor, fake.float(), with_logits=True)
+    real_features = extract(extractor, real_target.float())
+    wanted = torch.tensor(SHOE_CLASSES if direction == "a2b" else (BAG_CLASS,))
+    real_diversity = pairwise_diversity(real_features)
+    return {f"{direction}_fashion_classifier_acc": float(torch.isin(logits.argmax(1), wanted).float().mean()),
+            f"{direction}_feature_fid": core.frechet_distance(*core.feature_stats(real_features),
+                                                              *core.feature_stats(fake_features)),
+            f"{direction}_feature_diversity_ratio": pairwise_diversity(fake_features) / max(real_diversity, 1e-12)}
 
 
 def train_domain_classifier(images_a: torch.Tensor, images_b: torch.Tensor, seed: int = 0, steps: int = 300) -> nn.Module:
@@ -387,6 +407,7 @@ class DiscoGAN(GenerativeModel):
         a, b = a[:1000], b[:1000]
         result = {"classifier_real_acc": float(torch.cat([judge(a.cpu()).argmax(1) == 0,
                                                           judge(b.cpu()).argmax(1) == 1]).float().mean())}
+        extractor = self._fashion_extractor(ctx)
         for direction, source, target, want in (("a2b", a, b, 1), ("b2a", b, a, 0)):
             fake, recon = self._translate_in_chunks(source, direction)
             result[f"{direction}_domain_acc"] = float((judge(fake).argmax(1) == want).float().mean())
@@ -394,7 +415,18 @@ class DiscoGAN(GenerativeModel):
             real_diversity = pairwise_diversity(self.to_unit(target.cpu()))
             result[f"{direction}_diversity"] = pairwise_diversity(self.to_unit(fake))
             result[f"{direction}_diversity_ratio"] = result[f"{direction}_diversity"] / max(real_diversity, 1e-12)
+            if extractor is not None:
+                result.update(fashion_translation_metrics(extractor, self.to_unit(fake), self.to_unit(target.cpu()),
+                                                          direction))
         return result
+
+    def _fashion_extractor(self, ctx: Context):
+        """genforge's Fashion-MNIST extractor for the bags/shoes domains (grey images only), else None."""
+        if ctx.train_data.name != "fashion-bags-shoes" or self.image_shape[0] != 1:
+            return None
+        from genforge.metrics.extractor import load_extractor
+
+        return load_extractor("fashion-mnist")
 
     def _translate_in_chunks(self, x: torch.Tensor, direction: str, chunk: int = 250):
         parts = [self.translate(x[i:i + chunk], direction) for i in range(0, len(x), chunk)]

@@ -12,7 +12,7 @@ from genforge.errors import GenforgeError
 from genforge.models import build_model
 from genforge.models.gan import GAN, GANConfig, stride2_padding
 
-from .conftest import synthetic_folder, train_on_folder
+from ..conftest import synthetic_folder, train_on_folder
 
 RECIPES = ("pokemon-wgan", "pokemon-wgan-gp", "pokemon-dcgan")
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

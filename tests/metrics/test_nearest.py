@@ -18,7 +18,7 @@ from genforge.metrics.evaluate import EvalInputs, compute_metrics, pixel_set
 from genforge.metrics.nearest import (embedding_for, nearest, nearest_training, pixel_vectors, projection_id,
                                       projection_matrix)
 
-from .conftest import synthetic_folder, train_on_folder
+from ..conftest import synthetic_folder, train_on_folder
 
 pytestmark = [pytest.mark.usefixtures("private_cache"), pytest.mark.filterwarnings("ignore::UserWarning")]
 

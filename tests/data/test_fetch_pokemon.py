@@ -17,8 +17,8 @@ from genforge.data.catalog import POKEMON
 from genforge.data.download import GIVE_UP_AFTER, fetch, read_manifest
 from genforge.errors import GenforgeError
 
-from .conftest import SHARED_DATASETS
-from .loopback import FAST, cut, dead_url, flip, serving
+from ..conftest import SHARED_DATASETS
+from ..loopback import FAST, cut, dead_url, flip, serving
 
 ARTWORK = SHARED_DATASETS / "pokemon" / "artwork"
 if not all((ARTWORK / f"{n}.png").is_file() for n in range(1, 5)):

@@ -25,7 +25,7 @@ from genforge.data.datasets import dataset_status, image_folder, load_data, load
 from genforge.data.folder import DecodeSettings, decode_image, load_folder
 from genforge.errors import GenforgeError
 
-from .conftest import SHARED_DATASETS
+from ..conftest import SHARED_DATASETS
 
 pytestmark = pytest.mark.usefixtures("private_cache")
 
