@@ -225,7 +225,10 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
     if ranks.active:
         from torch.nn.parallel import DistributedDataParallel
 
+        # Buffers (BN running statistics) are not broadcast at every forward (three collectives a
+        # step); they only serve sampling, which rank 0 does with its own.
         ddp = DistributedDataParallel(PhaseRunner(model, steps), find_unused_parameters=True,
+                                      broadcast_buffers=False, gradient_as_bucket_view=True,
                                       device_ids=[device.index] if device.type == "cuda" else None)
         run_phase = ddp.__call__
     else:
