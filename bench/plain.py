@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from genforge.config import RunConfig
-from genforge.data.datasets import load_images
+from genforge.data.datasets import load_data
 from genforge.models import build_model
 
 
@@ -31,10 +31,12 @@ class PerItemImages(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int):
-        image = Image.fromarray(self.images[i][0])  # grey (H, W)
+        pixels = self.images[i]  # (C, H, W) uint8
+        image = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))  # grey or RGB
         if image.size != (self.size, self.size):
             image = image.resize((self.size, self.size), Image.BILINEAR)  # transforms.Resize
-        x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None]  # ToTensor
+        array = np.asarray(image, dtype=np.float32) / 255.0
+        x = torch.from_numpy(array[None] if array.ndim == 2 else array.transpose(2, 0, 1).copy())  # ToTensor
         if self.tanh_range:
             x = (x - 0.5) / 0.5  # Normalize((0.5,), (0.5,))
         return x, int(self.labels[i])
@@ -54,8 +56,9 @@ class PlainTrainer:
     def __init__(self, cfg: RunConfig, root: str | None = None, seed: int = 0, device: str = "cpu"):
         torch.manual_seed(seed)
         self.device = torch.device(device)
-        data = load_images(cfg.data.dataset, "train", root or cfg.data.root or None)
-        shape = (data.images.shape[1], cfg.data.image_size, cfg.data.image_size)
+        data = load_data(cfg.data, "train", root)  # at data.image_size; folders decoded like the loop's
+        shape = tuple(data.images.shape[1:])
+        self.channels = shape[0]
         self.cfg, self.model = cfg, build_model(cfg, shape, len(data.classes)).to(self.device)
         self.gan = cfg.family == "gan"
         dataset = PerItemImages(data.images, data.labels, cfg.data.image_size, tanh_range=self.gan)

@@ -142,14 +142,16 @@ def measure(name: str, recipe: str, overrides: list[str], steps: int, rounds: in
         rows["genforge_fp32_eager"].append(genforge_rate(recipe, overrides, steps, PLAIN_SETTINGS))
         if plain:
             rows["plain"].append(plain.run(max(10, steps // 2)))
-    profile, plain_profile = step_profile(cfg, fast, device), step_profile(cfg, plain_fast, device)
+    channels = plain.channels if plain else 1
+    profile = step_profile(cfg, fast, device, channels)
+    plain_profile = step_profile(cfg, plain_fast, device, channels)
     result = {"case": name, "recipe": recipe, "overrides": overrides, "batch_size": cfg.train.batch_size,
               "fast_paths": fast.describe(), "rounds": rounds, "steps_per_round": steps,
               **{f"{k}_images_per_s": statistics.median(v) for k, v in rows.items() if v},
               "gflop_per_image": profile["gflop_per_image"],
               "memory_mb": profile["memory_mb"], "memory_mb_fp32_eager": plain_profile["memory_mb"],
-              "sampling_images_per_s": sampling_rate(cfg, fast, device),
-              "sampling_images_per_s_fp32": sampling_rate(cfg, plain_fast, device)}
+              "sampling_images_per_s": sampling_rate(cfg, fast, device, channels=channels),
+              "sampling_images_per_s_fp32": sampling_rate(cfg, plain_fast, device, channels=channels)}
     if rows["plain"]:
         result["ratio_vs_plain"] = statistics.median(a / b for a, b in zip(rows["genforge"], rows["plain"]))
     result["ratio_vs_fp32_eager"] = statistics.median(

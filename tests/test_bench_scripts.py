@@ -53,3 +53,9 @@ def test_step_profile_counts_flops_and_bf16_saves_memory():
     assert a["gflop_per_image"] == b["gflop_per_image"] > 0
     assert b["activations_mb"] < a["activations_mb"]
     assert throughput.peak_gflops(torch.float32, CPU, n=128, seconds=0.05) > 0
+
+
+def test_per_item_dataset_keeps_rgb_channels_in_order():
+    images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    x, _ = plain.PerItemImages(images, torch.zeros(2, dtype=torch.long), 8, tanh_range=False)[1]
+    assert x.shape == (3, 8, 8) and torch.allclose(x, images[1].float() / 255.0)
