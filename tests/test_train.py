@@ -255,3 +255,19 @@ def test_inference_block_restores_training_mode_and_turns_off_grad():
     with model.inference():
         assert not model.training and not torch.is_grad_enabled()
     assert model.training and torch.is_grad_enabled()
+
+
+def test_ema_ramps_up_so_early_averages_follow_the_live_weights():
+    from genforge.train import attach_ema, update_ema
+
+    model = build_model(tiny_config("mnist-dcgan", "train.ema_decay=0.999"), (1, 28, 28), 10)
+    attach_ema(model, 0.999)
+    live = next(model.generator.parameters())
+    average = next(model.ema["generator"].parameters())
+    with torch.no_grad():
+        start = average.clone()
+        live.add_(1.0)
+    update_ema(model, 0.999, step=0)  # decay min(0.999, 1/10) = 0.1: 90% of the way
+    assert torch.allclose(average, start + 0.9, atol=1e-5)
+    update_ema(model, 0.999, step=100_000)  # ramped up: the full decay
+    assert torch.allclose(average, start + 0.9 + 0.1 * 0.001, atol=1e-5)

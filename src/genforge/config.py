@@ -72,7 +72,8 @@ class TrainConfig:
     log_every: int = opt(50, "steps between logged losses (the only host syncs)")
     sample_every: int = opt(500, "steps between sample grids from the fixed noise batch")
     checkpoint_every: int = opt(500, "steps between checkpoints (one is also written at the end)")
-    ema_decay: float = opt(0.0, "EMA decay of the sampling networks' weights; 0 = off")
+    ema_decay: float = opt(0.0, "EMA decay of the sampling networks' weights, ramped up as min(decay, (1+t)/(10+t)) "
+                           "over the first steps; 0 = off")
     eval_samples: int = opt(5000, "importance samples per test image for the final NLL estimate (VAE)")
     eval_every: int = opt(0, "steps between FID checks on eval_n samples (best kept in checkpoints/best); 0 = off")
     eval_n: int = opt(2000, "samples per training-time FID check")

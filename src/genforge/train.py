@@ -110,7 +110,13 @@ def attach_ema(model: GenerativeModel, decay: float) -> None:
 
 
 @torch.no_grad()
-def update_ema(model: GenerativeModel, decay: float) -> None:
+def update_ema(model: GenerativeModel, decay: float, step: int | None = None) -> None:
+    """Move the EMA copies towards the live weights. With ``step`` (updates done so far) the
+    decay ramps up as min(decay, (1 + step) / (10 + step)), so early averages are not held
+    back by the random initial weights (a 0.999 average would still be 37% initial weights
+    after 1,000 steps)."""
+    if step is not None:
+        decay = min(decay, (1.0 + step) / (10.0 + step))
     for name, average in getattr(model, "ema", {}).items():
         live = getattr(model, name)
         torch._foreach_lerp_(list(average.parameters()), list(live.parameters()), 1.0 - decay)
@@ -343,7 +349,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
                         name = f"{phase.name}/{key}"
                         sums[name] = sums.get(name, 0.0) + value.detach()
                         counts[name] = counts.get(name, 0) + 1
-            update_ema(model, tcfg.ema_decay)
+            update_ema(model, tcfg.ema_decay, step)
             step += 1
             bar.update(1)
             if first_step_at is None and fast.compile:
