@@ -34,6 +34,24 @@ def tiny_config(recipe: str, *extra: str) -> RunConfig:
     return load_recipe(recipe, tiny_overrides(recipe, *extra))
 
 
+def step_phases(model, optimizers: dict, batch) -> dict[str, torch.Tensor]:
+    """One update of every phase (each repeat, then its ``after`` hook), as the training loop
+    does, on one fixed ``batch``; checks every loss is finite and returns the logged terms."""
+    logged = {}
+    for phase in model.phases():
+        for _ in range(phase.repeats):
+            out = phase.step(batch)
+            assert torch.isfinite(out["loss"]), phase.name
+            optimizer = optimizers[phase.optimizer]
+            optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            optimizer.step()
+            if phase.after is not None:
+                phase.after()
+            logged.update({f"{phase.name}/{k}": v for k, v in out.items()})
+    return logged
+
+
 @pytest.fixture
 def isolated_data(tmp_path, monkeypatch) -> Path:
     """An empty data root: $GENFORGE_DATA -> tmp, no system roots, no cached datasets."""

@@ -18,7 +18,7 @@ from genforge.models.gan import GAN
 from genforge.models.vae import VAE
 from genforge.train import make_optimizer, resume_config, train
 
-from .conftest import tiny_config, tiny_overrides
+from .conftest import step_phases, tiny_config, tiny_overrides
 
 
 def _model_and_optimizers(recipe: str, *extra: str):
@@ -42,20 +42,10 @@ def _changed(before: dict, module: torch.nn.Module) -> set[str]:
     return {k for k, v in module.state_dict().items() if not torch.equal(before[k], v)}
 
 
-def _run_phases(model, optimizers, batch):
-    for phase in model.phases():
-        losses = phase.step(batch)
-        assert torch.isfinite(losses["loss"])
-        optimizer = optimizers[phase.optimizer]
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        optimizer.step()
-
-
 def test_vae_train_step_changes_every_weight():
     model, optimizers = _model_and_optimizers("mnist-vae")
     before = _snapshot(model)
-    _run_phases(model, optimizers, _batch(model))
+    step_phases(model, optimizers, _batch(model))
     assert _changed(before, model) == set(before)
 
 
@@ -63,7 +53,7 @@ def test_gan_train_step_changes_generator_and_discriminator():
     model, optimizers = _model_and_optimizers("mnist-dcgan")
     params = {name for name, _ in model.named_parameters()}
     before = _snapshot(model)
-    _run_phases(model, optimizers, _batch(model))
+    step_phases(model, optimizers, _batch(model))
     changed = _changed(before, model) & params
     assert {k for k in params if k.startswith("generator.")} <= changed
     assert {k for k in params if k.startswith("discriminator.")} <= changed

@@ -14,7 +14,7 @@ from genforge.models.base import Batch
 from genforge.models.discogan import fashion_translation_metrics, mode_metrics, mode_stats, pairwise_diversity
 from genforge.train import make_optimizer, train
 
-from ..conftest import SHARED_DATASETS
+from ..conftest import SHARED_DATASETS, step_phases
 
 FAST = ["train.threads=1", "train.device=cpu", "train.batch_size=16", "train.log_every=1",
         "train.sample_every=1000", "train.checkpoint_every=1000", "train.steps=2"]
@@ -34,17 +34,6 @@ def _model(recipe="gmm-discogan", *extra, shape=(2,)):
 def _toy_batch(n=16) -> Batch:
     data = load_images("gmm-discogan", "train")
     return Batch(data.images[:n], data.labels[:n], data.images_b[:n], data.labels_b[:n])
-
-
-def _step(model, optimizers, batch):
-    for phase in model.phases():
-        for _ in range(phase.repeats):
-            losses = phase.step(batch)
-            assert torch.isfinite(losses["loss"])
-            optimizer = optimizers[phase.optimizer]
-            optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            optimizer.step()
 
 
 def test_shapes_points_and_images():
@@ -84,7 +73,7 @@ def test_reconstruction_reuses_the_same_modules():
 def test_train_step_changes_every_weight_and_counts_iterations():
     model, optimizers = _model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    _step(model, optimizers, _toy_batch())
+    step_phases(model, optimizers, _toy_batch())
     after = model.state_dict()
     assert {k for k in before if not torch.equal(before[k], after[k])} == set(before)
     assert int(model.iteration) == 1
@@ -93,7 +82,7 @@ def test_train_step_changes_every_weight_and_counts_iterations():
 def test_recongan_leaves_d_a_alone_and_gan_has_no_reconstruction():
     model, optimizers = _model("gmm-discogan", "model.variant=recongan")
     d_a = {k: v.clone() for k, v in model.D_A.state_dict().items()}
-    _step(model, optimizers, _toy_batch())
+    step_phases(model, optimizers, _toy_batch())
     assert all(torch.equal(v, model.D_A.state_dict()[k]) for k, v in d_a.items())
     assert set(model.g_terms(_toy_batch())) == {"loss", "gan_a2b", "recon_a"}
     gan, _ = _model("gmm-discogan", "model.variant=gan")
@@ -109,7 +98,7 @@ def test_curriculum_and_cyclegan_losses():
     cycle, optimizers = _model("gmm-discogan", "model.cyclegan=true", "model.feature_matching=0.5")
     terms = cycle.g_terms(_toy_batch())
     assert {"fm_a2b", "fm_b2a", "recon_a", "recon_b"} <= set(terms)
-    _step(cycle, optimizers, _toy_batch())
+    step_phases(cycle, optimizers, _toy_batch())
 
 
 def test_mode_metrics_perfect_and_collapsed():

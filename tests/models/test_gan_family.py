@@ -13,6 +13,8 @@ from genforge.errors import GenforgeError
 from genforge.models.base import Batch
 from genforge.models.gan import GAN, GANConfig
 
+from ..conftest import step_phases
+
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 LOSSES = ["nonsaturating", "minimax", "least_squares", "hinge", "wasserstein", "wgan-gp"]
@@ -29,18 +31,7 @@ def _batch(n=8, shape=(1, 28, 28)):
 
 def _run_phases(model, batch):
     """One update of every phase, as the training loop does; returns the logged terms."""
-    opts = {k: torch.optim.Adam(v, lr=1e-2) for k, v in model.optimizer_groups().items()}
-    logged = {}
-    for phase in model.phases():
-        for _ in range(phase.repeats):
-            out = phase.step(batch)
-            opts[phase.optimizer].zero_grad()
-            out["loss"].backward()
-            opts[phase.optimizer].step()
-            if phase.after:
-                phase.after()
-            logged.update({f"{phase.name}/{k}": v for k, v in out.items()})
-    return logged
+    return step_phases(model, {k: torch.optim.Adam(v, lr=1e-2) for k, v in model.optimizer_groups().items()}, batch)
 
 
 @pytest.mark.parametrize("loss", LOSSES)
