@@ -58,7 +58,6 @@ class PlainTrainer:
         self.device = torch.device(device)
         data = load_data(cfg.data, "train", root)  # at data.image_size; folders decoded like the loop's
         shape = tuple(data.images.shape[1:])
-        self.channels = shape[0]
         self.cfg, self.model = cfg, build_model(cfg, shape, len(data.classes)).to(self.device)
         self.gan = cfg.family == "gan"
         dataset = PerItemImages(data.images, data.labels, cfg.data.image_size, tanh_range=self.gan)

@@ -35,6 +35,7 @@ from plain import PlainTrainer, supports  # noqa: E402
 
 from genforge import viz  # noqa: E402
 from genforge.config import RunConfig, load_recipe  # noqa: E402
+from genforge.data.datasets import load_data  # noqa: E402
 from genforge.models import build_model  # noqa: E402
 from genforge.models.base import Batch  # noqa: E402
 from genforge.runtime import bf16_supported, choose_fast_paths, resolve_device, set_threads  # noqa: E402
@@ -142,7 +143,7 @@ def measure(name: str, recipe: str, overrides: list[str], steps: int, rounds: in
         rows["genforge_fp32_eager"].append(genforge_rate(recipe, overrides, steps, PLAIN_SETTINGS))
         if plain:
             rows["plain"].append(plain.run(max(10, steps // 2)))
-    channels = plain.channels if plain else 1
+    channels = load_data(cfg.data, "train").images.shape[1]  # grey or RGB, as the loop sees the data
     profile = step_profile(cfg, fast, device, channels)
     plain_profile = step_profile(cfg, plain_fast, device, channels)
     result = {"case": name, "recipe": recipe, "overrides": overrides, "batch_size": cfg.train.batch_size,

@@ -400,10 +400,10 @@ class TrainingEval:
         """({"eval/fid", "eval/class_entropy", "eval/classes_covered"}, a collapse warning once or None).
         Under torchrun each rank samples and embeds its share; every rank gets the same values."""
         ranks = self.ranks
-        share = -(-self.n // ranks.world)
+        share = -(-self.n // ranks.world)  # all n on one process
         seed = self.seed * 1_000_003 + step + 7 + 104_729 * ranks.rank
         with torch.no_grad(), model.ema_weights():
-            images = model.sample(share if ranks.active else self.n, torch.Generator().manual_seed(seed))
+            images = model.sample(share, torch.Generator().manual_seed(seed))
         features, logits = extract(self.extractor, images, with_logits=True)
         if ranks.active:
             both = ranks.gather(torch.cat([features, logits], 1).to(self.device)).cpu()[:self.n]
