@@ -186,3 +186,13 @@ def test_python_dash_m_help():
     for command in ("train", "sample", "recipes", "data"):
         assert command in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_output_piped_into_a_reader_that_leaves_is_no_traceback(monkeypatch):
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has left: every write now fails with EPIPE
+    with os.fdopen(write_end, "w", buffering=1) as gone:
+        monkeypatch.setattr("sys.stdout", gone)
+        assert main(["recipes"]) == 0
