@@ -137,6 +137,25 @@ def test_resume_is_bit_identical(tmp_path, recipe, extra):
                 assert torch.equal(value, opt_b[name]["state"][index][key]), (name, index, key)
 
 
+def test_interrupted_run_with_a_schedule_resumes_bit_identical(tmp_path, monkeypatch):
+    settings = ("train.steps=10", "optim.schedule=cosine", "optim.final_lr=0.1", "train.log_every=5")
+    train(tiny_config("mnist-dcgan", *settings), tmp_path / "straight", progress=False)
+    original, calls = GAN.g_loss, {"n": 0}
+
+    def interrupting(self, n, device):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, n, device)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(GAN, "g_loss", interrupting)
+        assert train(tiny_config("mnist-dcgan", *settings), tmp_path / "halves", progress=False).step == 4
+    assert train(resume_config(tmp_path / "halves"), tmp_path / "halves", resume=True, progress=False).step == 10
+    a, b = _final_weights(tmp_path / "straight"), _final_weights(tmp_path / "halves")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
 def test_checkpoint_every_and_data_order_saved(tmp_path):
     train(tiny_config("mnist-vae", "train.steps=5", "train.checkpoint_every=2"), tmp_path, progress=False)
     ckpts = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*"))
@@ -234,6 +253,35 @@ def test_no_budget_is_refused_before_anything_is_written(tmp_path):
 
     cfg = tiny_config("mnist-vae", "train.steps=0", "train.minutes=0")
     with pytest.raises(GenforgeError, match="no budget"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("schedule, halfway", [("constant", 1.0), ("linear", 0.55), ("cosine", 0.55)])
+def test_lr_factor_decays_from_one_to_final_lr(schedule, halfway):
+    from genforge.config import OptimConfig
+    from genforge.train import lr_factor
+
+    cfg = OptimConfig(schedule=schedule, final_lr=0.1)
+    assert lr_factor(cfg, 0, 100) == 1.0
+    assert lr_factor(cfg, 50, 100) == pytest.approx(halfway)  # 0.1 + 0.9 * 0.5 for both decays
+    assert lr_factor(cfg, 100, 100) == pytest.approx(1.0 if schedule == "constant" else 0.1)
+    if schedule == "cosine":
+        assert lr_factor(cfg, 25, 100) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + 2 ** -0.5))
+
+
+def test_schedule_sets_the_optimisers_learning_rate(tmp_path):
+    train(tiny_config("mnist-dcgan", "train.steps=4", "optim.lr=1e-3", "optim.schedule=linear"), tmp_path,
+          progress=False)
+    groups = [g for opt in load_checkpoint(latest_checkpoint(tmp_path)).optimizers.values() for g in opt["param_groups"]]
+    assert groups and all(g["lr"] == pytest.approx(1e-3 * 1 / 4) for g in groups)  # the last step ran at 3 of 4
+
+
+def test_schedule_without_steps_is_refused_before_anything_is_written(tmp_path):
+    from genforge.errors import GenforgeError
+
+    cfg = tiny_config("mnist-vae", "train.steps=0", "train.minutes=1", "optim.schedule=linear")
+    with pytest.raises(GenforgeError, match="set train.steps"):
         train(cfg, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
 

@@ -52,6 +52,10 @@ class OptimConfig:
     weight_decay: float = opt(0.0, "L2 weight decay")
     fused: bool = opt(True, "fused (Adam/AdamW) or multi-tensor (others) optimiser kernels; false = the plain "
                       "per-parameter loop")
+    schedule: str = opt("constant", "learning rate over the run: constant, or decayed from lr to lr x final_lr "
+                        "linearly / along a half cosine by train.steps (needs train.steps)",
+                        ("constant", "linear", "cosine"))
+    final_lr: float = opt(0.0, "the decayed schedules' last learning rate, as a fraction of lr")
 
 
 @dataclass

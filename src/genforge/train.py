@@ -66,6 +66,16 @@ def make_optimizer(cfg: OptimConfig, params: list[torch.nn.Parameter]) -> torch.
     return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kernels)
 
 
+def lr_factor(cfg: OptimConfig, step: int, total: int) -> float:
+    """The learning-rate multiplier at ``step`` of ``total`` under ``cfg.schedule``: 1 throughout
+    (constant), or from 1 down to ``cfg.final_lr`` at ``total`` linearly or along a half cosine."""
+    if cfg.schedule == "constant" or total <= 0:
+        return 1.0
+    progress = min(max(step / total, 0.0), 1.0)
+    shape = 1.0 - progress if cfg.schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return cfg.final_lr + (1.0 - cfg.final_lr) * shape
+
+
 class PhaseRunner(torch.nn.Module):
     """The phases behind one module, so that ``DistributedDataParallel`` can wrap all of a model's
     networks at once: ``runner(i, batch)`` runs phase ``i``. Each phase uses some networks only
@@ -179,6 +189,9 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
     # Set-up: device, threads and seed; the run folder with its resolved config.
     if tcfg.steps <= 0 and tcfg.minutes <= 0:
         raise GenforgeError("no budget: set train.steps (--steps) or train.minutes (--minutes)")
+    if cfg.optim.schedule != "constant" and tcfg.steps <= 0:
+        raise GenforgeError(f"optim.schedule={cfg.optim.schedule} decays the learning rate by train.steps: "
+                            "set train.steps (--steps), or optim.schedule=constant for a --minutes run")
     ranks, device_name = init_distributed(tcfg.device)
     device = resolve_device(device_name)
     set_threads(tcfg.threads, ranks.local_world)
@@ -324,6 +337,10 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
             if not ranks.active or step % tcfg.log_every == 0:
                 if ranks.any(time.monotonic() >= deadline or sigint["stop"], device):
                     break
+            if cfg.optim.schedule != "constant":  # a plain float per group: no host sync
+                for optimizer in optimizers.values():
+                    for group in optimizer.param_groups:
+                        group["lr"] = cfg.optim.lr * lr_factor(cfg.optim, step, tcfg.steps)
             for index, phase in enumerate(phases):
                 optimizer = optimizers[phase.optimizer]
                 scaler = scalers.get(phase.optimizer)
