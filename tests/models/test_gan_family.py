@@ -116,6 +116,50 @@ def test_mlp_on_points(dim):
     assert all(torch.isfinite(v).all() for v in logged.values())
 
 
+@pytest.mark.parametrize("shape, arch", [((2,), "mlp"), ((1, 28, 28), "dcgan")])
+def test_packing_joins_m_samples_into_one_input_of_d(shape, arch):
+    model = _gan(shape=shape, classes=2, arch=arch, hidden=16, layers=2, pack=4, loss="wgan-gp")
+    x = torch.randn(8, *shape)
+    packed = model._pack(x)
+    assert packed.shape == (2, 4 * shape[0], *shape[1:])
+    assert torch.equal(packed[1, shape[0]:2 * shape[0]], x[5])  # pack 1 holds samples 4..7 in order
+    terms = model.d_terms(x)
+    assert terms["loss_adv"].shape == () and torch.isfinite(terms["gp"])
+    logged = _run_phases(model, Batch(x, torch.zeros(8, dtype=torch.long)))
+    assert all(torch.isfinite(v).all() for v in logged.values())
+
+
+def test_maxout_takes_the_largest_piece_per_unit():
+    from genforge.models.gan import Maxout
+
+    unit = Maxout(2, 1, 3)
+    with torch.no_grad():
+        unit.linear.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]))
+        unit.linear.bias.zero_()
+    x = torch.tensor([[2.0, 1.0], [-3.0, 0.5], [-1.0, -2.0]])
+    assert torch.equal(unit(x), torch.tensor([[2.0], [2.5], [3.0]]))  # max(x, y, -x - y)
+
+
+def test_pacgan_networks_batch_norm_g_and_maxout_d():
+    model = _gan(shape=(2,), classes=2, arch="mlp", hidden=16, layers=2, g_norm="batch", maxout=5, pack=2)
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in model.generator.modules()) == 2
+    assert not any(isinstance(m, nn.LeakyReLU) for m in model.discriminator.modules())
+    assert model.discriminator.main[0].linear.weight.shape == (16 * 5, 4)  # packed input of 2 x 2
+    logged = _run_phases(model, Batch(torch.randn(8, 2), torch.zeros(8, dtype=torch.long)))
+    assert all(torch.isfinite(v).all() for v in logged.values())
+    with pytest.raises(GenforgeError, match="model.maxout"):
+        _gan(shape=(2,), arch="mlp", maxout=0)
+
+
+def test_packing_errors_say_what_to_change():
+    with pytest.raises(GenforgeError, match="batch_size to a multiple of 4"):
+        _gan(shape=(2,), classes=2, arch="mlp", pack=4).d_terms(torch.randn(6, 2))
+    with pytest.raises(GenforgeError, match="model.pack=2"):
+        _gan(pack=2, conditional="concat")
+    with pytest.raises(GenforgeError, match="model.pack=0"):
+        _gan(shape=(2,), arch="mlp", pack=0)
+
+
 def test_mlp_and_points_go_together():
     with pytest.raises(GenforgeError, match="arch=mlp"):
         _gan(shape=(2,), arch="dcgan")

@@ -57,8 +57,14 @@ class GANConfig:
     d_steps: int = opt(1, "discriminator steps per generator step")
     schedule: str = opt("alternate", "alternate D and G steps, or threshold-gate them as the livestream did",
                         ("alternate", "threshold"))
+    pack: int = opt(1, "PacGAN packing (Lin et al. 2018): D judges packs of this many samples joined together "
+                    "(points side by side, images along channels); train.batch_size must divide by it")
     hidden: int = opt(256, "MLP width (arch=mlp)")
     layers: int = opt(3, "MLP hidden layers of G and D (arch=mlp)")
+    g_norm: str = opt("none", "normalisation in the MLP generator's hidden layers (arch=mlp; PacGAN: batch)",
+                      ("none", "batch"))
+    maxout: int = opt(1, "MLP discriminator: maxout units of this many pieces instead of LeakyReLU (arch=mlp; "
+                      "PacGAN: 5); 1 = LeakyReLU 0.2")
     conditional: str = opt("none", "class-conditional GAN: none, concat (labels joined to D's input) or "
                            "projection (Miyato & Koyama); G always gets the one-hot label beside z",
                            ("none", "concat", "projection"))
@@ -171,14 +177,17 @@ class DCGANDiscriminator(nn.Module):
 
 
 class MLPGenerator(nn.Module):
-    """z (B, latent) -> ``layers`` x (Linear, ReLU) of ``hidden`` units -> a point (B, D), no squashing."""
+    """z (B, latent) -> ``layers`` x (Linear, [BN], ReLU) of ``hidden`` units -> a point (B, D), no squashing."""
 
-    def __init__(self, latent_dim: int, dim: int, hidden: int, layers: int):
+    def __init__(self, latent_dim: int, dim: int, hidden: int, layers: int, norm: str = "none"):
         super().__init__()
         blocks: list[nn.Module] = []
         width = latent_dim
         for _ in range(layers):
-            blocks += [nn.Linear(width, hidden), nn.ReLU(True)]
+            if norm == "batch":
+                blocks += [nn.Linear(width, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(True)]
+            else:
+                blocks += [nn.Linear(width, hidden), nn.ReLU(True)]
             width = hidden
         self.main = nn.Sequential(*blocks, nn.Linear(width, dim))
 
@@ -186,18 +195,35 @@ class MLPGenerator(nn.Module):
         return self.main(z)
 
 
-class MLPDiscriminator(nn.Module):
-    """A point (B, D) -> ``layers`` x (Linear, [norm], LeakyReLU 0.2) -> one logit (B,)."""
+class Maxout(nn.Module):
+    """The largest of ``pieces`` linear maps of the input, per unit (Goodfellow et al. 2013)."""
 
-    def __init__(self, dim: int, hidden: int, layers: int, norm: str = "none"):
+    def __init__(self, width_in: int, width_out: int, pieces: int):
+        super().__init__()
+        self.pieces = pieces
+        self.linear = nn.Linear(width_in, width_out * pieces)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).unflatten(-1, (-1, self.pieces)).amax(-1)
+
+
+class MLPDiscriminator(nn.Module):
+    """A point (B, D) -> ``layers`` x (Linear, [norm], LeakyReLU 0.2) or x maxout units -> one logit (B,)."""
+
+    def __init__(self, dim: int, hidden: int, layers: int, norm: str = "none", maxout: int = 1):
         super().__init__()
         if norm == "instance":
             raise GenforgeError("model.d_norm=instance needs images; use none, layer or batch with arch=mlp")
+        if maxout < 1:
+            raise GenforgeError(f"model.maxout must be 1 (LeakyReLU) or more pieces, not {maxout}")
         blocks: list[nn.Module] = []
         width = dim
         for _ in range(layers):
             normaliser = {"batch": nn.BatchNorm1d(hidden), "layer": nn.LayerNorm(hidden)}.get(norm, nn.Identity())
-            blocks += [nn.Linear(width, hidden), normaliser, nn.LeakyReLU(0.2, True)]
+            if maxout > 1:
+                blocks += [Maxout(width, hidden, maxout), normaliser]
+            else:
+                blocks += [nn.Linear(width, hidden), normaliser, nn.LeakyReLU(0.2, True)]
             width = hidden
         self.main = nn.Sequential(*blocks, nn.Linear(width, 1))
 
@@ -273,14 +299,16 @@ class GAN(GenerativeModel):
                                 f"this data has shape {tuple(image_shape)}")
         if self.classes and cfg.arch != "dcgan":
             raise GenforgeError(f"model.conditional={cfg.conditional} is implemented for arch=dcgan only")
+        if cfg.pack < 1 or (cfg.pack > 1 and (self.classes or cfg.arch == "livestream")):
+            raise GenforgeError(f"model.pack={cfg.pack}: packing takes 1 or more, on unconditional dcgan or mlp nets")
         if cfg.kernel not in KERNELS:
             raise GenforgeError(f"model.kernel must be {KERNELS.start} to {KERNELS.stop - 1}, not {cfg.kernel}")
         norm = cfg.d_norm
         if norm == "auto":
             norm = "layer" if cfg.loss == "wgan-gp" else ("none" if self.points else "batch")
         if cfg.arch == "mlp":
-            self.generator = MLPGenerator(cfg.latent_dim, image_shape[0], cfg.hidden, cfg.layers)
-            self.discriminator = MLPDiscriminator(image_shape[0], cfg.hidden, cfg.layers, norm)
+            self.generator = MLPGenerator(cfg.latent_dim, image_shape[0], cfg.hidden, cfg.layers, cfg.g_norm)
+            self.discriminator = MLPDiscriminator(image_shape[0] * cfg.pack, cfg.hidden, cfg.layers, norm, cfg.maxout)
             return
         channels, size, _ = image_shape
         if cfg.arch == "livestream":
@@ -291,7 +319,7 @@ class GAN(GenerativeModel):
             self.output_range = "sigmoid"  # the original's G ends in a sigmoid: data scaled to [0, 1]
         else:
             self.generator = DCGANGenerator(cfg.latent_dim + self.classes, channels, size, cfg.width, cfg.kernel)
-            self.discriminator = DCGANDiscriminator(channels, size, cfg.width, norm, num_classes, cfg.conditional,
+            self.discriminator = DCGANDiscriminator(channels * cfg.pack, size, cfg.width, norm, num_classes, cfg.conditional,
                                                     cfg.kernel)
             dcgan_init(self)
             if cfg.conditional == "projection":
@@ -334,6 +362,17 @@ class GAN(GenerativeModel):
     def _critic(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         return self.discriminator(x, labels) if self.classes else self.discriminator(x)
 
+    def _pack(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, D) -> (B/m, m*D) points, (B, C, H, W) -> (B/m, m*C, H, W) images: m = model.pack
+        consecutive samples become one input of D."""
+        m = self.cfg.pack
+        if m == 1:
+            return x
+        if x.shape[0] % m:
+            raise GenforgeError(f"model.pack={m} needs batches divisible by {m}, not {x.shape[0]}: "
+                                f"set train.batch_size to a multiple of {m}")
+        return x.reshape(x.shape[0] // m, m * x.shape[1], *x.shape[2:])
+
     def _fake(self, n: int, device: torch.device, labels: torch.Tensor | None = None
               ) -> tuple[torch.Tensor, torch.Tensor | None]:
         noise = self.sample_noise(n, device=device, labels=labels)
@@ -350,6 +389,7 @@ class GAN(GenerativeModel):
             fake, fake_labels = self._fake(real.shape[0], real.device, labels if self.classes else None)
         # Separate passes, so BN statistics of a fake batch are the same here as in G's step;
         # one concatenated pass lets D separate by batch statistics that G never sees.
+        real, fake = self._pack(real), self._pack(fake)
         real_out = self._critic(real, labels)
         fake_out = self._critic(fake, fake_labels)
         loss = self.cfg.loss
@@ -375,7 +415,7 @@ class GAN(GenerativeModel):
         name = "wasserstein" if self.cfg.loss == "wgan-gp" else self.cfg.loss
         with frozen(self.discriminator):  # D is not updated, but gradients flow through it
             fake, labels = self._fake(n, device)
-            fake_out = self._critic(fake, labels)
+            fake_out = self._critic(self._pack(fake), labels)
         return losses.G_LOSSES[name](fake_out)
 
     # --- phases ------------------------------------------------------------------------
@@ -445,7 +485,7 @@ class GAN(GenerativeModel):
         if real.shape[1] == 1:
             limits = (-0.25, 1.25) if data.name == "duck-cow" else _span(real, 0.3)
             xs = torch.linspace(*limits, 241, device=fixed.device).unsqueeze(1)  # (241, 1)
-            scores = self.discriminator(xs)
+            scores = self.discriminator(xs.repeat(1, self.cfg.pack))  # a pack of m copies of x
             bce = self.cfg.loss in BCE_LOSSES
             critic = (xs[:, 0].cpu().numpy(), (torch.sigmoid(scores) if bce else scores).cpu().numpy(),
                       "D(x)" if bce else "critic(x)")
