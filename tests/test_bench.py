@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from genforge.bench import PUBLISHED, format_bench, format_seeds, toy_bench, train_seeds
@@ -19,6 +25,39 @@ def test_toy_bench_table_beside_the_published_numbers(tmp_path):
     table = format_bench(rows)
     assert "wgan-gp" in table and "GAN (PacGAN paper)" in table and "±" in table
     assert PUBLISHED["grid-25"]["PacGAN4 (PacGAN paper)"] == (24.8, 93.6, 0.04)
+
+
+def test_toy_bench_workers_give_the_same_numbers(tmp_path):
+    kwargs = dict(seeds=2, steps=3, toys=["ring-8"], configs=["gan-nonsaturating"], extra=TINY, log=lambda _: None)
+    serial = toy_bench(tmp_path / "serial", **kwargs)
+    lines = []
+    side_by_side = toy_bench(tmp_path / "parallel", workers=2, **{**kwargs, "log": lines.append})
+    assert serial[0].values == side_by_side[0].values
+    assert [line.split(":")[0].split()[-1] for line in lines] == ["0", "1"]  # seeds reported in order
+    assert (tmp_path / "parallel" / "ring-8" / "gan-nonsaturating" / "seed-1" / "metrics.jsonl").is_file()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads worker PIDs from Linux's /proc")
+def test_stopping_the_bench_stops_its_workers(tmp_path):
+    script = ("from genforge.bench import toy_bench\n"
+              f"toy_bench({str(tmp_path)!r}, seeds=2, steps=10**7, toys=['ring-8'], configs=['gan-minimax'], "
+              f"extra={list(TINY)!r}, workers=2, log=print)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("ring-8/gan-minimax/seed-*/config.json"))) < 2:  # both workers training
+            assert time.monotonic() < deadline and parent.poll() is None
+            time.sleep(0.2)
+        children = Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split()
+        workers = [pid for pid in children if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+        assert len(workers) == 2
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=30) != 0
+        alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()
+                 and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]
+        assert alive == []
+    finally:
+        parent.kill()
 
 
 def test_train_seeds_keeps_the_best(tmp_path):

@@ -25,6 +25,13 @@ TOY_CONFIGS: dict[str, tuple[str, ...]] = {
     "gan-minimax": ("model.loss=minimax",),
     "gan-nonsaturating": ("model.loss=nonsaturating",),
     "wgan-gp": ("model.loss=wgan-gp", "model.d_steps=5", "optim.lr=1e-4", "optim.beta1=0.5", "optim.beta2=0.9"),
+    # genforge's best found: PacGAN's 2-D noise, the learning rate decayed linearly to 0, 10,000 steps
+    # (packing by 4, maxout D and batch-norm G, PacGAN's other pieces, did worse in our budgets) ...
+    "gan-ns-z2-decay": ("model.loss=nonsaturating", "model.latent_dim=2", "optim.schedule=linear",
+                        "train.steps=10000"),
+    # ... and with PacGAN2's packing: the ring's modes all found, the grid's samples blurred.
+    "gan-ns-z2-decay-pack2": ("model.loss=nonsaturating", "model.latent_dim=2", "optim.schedule=linear",
+                              "train.steps=10000", "model.pack=2"),
 }
 
 # PacGAN Table 2 (10 trials): modes, % high quality, reverse KL.
@@ -51,38 +58,73 @@ def _mean_spread(values: Sequence[float]) -> str:
     return f"{mean:.2f} ± {spread:.2f}"
 
 
+def _bench_run(toy: str, overrides: list[str], run_dir: Path) -> tuple[dict[str, float], float]:
+    """One bench run (in a worker process): its final metrics and wall seconds."""
+    from genforge.config import load_recipe
+    from genforge.train import train
+
+    cfg = load_recipe(toy, overrides)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    start = time.monotonic()
+    result = train(cfg, run_dir, progress=False)
+    return result.metrics, time.monotonic() - start
+
+
 def toy_bench(out_dir: str | Path, seeds: int = 5, steps: int | None = None, toys: Sequence[str] = TOYS,
-              configs: Sequence[str] | None = None, extra: Sequence[str] = (), threads: int = 1,
+              configs: Sequence[str] | None = None, extra: Sequence[str] = (), threads: int = 1, workers: int = 1,
               log: Callable[[str], None] = print) -> list[BenchRow]:
     """Train every (toy, config, seed) into ``out_dir/TOY/CONFIG/seed-S`` and collect the final metrics.
 
     ``steps`` overrides the recipes' step budget; ``extra`` are overrides applied to every run.
+    ``workers`` runs that many trainings side by side in their own processes (``threads`` each);
+    every run is seeded on its own, so the numbers do not depend on it.
     """
-    from genforge.config import load_recipe
-    from genforge.train import train
-
     out_dir = Path(out_dir)
-    rows = []
+    rows, jobs = [], []
     for toy in toys:
         for name in configs or TOY_CONFIGS:
-            row = BenchRow(toy, name)
+            rows.append(BenchRow(toy, name))
             for seed in range(seeds):
                 overrides = [*TOY_CONFIGS[name], f"train.seed={seed}", f"train.threads={threads}",
                              "train.sample_every=1000000", "train.checkpoint_every=1000000", *extra]
                 if steps is not None:
                     overrides.append(f"train.steps={steps}")
-                cfg = load_recipe(toy, overrides)
-                run_dir = out_dir / toy / name / f"seed-{seed}"
-                if run_dir.exists():
-                    shutil.rmtree(run_dir)
-                start = time.monotonic()
-                result = train(cfg, run_dir, progress=False)
-                row.seconds.append(time.monotonic() - start)
-                for key in METRIC_KEYS:
-                    row.values[key].append(result.metrics.get(f"eval/{key}", math.nan))
-                log(f"{toy:8s} {name:18s} seed {seed}: " + "  ".join(
-                    f"{k} {row.values[k][-1]:.2f}" for k in METRIC_KEYS) + f"  ({row.seconds[-1]:.0f} s)")
-            rows.append(row)
+                jobs.append((rows[-1], seed, (toy, overrides, out_dir / toy / name / f"seed-{seed}")))
+
+    def record(row: BenchRow, seed: int, metrics: dict[str, float], seconds: float) -> None:
+        row.seconds.append(seconds)
+        for key in METRIC_KEYS:
+            row.values[key].append(metrics.get(f"eval/{key}", math.nan))
+        log(f"{row.toy:8s} {row.config:18s} seed {seed}: " + "  ".join(
+            f"{k} {row.values[k][-1]:.2f}" for k in METRIC_KEYS) + f"  ({seconds:.0f} s)")
+
+    if workers <= 1:
+        for row, seed, args in jobs:
+            record(row, seed, *_bench_run(*args))
+        return rows
+    import multiprocessing
+    import signal
+    import threading
+
+    def stop(signum, frame):  # a SIGTERM ends the bench like Ctrl-C: the workers are stopped too
+        raise KeyboardInterrupt
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop) if main_thread else None
+    pool = multiprocessing.get_context("spawn").Pool(workers)
+    try:
+        pending = [(row, seed, pool.apply_async(_bench_run, args)) for row, seed, args in jobs]
+        for row, seed, result in pending:  # in job order, so every row lists its seeds 0, 1, ...
+            record(row, seed, *result.get())
+        pool.close()
+    except BaseException:
+        pool.terminate()  # no worker outlives the bench
+        raise
+    finally:
+        pool.join()
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return rows
 
 

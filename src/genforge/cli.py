@@ -135,6 +135,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--config", action="append", help="only this configuration (repeatable)")
     bench.add_argument("--out", default="runs/bench-toys", help="folder of the runs (default runs/bench-toys)")
     bench.add_argument("--threads", type=int, default=1, help="CPU threads per run (default 1)")
+    bench.add_argument("--workers", type=int, default=0,
+                       help="runs side by side, each in its own process (default 0: one per CPU core)")
 
     recipes = command("recipes", "list the built-in recipes")
     recipes.add_argument("--show", metavar="RECIPE", help="print every config key of a recipe with its help")
@@ -362,9 +364,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise GenforgeError(f"unknown configuration '{name}'; use {', '.join(TOY_CONFIGS)}")
     if args.seeds < 1:
         raise GenforgeError(f"--seeds must be positive, not {args.seeds}")
+    if args.workers < 0 or args.threads < 1:
+        raise GenforgeError("--workers must be 0 (one per core) or more, and --threads 1 or more")
+    from genforge.runtime import cores
+
+    workers = args.workers or max(1, cores() // args.threads)
     start = time.monotonic()
     rows = toy_bench(args.out, args.seeds, args.steps, args.toy or TOYS, args.config, threads=args.threads,
-                     log=lambda line: print(line, file=sys.stderr))
+                     workers=workers, log=lambda line: print(line, file=sys.stderr))
     print(format_bench(rows))
     print(f"genforge: {sum(len(r.seconds) for r in rows)} runs in {(time.monotonic() - start) / 60:.1f} min "
           f"-> {args.out}", file=sys.stderr)

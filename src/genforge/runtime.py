@@ -30,9 +30,17 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one, else all)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def set_threads(threads: int, processes: int = 1) -> None:
     """``threads`` torch threads; 0 = every core, shared evenly by ``processes`` on this machine."""
-    torch.set_num_threads(threads if threads > 0 else max(1, (os.cpu_count() or 1) // max(1, processes)))
+    torch.set_num_threads(threads if threads > 0 else max(1, cores() // max(1, processes)))
 
 
 # --- fast paths -------------------------------------------------------------------------
