@@ -89,10 +89,11 @@ def test_wgan_is_the_original():
     assert model.phases()[0].repeats == 5 and model.phases()[0].after is not None  # clipping after each step
 
 
-def test_wgan_gp_is_gulrajani():
+def test_wgan_gp_is_gulrajani_with_one_critic_step():
     cfg = load_recipe("pokemon-wgan-gp")
-    assert (cfg.model.loss, cfg.model.gp_weight, cfg.model.d_steps) == ("wgan-gp", 10.0, 5)
-    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.beta1, cfg.optim.beta2) == ("adam", 1e-4, 0.0, 0.9)
+    assert (cfg.model.loss, cfg.model.gp_weight, cfg.model.d_steps) == ("wgan-gp", 10.0, 1)
+    assert (cfg.optim.lr, cfg.train.ema_decay) == (2e-4, 0.999)
+    assert (cfg.optim.name, cfg.optim.beta1, cfg.optim.beta2) == ("adam", 0.0, 0.9)
     model = build_model(cfg, (3, 64, 64), 0)
     assert not convs(model.discriminator, nn.BatchNorm2d)  # no batch norm in the critic
     assert convs(model.discriminator, nn.GroupNorm)  # layer norm instead
