@@ -338,9 +338,10 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
                 if ranks.any(time.monotonic() >= deadline or sigint["stop"], device):
                     break
             if cfg.optim.schedule != "constant":  # a plain float per group: no host sync
+                lr = cfg.optim.lr * lr_factor(cfg.optim, step, tcfg.steps)
                 for optimizer in optimizers.values():
                     for group in optimizer.param_groups:
-                        group["lr"] = cfg.optim.lr * lr_factor(cfg.optim, step, tcfg.steps)
+                        group["lr"] = lr
             for index, phase in enumerate(phases):
                 optimizer = optimizers[phase.optimizer]
                 scaler = scalers.get(phase.optimizer)

@@ -400,7 +400,7 @@ class TrainingEval:
         """({"eval/fid", "eval/class_entropy", "eval/classes_covered"}, a collapse warning once or None).
         Under torchrun each rank samples and embeds its share; every rank gets the same values."""
         ranks = self.ranks
-        share = -(-self.n // ranks.world)  # all n on one process
+        share = -(-self.n // ranks.world)  # ceil(n / processes): all n when there is one
         seed = self.seed * 1_000_003 + step + 7 + 104_729 * ranks.rank
         with torch.no_grad(), model.ema_weights():
             images = model.sample(share, torch.Generator().manual_seed(seed))

@@ -412,12 +412,13 @@ class DiscoGAN(GenerativeModel):
             fake, recon = self._translate_in_chunks(source, direction)
             result[f"{direction}_domain_acc"] = float((judge(fake).argmax(1) == want).float().mean())
             result[f"recon_{direction[0]}"] = float(F.mse_loss(recon, source.cpu()))
-            real_diversity = pairwise_diversity(self.to_unit(target.cpu()))
-            result[f"{direction}_diversity"] = pairwise_diversity(self.to_unit(fake))
+            real_unit = self.to_unit(target.cpu())
+            real_diversity = pairwise_diversity(real_unit)
+            fake_unit = self.to_unit(fake)
+            result[f"{direction}_diversity"] = pairwise_diversity(fake_unit)
             result[f"{direction}_diversity_ratio"] = result[f"{direction}_diversity"] / max(real_diversity, 1e-12)
             if extractor is not None:
-                result.update(fashion_translation_metrics(extractor, self.to_unit(fake), self.to_unit(target.cpu()),
-                                                          direction))
+                result.update(fashion_translation_metrics(extractor, fake_unit, real_unit, direction))
         return result
 
     def _fashion_extractor(self, ctx: Context):
