@@ -140,6 +140,30 @@ def test_sample_of_a_gan_run_with_ema(capsys, gan_run, tmp_path):
     assert Image.open(out).size == ((3 * 30 + 2) * 2, (2 * 30 + 2) * 2)  # 6 images: 3 per row, 2 rows
 
 
+def test_sample_with_rejection_keeps_what_d_finds_real(capsys, gan_run, tmp_path, monkeypatch):
+    from genforge.models.gan import GAN
+
+    calls = []
+    original = GAN._accept
+
+    def spy(logits, threshold, generator):
+        calls.append(logits.shape[0])
+        return original(logits, threshold, generator)
+
+    monkeypatch.setattr(GAN, "_accept", staticmethod(spy))
+    out = tmp_path / "drs.png"
+    assert main(["sample", str(gan_run), "--n", "6", "--reject", "0.9", "--out", str(out), "--device", "cpu"]) == 0
+    assert out.is_file() and sum(calls) >= 10_000  # the logits of a 10,000-sample pool set the threshold
+    capsys.readouterr()
+    assert "quantile in [0, 1)" in _fails_cleanly(capsys, ["sample", str(gan_run), "--reject", "1.5"])
+    assert "does not combine with --save-z" in _fails_cleanly(
+        capsys, ["sample", str(gan_run), "--reject", "0.9", "--save-z", str(tmp_path / "z.npy")])
+
+
+def test_sample_with_rejection_needs_a_gan(capsys, vae_run):
+    assert "--reject needs a GAN run" in _fails_cleanly(capsys, ["sample", str(vae_run), "--reject", "0.9"])
+
+
 def test_recipes_lists_and_shows(capsys):
     assert main(["recipes"]) == 0
     out = capsys.readouterr().out

@@ -26,7 +26,8 @@ EPILOGS = {
   genforge sample runs/cgan --class 7 --n 16 --out sevens.png      # a conditional GAN's class
   genforge sample runs/cgan --by-class --n 10 --out classes.png    # row k = class k, 10 per row
   genforge sample runs/dcgan --n 8 --out g.png --save-z z.safetensors   # keep the noise (.safetensors or .npy)
-  genforge sample runs/pokemon --n 64 --nearest --out pairs.png   # each sample beside its nearest training image""",
+  genforge sample runs/pokemon --n 64 --nearest --out pairs.png   # each sample beside its nearest training image
+  genforge sample runs/dcgan --n 64 --reject 0.99 --out drs.png    # discriminator rejection sampling""",
     "interpolate": """examples:
   genforge interpolate runs/dcgan --steps 10 --out strip.png
   genforge interpolate runs/dcgan --steps 10 --rows 4 --slerp --out slerp.png
@@ -101,6 +102,10 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--class", dest="label", type=int, help="class to draw (conditional GANs)")
     sample.add_argument("--by-class", action="store_true", help="one row per class, --n per row (conditional GANs)")
     sample.add_argument("--save-z", metavar="FILE", help="also save the noise vectors (.safetensors or .npy)")
+    sample.add_argument("--reject", type=float, metavar="Q",
+                        help="discriminator rejection sampling (unconditional BCE GANs): keep a sample with "
+                             "probability min(1, exp(logit - t)), t the quantile Q of D's logits, e.g. 0.99; "
+                             "0 = off (default: the run's model.reject)")
     sample.add_argument("--nearest", action="store_true",
                         help="show each sample beside its nearest training image (the evaluation classifier's "
                              "features for MNIST/Fashion-MNIST, else pixels at 32x32): a copy check")
@@ -278,6 +283,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise GenforgeError(f"--n must be positive, not {args.n}")
     device = resolve_device(args.device)
     cfg, model, step = load_model(args.run_dir, device)
+    if args.reject is not None:
+        if args.save_z:
+            raise GenforgeError("--reject chooses which noise to keep; it does not combine with --save-z")
+        if not hasattr(model, "set_reject"):
+            raise GenforgeError(f"--reject needs a GAN run; {args.run_dir} is a {cfg.family} run")
+        model.set_reject(args.reject)
     generator = torch.Generator().manual_seed(args.seed)
     nrow = None
     with model.ema_weights():

@@ -337,6 +337,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
             if not ranks.active or step % tcfg.log_every == 0:
                 if ranks.any(time.monotonic() >= deadline or sigint["stop"], device):
                     break
+            model.progress = step / tcfg.steps if tcfg.steps else 0.0
             if cfg.optim.schedule != "constant":  # a plain float per group: no host sync
                 lr = cfg.optim.lr * lr_factor(cfg.optim, step, tcfg.steps)
                 for optimizer in optimizers.values():

@@ -151,6 +151,76 @@ def test_pacgan_networks_batch_norm_g_and_maxout_d():
         _gan(shape=(2,), arch="mlp", maxout=0)
 
 
+class _Scores(nn.Module):
+    """A stand-in D whose logit is a fixed function of the point."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+        self.offset = nn.Parameter(torch.zeros(()))  # so that the model has a parameter (and a device)
+
+    def forward(self, x):
+        return self.fn(x) + self.offset
+
+
+def test_top_k_g_loss_learns_from_the_fakes_d_scores_most_real():
+    from genforge import losses
+
+    model = _gan(shape=(1,), classes=0, arch="mlp", latent_dim=1, top_k=0.5, top_k_until=0.5)
+    model.generator = nn.Identity()
+    model.sample_noise = lambda n, device=None, **_: torch.tensor([[-3.0], [2.0], [0.0], [5.0]])
+    model.discriminator = _Scores(lambda x: x)
+    assert torch.allclose(model.g_loss(4, "cpu"), losses.g_nonsaturating(torch.tensor([5.0, 2.0])))
+    model.progress = 0.5  # top_k_until reached: every fake counts again
+    assert torch.allclose(model.g_loss(4, "cpu"), losses.g_nonsaturating(torch.tensor([-3.0, 2.0, 0.0, 5.0])))
+
+
+def test_the_loop_tells_the_model_how_far_training_is(monkeypatch, tmp_path):
+    from genforge.train import train
+
+    seen = []
+    original = GAN.g_loss
+
+    def spy(self, n, device):
+        seen.append(self.progress)
+        return original(self, n, device)
+
+    monkeypatch.setattr(GAN, "g_loss", spy)
+    train(load_recipe("ring-8", [*TINY_TOY, "train.steps=4", "train.checkpoint_every=4"]), tmp_path, progress=False)
+    assert seen == [0.0, 0.25, 0.5, 0.75]
+
+
+def test_rejection_sampling_turns_g_into_the_density_d_points_at():
+    """G = N(0, 1); an optimal D for data N(1, 1) has logit log p_data/p_G = x - 1/2: the kept samples are N(1, 1)."""
+    model = _gan(shape=(1,), classes=0, arch="mlp", latent_dim=1, reject=0.999)
+    model.generator = nn.Identity()
+    model.discriminator = _Scores(lambda x: x - 0.5)
+    kept = model.sample(4000, torch.Generator().manual_seed(0))
+    assert kept.shape == (4000, 1)
+    assert abs(kept.mean().item() - 1.0) < 0.1 and abs(kept.std().item() - 1.0) < 0.1
+    assert torch.equal(kept, model.sample(4000, torch.Generator().manual_seed(0)))  # seeded: the same samples
+    model.cfg.reject = 0.0
+    assert abs(model.sample(4000, torch.Generator().manual_seed(0)).mean().item()) < 0.1  # G's own N(0, 1)
+
+
+def test_rejection_sampling_on_images_gives_images_in_unit_range():
+    model = _gan(reject=0.9)
+    images = model.sample(30, torch.Generator().manual_seed(0), batch_size=1000)
+    assert images.shape == (30, 1, 28, 28) and 0 <= images.min() and images.max() <= 1
+
+
+def test_top_k_and_rejection_errors_say_what_to_change():
+    with pytest.raises(GenforgeError, match="model.top_k must be in"):
+        _gan(top_k=0.0)
+    with pytest.raises(GenforgeError, match="top_k_until in"):
+        _gan(top_k_until=1.5)
+    with pytest.raises(GenforgeError, match="quantile in"):
+        _gan(reject=1.0)
+    for bad in ({"loss": "wgan-gp"}, {"pack": 2}, {"conditional": "concat"}):
+        with pytest.raises(GenforgeError, match="model.reject reads D's logit"):
+            _gan(reject=0.9, **bad)
+
+
 def test_packing_errors_say_what_to_change():
     with pytest.raises(GenforgeError, match="batch_size to a multiple of 4"):
         _gan(shape=(2,), classes=2, arch="mlp", pack=4).d_terms(torch.randn(6, 2))
@@ -174,12 +244,17 @@ TINY_TOY = ["model.hidden=16", "model.layers=2", "model.latent_dim=8", "train.ba
             "train.checkpoint_every=2"]
 
 
-@pytest.mark.parametrize("recipe", ["duck-cow-1d", "ring-8", "grid-25"])
+@pytest.mark.parametrize("recipe", ["duck-cow-1d", "ring-8", "grid-25", "grid-25-topk-drs"])
 def test_toy_recipes_train_and_report(recipe, tmp_path):
     from genforge.train import train
     from genforge.viz import read_metrics
 
-    result = train(load_recipe(recipe, TINY_TOY), tmp_path, progress=False)
+    extra = []
+    if recipe == "grid-25-topk-drs":  # the toy bench's best configuration
+        from genforge.bench import TOY_CONFIGS
+
+        recipe, extra = "grid-25", list(TOY_CONFIGS["gan-ns-z2-bn-topk-drs"])
+    result = train(load_recipe(recipe, [*extra, *TINY_TOY]), tmp_path, progress=False)
     assert result.step == 2
     assert {"eval/modes", "eval/hq", "eval/reverse_kl"} <= set(result.metrics)
     rows = read_metrics(tmp_path / "metrics.jsonl")

@@ -33,6 +33,7 @@ from genforge.errors import GenforgeError
 from genforge.models.base import Batch, Context, GenerativeModel, Phase
 
 BCE_LOSSES = ("nonsaturating", "minimax")  # the BCE game of Goodfellow et al.: D outputs logits
+REJECT_POOL = 10_000  # model.reject: samples whose D logits set the acceptance threshold
 LOG4 = math.log(4.0)  # at the optimum D = 1/2 everywhere and the value function is -log 4
 
 
@@ -59,6 +60,13 @@ class GANConfig:
                         ("alternate", "threshold"))
     pack: int = opt(1, "PacGAN packing (Lin et al. 2018): D judges packs of this many samples joined together "
                     "(points side by side, images along channels); train.batch_size must divide by it")
+    top_k: float = opt(1.0, "top-k generator updates (Sinha et al. 2020): G learns from only this share of each "
+                       "batch's fakes, the ones D scores most real; 1 = from all of them")
+    top_k_until: float = opt(1.0, "share of train.steps during which top_k applies; G learns from every fake after it "
+                              "(a --minutes run without train.steps: throughout)")
+    reject: float = opt(0.0, "discriminator rejection sampling (Azadi et al. 2019) when sampling: keep a sample with "
+                        "probability min(1, exp(logit - t)), t the quantile `reject` of D's logits over 10,000 samples "
+                        "(e.g. 0.99); BCE losses, unpacked, unconditional; 0 = off")
     hidden: int = opt(256, "MLP width (arch=mlp)")
     layers: int = opt(3, "MLP hidden layers of G and D (arch=mlp)")
     g_norm: str = opt("none", "normalisation in the MLP generator's hidden layers (arch=mlp; PacGAN: batch)",
@@ -301,6 +309,10 @@ class GAN(GenerativeModel):
             raise GenforgeError(f"model.conditional={cfg.conditional} is implemented for arch=dcgan only")
         if cfg.pack < 1 or (cfg.pack > 1 and (self.classes or cfg.arch == "livestream")):
             raise GenforgeError(f"model.pack={cfg.pack}: packing takes 1 or more, on unconditional dcgan or mlp nets")
+        if not 0 < cfg.top_k <= 1 or not 0 <= cfg.top_k_until <= 1:
+            raise GenforgeError(f"model.top_k must be in (0, 1] and model.top_k_until in [0, 1], not {cfg.top_k} and "
+                                f"{cfg.top_k_until}")
+        self.set_reject(cfg.reject)
         if cfg.kernel not in KERNELS:
             raise GenforgeError(f"model.kernel must be {KERNELS.start} to {KERNELS.stop - 1}, not {cfg.kernel}")
         norm = cfg.d_norm
@@ -355,8 +367,51 @@ class GAN(GenerativeModel):
 
     def generate(self, noise: torch.Tensor) -> torch.Tensor:
         """Noise -> images in [0, 1] (B, C, H, W); on toy data the points themselves (B, D)."""
-        out = self.generator(noise)
-        return out if self.points else self.to_unit(out)
+        return self._output(self.generator(noise))
+
+    def _output(self, raw: torch.Tensor) -> torch.Tensor:
+        return raw if self.points else self.to_unit(raw)
+
+    def set_reject(self, quantile: float) -> None:
+        """Switch discriminator rejection sampling on (``quantile`` in (0, 1)) or off (0) for ``sample``."""
+        if not 0 <= quantile < 1:
+            raise GenforgeError(f"model.reject is a quantile in [0, 1) (0 = off, e.g. 0.99), not {quantile}")
+        if quantile and (self.cfg.loss not in BCE_LOSSES or self.cfg.pack > 1 or self.classes):
+            raise GenforgeError("model.reject reads D's logit as log p_data/p_G: it needs a BCE loss (nonsaturating or "
+                                "minimax), model.pack=1 and an unconditional GAN")
+        self.cfg.reject = quantile
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, batch_size: int = 500) -> torch.Tensor:
+        """``n`` samples on the CPU; with ``model.reject``, those that discriminator rejection sampling keeps."""
+        if not self.cfg.reject:
+            return super().sample(n, generator, batch_size)
+        device = next(self.parameters()).device
+        was_training = self.training
+        self.eval()
+        pool, threshold, kept, count = [], None, [], 0
+        while count < n:
+            raw = self.generator(self.sample_noise(batch_size, generator, device))
+            pool.append((raw, self._critic(raw, None).reshape(-1).float()))
+            if threshold is None:
+                if len(pool) * batch_size < REJECT_POOL:
+                    continue
+                threshold = torch.cat([logits for _, logits in pool]).quantile(self.cfg.reject)
+            for raw, logits in pool:
+                chosen = raw[self._accept(logits, threshold, generator)]
+                kept.append(self._output(chosen).cpu())
+                count += chosen.shape[0]
+            pool = []
+        self.train(was_training)
+        return torch.cat(kept)[:n]
+
+    @staticmethod
+    def _accept(logits: torch.Tensor, threshold: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """DRS's acceptance: True with probability min(1, exp(logit - threshold)), D's logit being
+        log p_data(x) / p_G(x) up to a constant for an optimal BCE discriminator."""
+        where = generator.device if generator is not None else logits.device
+        uniform = torch.rand(logits.shape[0], generator=generator, device=where).to(logits.device)
+        return uniform < (logits - threshold).clamp(max=0.0).exp()
 
     # --- losses ----------------------------------------------------------------------
     def _critic(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -416,6 +471,9 @@ class GAN(GenerativeModel):
         with frozen(self.discriminator):  # D is not updated, but gradients flow through it
             fake, labels = self._fake(n, device)
             fake_out = self._critic(self._pack(fake), labels)
+        if self.cfg.top_k < 1 and self.progress < self.cfg.top_k_until:  # the fakes D finds most real
+            fake_out = fake_out.reshape(-1)
+            fake_out = fake_out.topk(max(1, round(self.cfg.top_k * fake_out.shape[0]))).values
         return losses.G_LOSSES[name](fake_out)
 
     # --- phases ------------------------------------------------------------------------
@@ -473,8 +531,13 @@ class GAN(GenerativeModel):
         if not self.points:
             return viz.make_grid(self.generate(fixed).float().cpu(), nrow=self.classes or None)
         generated = self.generate(fixed)
-        real = data.images[:SHOWN_POINTS]
         title = data.name
+        if self.cfg.reject:  # the points rejection sampling keeps, as sample() gives them
+            logits = self._critic(generated, None).reshape(-1).float()
+            rng = torch.Generator(device=generated.device).manual_seed(0)  # never the training RNG
+            generated = generated[self._accept(logits, logits.quantile(self.cfg.reject), rng)]
+            title += f" (rejection keeps {generated.shape[0]})"
+        real = data.images[:SHOWN_POINTS]
         spec = _mixture(data)
         if spec is not None:
             from genforge.metrics.modes import mode_metrics
