@@ -313,6 +313,7 @@ class GAN(GenerativeModel):
             raise GenforgeError(f"model.top_k must be in (0, 1] and model.top_k_until in [0, 1], not {cfg.top_k} and "
                                 f"{cfg.top_k_until}")
         self.set_reject(cfg.reject)
+        self.progress = 0.0
         if cfg.kernel not in KERNELS:
             raise GenforgeError(f"model.kernel must be {KERNELS.start} to {KERNELS.stop - 1}, not {cfg.kernel}")
         norm = cfg.d_norm
@@ -371,6 +372,17 @@ class GAN(GenerativeModel):
 
     def _output(self, raw: torch.Tensor) -> torch.Tensor:
         return raw if self.points else self.to_unit(raw)
+
+    @property
+    def progress(self) -> float:
+        return self._progress
+
+    @progress.setter
+    def progress(self, value: float) -> None:
+        # top_k reads a bool that flips at most once, not the float (torch.compile would
+        # specialise on the float and recompile at every step)
+        self._progress = value
+        self._top_k_on = self.cfg.top_k < 1 and value < self.cfg.top_k_until
 
     def set_reject(self, quantile: float) -> None:
         """Switch discriminator rejection sampling on (``quantile`` in (0, 1)) or off (0) for ``sample``."""
@@ -471,7 +483,7 @@ class GAN(GenerativeModel):
         with frozen(self.discriminator):  # D is not updated, but gradients flow through it
             fake, labels = self._fake(n, device)
             fake_out = self._critic(self._pack(fake), labels)
-        if self.cfg.top_k < 1 and self.progress < self.cfg.top_k_until:  # the fakes D finds most real
+        if self._top_k_on:  # the fakes D finds most real
             fake_out = fake_out.reshape(-1)
             fake_out = fake_out.topk(max(1, round(self.cfg.top_k * fake_out.shape[0]))).values
         return losses.G_LOSSES[name](fake_out)
