@@ -263,11 +263,11 @@ def test_lr_factor_decays_from_one_to_final_lr(schedule, halfway):
     from genforge.train import lr_factor
 
     cfg = OptimConfig(schedule=schedule, final_lr=0.1)
-    assert lr_factor(cfg, 0, 100) == 1.0
-    assert lr_factor(cfg, 50, 100) == pytest.approx(halfway)  # 0.1 + 0.9 * 0.5 for both decays
-    assert lr_factor(cfg, 100, 100) == pytest.approx(1.0 if schedule == "constant" else 0.1)
+    assert lr_factor(cfg, 0.0) == 1.0
+    assert lr_factor(cfg, 0.5) == pytest.approx(halfway)  # 0.1 + 0.9 * 0.5 for both decays
+    assert lr_factor(cfg, 1.0) == pytest.approx(1.0 if schedule == "constant" else 0.1)
     if schedule == "cosine":
-        assert lr_factor(cfg, 25, 100) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + 2 ** -0.5))
+        assert lr_factor(cfg, 0.25) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + 2 ** -0.5))
 
 
 def test_schedule_sets_the_optimisers_learning_rate(tmp_path):

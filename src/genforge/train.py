@@ -66,12 +66,12 @@ def make_optimizer(cfg: OptimConfig, params: list[torch.nn.Parameter]) -> torch.
     return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kernels)
 
 
-def lr_factor(cfg: OptimConfig, step: int, total: int) -> float:
-    """The learning-rate multiplier at ``step`` of ``total`` under ``cfg.schedule``: 1 throughout
-    (constant), or from 1 down to ``cfg.final_lr`` at ``total`` linearly or along a half cosine."""
-    if cfg.schedule == "constant" or total <= 0:
+def lr_factor(cfg: OptimConfig, progress: float) -> float:
+    """The learning-rate multiplier at ``progress`` (the share of train.steps done) under ``cfg.schedule``:
+    1 throughout (constant), or from 1 down to ``cfg.final_lr`` at the end linearly or along a half cosine."""
+    if cfg.schedule == "constant":
         return 1.0
-    progress = min(max(step / total, 0.0), 1.0)
+    progress = min(max(progress, 0.0), 1.0)
     shape = 1.0 - progress if cfg.schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
     return cfg.final_lr + (1.0 - cfg.final_lr) * shape
 
@@ -339,7 +339,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
                     break
             model.progress = step / tcfg.steps if tcfg.steps else 0.0
             if cfg.optim.schedule != "constant":  # a plain float per group: no host sync
-                lr = cfg.optim.lr * lr_factor(cfg.optim, step, tcfg.steps)
+                lr = cfg.optim.lr * lr_factor(cfg.optim, model.progress)
                 for optimizer in optimizers.values():
                     for group in optimizer.param_groups:
                         group["lr"] = lr

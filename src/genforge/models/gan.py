@@ -404,7 +404,7 @@ class GAN(GenerativeModel):
         pool, threshold, kept, count = [], None, [], 0
         while count < n:
             raw = self.generator(self.sample_noise(batch_size, generator, device))
-            pool.append((raw, self._critic(raw, None).reshape(-1).float()))
+            pool.append((raw, self._logit(raw)))
             if threshold is None:
                 if len(pool) * batch_size < REJECT_POOL:
                     continue
@@ -416,6 +416,10 @@ class GAN(GenerativeModel):
             pool = []
         self.train(was_training)
         return torch.cat(kept)[:n]
+
+    def _logit(self, raw: torch.Tensor) -> torch.Tensor:
+        """D's logit (N,) float32 of an unconditional GAN's raw samples: what rejection reads."""
+        return self._critic(raw, None).reshape(-1).float()
 
     @staticmethod
     def _accept(logits: torch.Tensor, threshold: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -545,7 +549,7 @@ class GAN(GenerativeModel):
         generated = self.generate(fixed)
         title = data.name
         if self.cfg.reject:  # the points rejection sampling keeps, as sample() gives them
-            logits = self._critic(generated, None).reshape(-1).float()
+            logits = self._logit(generated)
             rng = torch.Generator(device=generated.device).manual_seed(0)  # never the training RNG
             generated = generated[self._accept(logits, logits.quantile(self.cfg.reject), rng)]
             title += f" (rejection keeps {generated.shape[0]})"
