@@ -2,8 +2,8 @@
 
 Tolerances (stated in ``docs/speed.md``): after 60 seeded tiny steps, the last logged
 window's losses match the plain float32 eager run to 2% (VAE) and 10% (DCGAN's game
-losses, which oscillate). channels_last and fused kernels are expected to match exactly
-on CPU; bf16 rounds every product; compile draws its noise from a different RNG stream.
+losses, which oscillate). channels_last and fused kernels are expected to match to 1e-3
+on CPU (the same arithmetic, summed in another order by some layouts' kernels); bf16 rounds every product; compile draws its noise from a different RNG stream.
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ def test_each_fast_path_trains_to_the_float32_loss(tmp_path, recipe, tolerance, 
     assert plain.keys() == quick.keys() and plain
     for key in plain:
         assert quick[key] == pytest.approx(plain[key], rel=tolerance), key
-    if "bf16" not in fast:  # layout and kernel choice only: the same arithmetic on this CPU
+    if "bf16" not in fast:  # layout and kernel choice only: the same arithmetic, in another summation order
         for key in plain:
-            assert quick[key] == pytest.approx(plain[key], rel=1e-4), key
+            assert quick[key] == pytest.approx(plain[key], rel=1e-3), key
 
 
 def test_compiled_vae_trains_to_the_float32_loss(tmp_path):

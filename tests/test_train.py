@@ -142,11 +142,11 @@ def test_interrupted_run_with_a_schedule_resumes_bit_identical(tmp_path, monkeyp
     train(tiny_config("mnist-dcgan", *settings), tmp_path / "straight", progress=False)
     original, calls = GAN.g_loss, {"n": 0}
 
-    def interrupting(self, n, device):
+    def interrupting(self, n, device, fakes=None):
         calls["n"] += 1
         if calls["n"] == 4:
             os.kill(os.getpid(), signal.SIGINT)
-        return original(self, n, device)
+        return original(self, n, device, fakes)
 
     with monkeypatch.context() as patch:
         patch.setattr(GAN, "g_loss", interrupting)

@@ -10,6 +10,7 @@ from torch import nn
 
 from genforge.models.base import Batch
 from genforge.models.gan import GAN, GANConfig, frozen
+from tests.conftest import step_phases
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -107,6 +108,33 @@ def test_discriminator_step_does_not_train_the_generator():
     d_phase.step(Batch(torch.zeros(8, 1, 28, 28), torch.zeros(8, dtype=torch.long)))["loss"].backward()
     assert all(p.grad is None for p in model.generator.parameters())
     assert all(p.grad is not None for p in model.discriminator.parameters())
+
+
+class Recorder(nn.Module):
+    """Wraps a network and keeps every input it is given."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net, self.inputs = net, []
+
+    def forward(self, x):
+        self.inputs.append(x)
+        return self.net(x)
+
+
+@pytest.mark.parametrize("reuse, d_steps, g_passes, shared", [(True, 1, 1, True), (False, 1, 2, False),
+                                                               (True, 2, 3, False)])  # reuse needs d_steps=1
+def test_generator_step_learns_from_the_fakes_d_judged(reuse, d_steps, g_passes, shared):
+    model = _gan(reuse_fakes=reuse, d_steps=d_steps)
+    model.generator, model.discriminator = Recorder(model.generator), Recorder(model.discriminator)
+    optimizers = {name: torch.optim.Adam(params, lr=1e-2) for name, params in model.optimizer_groups().items()}
+    g_before = [p.clone() for p in model.generator.parameters()]
+    step_phases(model, optimizers, Batch(torch.zeros(8, 1, 28, 28), torch.zeros(8, dtype=torch.long)))
+    assert len(model.generator.inputs) == g_passes  # reuse: one G forward a step; else one per phase repeat
+    judged = model.discriminator.inputs  # each D step: reals, then fakes; the G step: fakes
+    assert torch.equal(judged[-1], judged[-2]) == shared  # G learns from the very fakes D's last step saw
+    assert not judged[-2].requires_grad and judged[-1].requires_grad  # detached for D; G's graph for G
+    assert all(not torch.equal(a, b) for a, b in zip(g_before, model.generator.parameters()))  # G learned
 
 
 def test_frozen_restores_previous_flags():

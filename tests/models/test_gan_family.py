@@ -181,9 +181,9 @@ def test_the_loop_tells_the_model_how_far_training_is(monkeypatch, tmp_path):
     seen = []
     original = GAN.g_loss
 
-    def spy(self, n, device):
+    def spy(self, n, device, fakes=None):
         seen.append(self.progress)
-        return original(self, n, device)
+        return original(self, n, device, fakes)
 
     monkeypatch.setattr(GAN, "g_loss", spy)
     train(load_recipe("ring-8", [*TINY_TOY, "train.steps=4", "train.checkpoint_every=4"]), tmp_path, progress=False)

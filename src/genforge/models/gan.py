@@ -56,6 +56,9 @@ class GANConfig:
                       "layer for wgan-gp", ("auto", "batch", "none", "layer", "instance"))
     real_label: float = opt(1.0, "target for real images in D's loss (0.9 = one-sided label smoothing)")
     d_steps: int = opt(1, "discriminator steps per generator step")
+    reuse_fakes: bool = opt(True, "G's step learns from the fakes D's step just judged (one G forward a step, as the "
+                            "DCGAN reference code does) instead of drawing new noise (Goodfellow et al.'s "
+                            "Algorithm 1); d_steps=1 and schedule=alternate only")
     schedule: str = opt("alternate", "alternate D and G steps, or threshold-gate them as the livestream did",
                         ("alternate", "threshold"))
     pack: int = opt(1, "PacGAN packing (Lin et al. 2018): D judges packs of this many samples joined together "
@@ -449,15 +452,20 @@ class GAN(GenerativeModel):
         noise = self.sample_noise(n, device=device, labels=labels)
         return self.generator(noise), self.noise_labels(noise)
 
-    def d_terms(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def d_terms(self, real: torch.Tensor, labels: torch.Tensor | None = None,
+                fakes: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> dict[str, torch.Tensor]:
         """D's loss ``loss_adv`` (+ penalties ``gp``, ``r1``) and its mean outputs ``d_real``, ``d_fake``.
 
         BCE losses also give ``loss_real`` (target ``real_label``), ``loss_fake`` (target 0) and
         ``value``, the value function E log D(x) + E log(1 - D(G(z))) (-log 4 at the optimum);
         Wasserstein losses give ``wdist``, the critic's estimate E D(x) - E D(G(z)).
-        A conditional GAN's fakes ask for the real batch's ``labels``."""
-        with torch.no_grad():
-            fake, fake_labels = self._fake(real.shape[0], real.device, labels if self.classes else None)
+        A conditional GAN's fakes ask for the real batch's ``labels``. ``fakes``, if given, are
+        G's output and labels from :meth:`_fake` (D sees them detached); else D draws its own."""
+        if fakes is None:
+            with torch.no_grad():
+                fake, fake_labels = self._fake(real.shape[0], real.device, labels if self.classes else None)
+        else:
+            fake, fake_labels = fakes[0].detach(), fakes[1]
         # Separate passes, so BN statistics of a fake batch are the same here as in G's step;
         # one concatenated pass lets D separate by batch statistics that G never sees.
         real, fake = self._pack(real), self._pack(fake)
@@ -482,10 +490,12 @@ class GAN(GenerativeModel):
             terms["r1"] = losses.r1_penalty(lambda x: self._critic(x, labels), real, self.cfg.r1_gamma)
         return terms
 
-    def g_loss(self, n: int, device: torch.device) -> torch.Tensor:
+    def g_loss(self, n: int, device: torch.device,
+               fakes: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> torch.Tensor:
+        """G's loss on ``n`` new fakes, or on ``fakes`` (G's output with its graph, and labels)."""
         name = "wasserstein" if self.cfg.loss == "wgan-gp" else self.cfg.loss
         with frozen(self.discriminator):  # D is not updated, but gradients flow through it
-            fake, labels = self._fake(n, device)
+            fake, labels = fakes if fakes is not None else self._fake(n, device)
             fake_out = self._critic(self._pack(fake), labels)
         if self._top_k_on:  # the fakes D finds most real
             fake_out = fake_out.reshape(-1)
@@ -494,16 +504,23 @@ class GAN(GenerativeModel):
 
     # --- phases ------------------------------------------------------------------------
     def phases(self) -> list[Phase]:
+        if self.cfg.schedule == "threshold":
+            return self._threshold_phases()
+        reuse = self.cfg.reuse_fakes and self.cfg.d_steps == 1
+        kept: list = []  # D's step leaves its fakes (with G's graph) here for the G step that follows
+
         def d_step(batch: Batch):
-            terms = self.d_terms(batch.images, batch.labels if self.classes else None)
+            labels = batch.labels if self.classes else None
+            fakes = self._fake(batch.images.shape[0], batch.images.device, labels) if reuse else None
+            kept[:] = [fakes] if reuse else []
+            terms = self.d_terms(batch.images, labels, fakes)
             loss = terms["loss_adv"] + terms.get("gp", 0.0) + terms.get("r1", 0.0)
             return {"loss": loss, **terms}
 
         def g_step(batch: Batch):
-            return {"loss": self.g_loss(batch.images.shape[0], batch.images.device)}
+            fakes = kept.pop() if kept else None
+            return {"loss": self.g_loss(batch.images.shape[0], batch.images.device, fakes)}
 
-        if self.cfg.schedule == "threshold":
-            return self._threshold_phases()
         after = None
         if self.cfg.loss == "wasserstein" and self.cfg.clip > 0:  # Arjovsky et al.: clip after every critic step
             def after():
