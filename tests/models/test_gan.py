@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from genforge.errors import GenforgeError
 from genforge.models.base import Batch
 from genforge.models.gan import GAN, GANConfig, frozen
 from tests.conftest import step_phases
@@ -36,6 +37,21 @@ def test_dcgan_generator_shape_and_range(size):
 def test_discriminator_gives_one_logit_per_image(size):
     model = _gan(size)
     assert model.discriminator(torch.randn(5, 1, size, size)).shape == (5,)
+
+
+def test_g_width_sets_generator_channels_apart_from_d():
+    model = _gan(32, width=8, g_width=16)  # the widely copied 32x32 DCGAN's shape: G twice D's channels
+    g_convs = [m.in_channels for m in model.generator.modules() if isinstance(m, nn.ConvTranspose2d)]
+    d_convs = [m.out_channels for m in model.discriminator.modules() if isinstance(m, nn.Conv2d)]
+    assert g_convs == [64, 32, 16] and d_convs == [8, 16, 32]
+    assert [m.in_channels for m in _gan(32, width=8).generator.modules()
+            if isinstance(m, nn.ConvTranspose2d)] == [32, 16, 8]  # g_width=0: G follows width
+
+
+@pytest.mark.parametrize("widths", [{"width": 0}, {"g_width": -1}])
+def test_bad_widths_are_clear_errors(widths):
+    with pytest.raises(GenforgeError, match="model.width must be at least 1 and model.g_width 0"):
+        _gan(**widths)
 
 
 def test_livestream_networks_shape_and_range():

@@ -43,6 +43,8 @@ class GANConfig:
                     ("dcgan", "livestream", "mlp"))
     latent_dim: int = opt(100, "size of the noise vector z")
     width: int = opt(64, "DCGAN base channel count (D's first layer; G's last hidden layer)")
+    g_width: int = opt(0, "G's last hidden layer's channels when they differ from D's (ngf beside ndf; the widely "
+                       "copied 32x32 DCGAN has 128: G 512-256-128); 0 = width")
     kernel: int = opt(4, "DCGAN kernel size of every strided (transposed) conv, 3 to 7: 4 as Radford et al., "
                       "5 as the TensorFlow DCGAN / Pokemon WGAN code")
     noise: str = opt("gaussian", "distribution of z", ("gaussian", "uniform", "truncated"))
@@ -317,6 +319,9 @@ class GAN(GenerativeModel):
                                 f"{cfg.top_k_until}")
         self.set_reject(cfg.reject)
         self.progress = 0.0
+        if cfg.width < 1 or cfg.g_width < 0:
+            raise GenforgeError(f"model.width must be at least 1 and model.g_width 0 (= width) or more, not "
+                                f"{cfg.width} and {cfg.g_width}")
         if cfg.kernel not in KERNELS:
             raise GenforgeError(f"model.kernel must be {KERNELS.start} to {KERNELS.stop - 1}, not {cfg.kernel}")
         norm = cfg.d_norm
@@ -334,7 +339,8 @@ class GAN(GenerativeModel):
             self.discriminator = LivestreamDiscriminator(channels, size)
             self.output_range = "sigmoid"  # the original's G ends in a sigmoid: data scaled to [0, 1]
         else:
-            self.generator = DCGANGenerator(cfg.latent_dim + self.classes, channels, size, cfg.width, cfg.kernel)
+            self.generator = DCGANGenerator(cfg.latent_dim + self.classes, channels, size, cfg.g_width or cfg.width,
+                                            cfg.kernel)
             self.discriminator = DCGANDiscriminator(channels * cfg.pack, size, cfg.width, norm, num_classes, cfg.conditional,
                                                     cfg.kernel)
             dcgan_init(self)
