@@ -12,8 +12,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import plain  # noqa: E402
 import throughput  # noqa: E402
+import time_to_quality  # noqa: E402
 
 from genforge import runtime  # noqa: E402
+from genforge.config import load_recipe  # noqa: E402
 from tests.conftest import tiny_config  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -59,3 +61,11 @@ def test_per_item_dataset_keeps_rgb_channels_in_order():
     images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
     x, _ = plain.PerItemImages(images, torch.zeros(2, dtype=torch.long), 8, tanh_range=False)[1]
     assert x.shape == (3, 8, 8) and torch.allclose(x, images[1].float() / 255.0)
+
+
+def test_time_to_quality_trains_the_plain_reference_with_the_published_optimiser():
+    ours, theirs = time_to_quality.configs("mnist-dcgan", ["model.width=8"], time_to_quality.PUBLISHED)
+    assert (theirs.optim.lr, theirs.optim.beta1, theirs.optim.beta2) == (2e-4, 0.5, 0.999)  # Radford et al.
+    assert ours.optim == load_recipe("mnist-dcgan").optim  # genforge: the recipe's own settings
+    assert ours.model == theirs.model and ours.model.width == 8  # the same networks
+    assert ours.train.batch_size == theirs.train.batch_size == 64

@@ -172,7 +172,7 @@ def test_recipes_lists_and_shows(capsys):
     assert main(["recipes", "--show", "mnist-dcgan"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("mnist-dcgan (gan)")
-    assert "model.width=32" in out and "optim.lr=0.0002" in out and "train.ema_decay" in out
+    assert "model.width=32" in out and "optim.lr=0.001" in out and "train.ema_decay" in out
 
 
 def test_recipes_show_unknown(capsys):

@@ -35,7 +35,7 @@ def test_vae_recipe_loads_its_family_and_values():
 def test_dcgan_recipe_loads_its_family_and_values():
     cfg = load_recipe("mnist-dcgan")
     assert cfg.family == "gan" and isinstance(cfg.model, GANConfig)
-    assert (cfg.model.arch, cfg.model.width, cfg.optim.lr, cfg.optim.beta1) == ("dcgan", 32, 2e-4, 0.5)
+    assert (cfg.model.arch, cfg.model.width, cfg.optim.lr, cfg.optim.beta1) == ("dcgan", 32, 1e-3, 0.5)
 
 
 def test_unknown_recipe_lists_known_ones():

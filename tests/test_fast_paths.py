@@ -2,8 +2,9 @@
 
 Tolerances (stated in ``docs/speed.md``): after 60 seeded tiny steps, the last logged
 window's losses match the plain float32 eager run to 2% (VAE) and 10% (DCGAN's game
-losses, which oscillate). channels_last and fused kernels are expected to match to 1e-3
-on CPU (the same arithmetic, summed in another order by some layouts' kernels); bf16 rounds every product; compile draws its noise from a different RNG stream.
+losses at lr 2e-4, which oscillate). channels_last and fused kernels are expected to match
+to 1e-3 on CPU (the same arithmetic, summed in another order by some layouts' kernels);
+bf16 rounds every product; compile draws its noise from a different RNG stream.
 """
 
 from __future__ import annotations
@@ -36,13 +37,16 @@ def _losses(tmp_path, name, recipe, *extra) -> dict[str, float]:
     return _last_losses(tmp_path / name)
 
 
-@pytest.mark.parametrize("recipe, tolerance", [("mnist-vae", 0.02), ("mnist-dcgan", 0.10)])
+# The DCGAN at the published lr 2e-4: at the recipe's 1e-3, D's loss falls to ~0.06 within 60 tiny
+# steps, where a relative tolerance says little.
+@pytest.mark.parametrize("recipe, settings, tolerance", [("mnist-vae", (), 0.02),
+                                                         ("mnist-dcgan", ("optim.lr=2e-4",), 0.10)])
 @pytest.mark.parametrize("fast", ["train.precision=bf16", "train.channels_last=on", "optim.fused=true"])
-def test_each_fast_path_trains_to_the_float32_loss(tmp_path, recipe, tolerance, fast):
+def test_each_fast_path_trains_to_the_float32_loss(tmp_path, recipe, settings, tolerance, fast):
     if "bf16" in fast and not runtime.bf16_supported(CPU):
         pytest.skip("this CPU has no native bfloat16")
-    plain = _losses(tmp_path, "plain", recipe)
-    quick = _losses(tmp_path, "fast", recipe, fast)
+    plain = _losses(tmp_path, "plain", recipe, *settings)
+    quick = _losses(tmp_path, "fast", recipe, *settings, fast)
     assert plain.keys() == quick.keys() and plain
     for key in plain:
         assert quick[key] == pytest.approx(plain[key], rel=tolerance), key
