@@ -516,9 +516,10 @@ class GAN(GenerativeModel):
         kept: list = []  # D's step leaves its fakes (with G's graph) here for the G step that follows
 
         def d_step(batch: Batch):
-            labels = batch.labels if self.classes else None
-            fakes = self._fake(batch.images.shape[0], batch.images.device, labels) if reuse else None
-            kept[:] = [fakes] if reuse else []
+            labels, fakes = batch.labels if self.classes else None, None
+            if reuse:
+                fakes = self._fake(batch.images.shape[0], batch.images.device, labels)
+                kept[:] = [fakes]
             terms = self.d_terms(batch.images, labels, fakes)
             loss = terms["loss_adv"] + terms.get("gp", 0.0) + terms.get("r1", 0.0)
             return {"loss": loss, **terms}
