@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from genforge.errors import GenforgeError
-from genforge.models.base import Batch
+from genforge.models.base import Batch, memory_format_of
 from genforge.models.gan import GAN, GANConfig, frozen
 from tests.conftest import step_phases
 
@@ -61,6 +61,17 @@ def test_livestream_networks_shape_and_range():
     assert raw.shape == (4, 1, 28, 28) and raw.min() >= 0 and raw.max() <= 1
     assert model.discriminator(model.prepare(torch.zeros(4, 1, 28, 28, dtype=torch.uint8))).shape == (4,)
     assert model.prepare(torch.full((1, 1, 2, 2), 255, dtype=torch.uint8)).max() == 1.0  # data in [0, 1]
+
+
+@pytest.mark.parametrize("latent_dim", [16, 32])  # the last conv: 4 or 8 channels -> 1, at 56x56
+def test_livestream_generator_trains_channels_last_in_float32(latent_dim):
+    # oneDNN's float32 backward of a channels-last 1x1 stride-2 conv to one channel corrupted
+    # memory (an abort or a segfault within a few steps); the generator keeps that conv in NCHW.
+    model = _gan(arch="livestream", latent_dim=latent_dim).to(memory_format=torch.channels_last)
+    for batch in (8, 16, 64):
+        images = model.generator(model.sample_noise(batch))
+        images.backward(torch.randn_like(images))
+    assert all(torch.isfinite(p.grad).all() for p in model.generator.parameters())
 
 
 def test_dcgan_prepares_data_to_minus_one_one():
@@ -151,6 +162,48 @@ def test_generator_step_learns_from_the_fakes_d_judged(reuse, d_steps, g_passes,
     assert torch.equal(judged[-1], judged[-2]) == shared  # G learns from the very fakes D's last step saw
     assert not judged[-2].requires_grad and judged[-1].requires_grad  # detached for D; G's graph for G
     assert all(not torch.equal(a, b) for a, b in zip(g_before, model.generator.parameters()))  # G learned
+
+
+ACTIVATIONS = ("LeakyRelu", "Relu", "Threshold", "AvgPool2D")  # autograd nodes of activations and pooling
+
+
+def activation_grad_layouts(loss: torch.Tensor) -> dict[str, list[bool]]:
+    """Backpropagates ``loss`` and records, for every activation or pooling node of its graph, whether the
+    gradient it receives and the tensor it saved share one memory layout (CPU kernels on mixed
+    layouts run up to 30x slower)."""
+    matched: dict[str, list[bool]] = {}
+    seen, todo = set(), [loss.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        todo += [next_node for next_node, _ in node.next_functions]
+        name = type(node).__name__
+        if name.startswith(ACTIVATIONS):
+            saved = getattr(node, "_saved_result", None)
+            saved = getattr(node, "_saved_self", None) if saved is None else saved
+
+            def check(grads, name=name, saved=saved):
+                matched.setdefault(name, []).append(memory_format_of(grads[0]) == memory_format_of(saved))
+
+            node.register_prehook(check)
+    loss.backward()
+    return matched
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "livestream"])
+def test_channels_last_training_keeps_activation_gradients_in_their_layout(arch):
+    model = _gan(arch=arch).to(memory_format=torch.channels_last)
+    real = model.prepare(torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8))
+    batch = Batch(real.contiguous(memory_format=torch.channels_last), torch.zeros(8, dtype=torch.long))
+    d_phase, g_phase = model.phases()
+    for phase in (d_phase, g_phase):
+        matched = activation_grad_layouts(phase.step(batch)["loss"])
+        assert any(name.startswith("Relu") or name.startswith("Threshold") for name in matched) == (
+            phase is g_phase or arch == "livestream")  # G's ReLUs (D's step never differentiates G)
+        assert arch == "livestream" or any(name.startswith("LeakyRelu") for name in matched)  # the DCGAN D's
+        assert all(all(flags) for flags in matched.values()), (phase.name, matched)
 
 
 def test_frozen_restores_previous_flags():

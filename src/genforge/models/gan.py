@@ -30,7 +30,7 @@ from torch import nn
 from genforge import losses
 from genforge.config import opt
 from genforge.errors import GenforgeError
-from genforge.models.base import Batch, Context, GenerativeModel, Phase
+from genforge.models.base import Batch, Context, FlattenFrom, GenerativeModel, Phase, memory_format_of, relayout
 
 BCE_LOSSES = ("nonsaturating", "minimax")  # the BCE game of Goodfellow et al.: D outputs logits
 REJECT_POOL = 10_000  # model.reject: samples whose D logits set the acceptance threshold
@@ -141,7 +141,9 @@ class DCGANGenerator(nn.Module):
         self.main = nn.Sequential(*blocks)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.main(self.project(z))
+        maps = self.project[:2](z)  # FC, unflattened: (B, C0, s, s) NCHW
+        maps = relayout(maps, memory_format_of(self.main[0].weight))  # the convs' layout, for BN and ReLU too
+        return self.main(self.project[2:](maps))
 
 
 def conv_norm(kind: str, channels: int) -> nn.Module:
@@ -175,7 +177,7 @@ class DCGANDiscriminator(nn.Module):
             layers += [nn.Conv2d(ch, ch * 2, kernel, 2, padding, bias=norm == "none"), conv_norm(norm, ch * 2),
                        nn.LeakyReLU(0.2, True)]
             ch, size = ch * 2, size // 2
-        self.main = nn.Sequential(*layers, nn.Flatten(), nn.Linear(ch * size * size, 1))
+        self.main = nn.Sequential(*layers, FlattenFrom(), nn.Linear(ch * size * size, 1))
         if conditional == "projection":
             self.embed = nn.Embedding(num_classes, ch * size * size)
 
@@ -261,7 +263,12 @@ class LivestreamGenerator(nn.Module):
             nn.Conv2d(latent_dim // 4, channels, 1, 2), nn.Sigmoid())
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.main(z)
+        # The last 1x1 stride-2 conv runs in NCHW, maps and weight: in float32, oneDNN's backward of
+        # it aborted or corrupted memory whenever either was channels-last (torch 2.13, 4-8 -> 1 at 56x56).
+        maps = relayout(self.main[:-2](z), torch.contiguous_format)
+        last = self.main[-2]
+        out = F.conv2d(maps, last.weight.clone(memory_format=torch.contiguous_format), last.bias, last.stride)
+        return self.main[-1](out)
 
 
 class LivestreamDiscriminator(nn.Module):
@@ -274,7 +281,7 @@ class LivestreamDiscriminator(nn.Module):
         self.main = nn.Sequential(
             nn.Conv2d(channels, 32, 5, 1, 2), nn.ReLU(True), nn.AvgPool2d(2),
             nn.Conv2d(32, 64, 5, 1, 2), nn.ReLU(True), nn.AvgPool2d(2),
-            nn.Flatten(), nn.Linear(64 * quarter * quarter, 1024), nn.ReLU(True), nn.Linear(1024, 1))
+            FlattenFrom(), nn.Linear(64 * quarter * quarter, 1024), nn.ReLU(True), nn.Linear(1024, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.main(x).squeeze(-1)
