@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from genforge.config import RunConfig, load_recipe
+from genforge.models.base import memory_format_of
 
 torch.set_num_threads(1)  # tiny networks: one thread is fastest and deterministic
 
@@ -50,6 +51,34 @@ def step_phases(model, optimizers: dict, batch) -> dict[str, torch.Tensor]:
                 phase.after()
             logged.update({f"{phase.name}/{k}": v for k, v in out.items()})
     return logged
+
+
+ACTIVATIONS = ("LeakyRelu", "Relu", "Threshold", "AvgPool2D")  # autograd nodes of activations and pooling
+
+
+def activation_grad_layouts(loss: torch.Tensor) -> dict[str, list[bool]]:
+    """Backpropagates ``loss`` and records, for every activation or pooling node of its graph, whether the
+    gradient it receives and the tensor it saved share one memory layout (CPU kernels on mixed
+    layouts run up to 30x slower)."""
+    matched: dict[str, list[bool]] = {}
+    seen, todo = set(), [loss.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        todo += [next_node for next_node, _ in node.next_functions]
+        name = type(node).__name__
+        if name.startswith(ACTIVATIONS):
+            saved = getattr(node, "_saved_result", None)
+            saved = getattr(node, "_saved_self", None) if saved is None else saved
+
+            def check(grads, name=name, saved=saved):
+                matched.setdefault(name, []).append(memory_format_of(grads[0]) == memory_format_of(saved))
+
+            node.register_prehook(check)
+    loss.backward()
+    return matched
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from genforge.models.base import Batch
 from genforge.models.discogan import fashion_translation_metrics, mode_metrics, mode_stats, pairwise_diversity
 from genforge.train import make_optimizer, train
 
-from ..conftest import SHARED_DATASETS, step_phases
+from ..conftest import SHARED_DATASETS, activation_grad_layouts, step_phases
 
 FAST = ["train.threads=1", "train.device=cpu", "train.batch_size=16", "train.log_every=1",
         "train.sample_every=1000", "train.checkpoint_every=1000", "train.steps=2"]
@@ -47,6 +47,18 @@ def test_shapes_points_and_images():
     assert fake.shape == recon.shape == (4, 1, 32, 32) and fake.abs().max() <= 1
     logit, feats = conv.D_A.features(images)
     assert logit.shape == (4,) and len(feats) == 3
+
+
+def test_channels_last_translator_step_keeps_activation_gradients_in_their_layout():
+    model, _ = _model("fashion-discogan", shape=(1, 32, 32))  # feature matching 0.9, as the official code
+    model = model.to(memory_format=torch.channels_last)
+    images = (torch.rand(4, 1, 32, 32) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    labels = torch.zeros(4, dtype=torch.long)
+    g_phase = [phase for phase in model.phases() if phase.optimizer == "generator"][0]
+    matched = activation_grad_layouts(g_phase.step(Batch(images, labels, images.clone(), labels))["loss"])
+    assert len(matched.get("LeakyReluBackward1", [])) == 24  # 2 directions x (encoder of G, critic, encoder of the G back)
+    # the feature-matching terms' gradients meet the critic's own in one layout
+    assert all(all(flags) for flags in matched.values()), matched
 
 
 def test_conv_needs_size_divisible_by_16():

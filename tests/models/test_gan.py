@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from genforge.errors import GenforgeError
-from genforge.models.base import Batch, memory_format_of
+from genforge.models.base import Batch
 from genforge.models.gan import GAN, GANConfig, frozen
-from tests.conftest import step_phases
+from tests.conftest import activation_grad_layouts, step_phases
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -162,34 +162,6 @@ def test_generator_step_learns_from_the_fakes_d_judged(reuse, d_steps, g_passes,
     assert torch.equal(judged[-1], judged[-2]) == shared  # G learns from the very fakes D's last step saw
     assert not judged[-2].requires_grad and judged[-1].requires_grad  # detached for D; G's graph for G
     assert all(not torch.equal(a, b) for a, b in zip(g_before, model.generator.parameters()))  # G learned
-
-
-ACTIVATIONS = ("LeakyRelu", "Relu", "Threshold", "AvgPool2D")  # autograd nodes of activations and pooling
-
-
-def activation_grad_layouts(loss: torch.Tensor) -> dict[str, list[bool]]:
-    """Backpropagates ``loss`` and records, for every activation or pooling node of its graph, whether the
-    gradient it receives and the tensor it saved share one memory layout (CPU kernels on mixed
-    layouts run up to 30x slower)."""
-    matched: dict[str, list[bool]] = {}
-    seen, todo = set(), [loss.grad_fn]
-    while todo:
-        node = todo.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        todo += [next_node for next_node, _ in node.next_functions]
-        name = type(node).__name__
-        if name.startswith(ACTIVATIONS):
-            saved = getattr(node, "_saved_result", None)
-            saved = getattr(node, "_saved_self", None) if saved is None else saved
-
-            def check(grads, name=name, saved=saved):
-                matched.setdefault(name, []).append(memory_format_of(grads[0]) == memory_format_of(saved))
-
-            node.register_prehook(check)
-    loss.backward()
-    return matched
 
 
 @pytest.mark.parametrize("arch", ["dcgan", "livestream"])

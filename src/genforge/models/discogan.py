@@ -33,7 +33,7 @@ from genforge import losses, viz
 from genforge.config import opt
 from genforge.data.datasets import BAG as BAG_CLASS, SHOES as SHOE_CLASSES
 from genforge.errors import GenforgeError
-from genforge.models.base import Batch, Context, GenerativeModel, Phase
+from genforge.models.base import Batch, Context, GenerativeModel, Phase, relayout
 from genforge.models.gan import dcgan_init, frozen
 
 
@@ -340,7 +340,10 @@ class DiscoGAN(GenerativeModel):
                 if cfg.feature_matching > 0:  # Salimans et al. 2016 / official DiscoGAN code
                     with torch.no_grad():
                         _, real_feats = critic.features(real)
-                    matching = sum(F.mse_loss(f.mean(0), r.mean(0)) for f, r in zip(fake_feats, real_feats))
+                    # (the batch means' gradients come back channels-last where the features are, so that
+                    # they sum with the next layer's in one layout: see relayout)
+                    matching = sum(F.mse_loss(relayout(f, torch.contiguous_format).mean(0), r.mean(0))
+                                   for f, r in zip(fake_feats, real_feats))
                     terms[f"fm_{name}"] = matching
                     gan = (1 - cfg.feature_matching) * gan + cfg.feature_matching * matching
             terms[f"gan_{name}"] = gan
