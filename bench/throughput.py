@@ -165,6 +165,22 @@ def measure(name: str, recipe: str, overrides: list[str], steps: int, rounds: in
     return result
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux's /proc/cpuinfo), else what ``platform`` knows: figures depend on it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def percent(share: float | None) -> str:
+    """A share as a table cell: '52%', or '-' where it was not measured (no such peak on this device)."""
+    return "-" if share is None else f"{100 * share:.0f}%"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", action="append", choices=sorted(CASES), help="a named case (repeatable)")
@@ -181,8 +197,9 @@ def main() -> None:
     cases = [(c, *CASES[c]) for c in (args.case or ([] if args.recipe else CASES))]
     cases += [(r, r, ()) for r in args.recipe]
     peaks = {"fp32": 0.0, **({"bf16": 0.0} if bf16_supported(device) else {})}  # filled in by every round
-    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-               "threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(device),
+    machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+               "native_bf16": "bf16" in peaks, "threads": torch.get_num_threads(), "torch": torch.__version__,
+               "device": str(device),
                "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                "peak_gflops": peaks}
     results = []
@@ -196,6 +213,8 @@ def main() -> None:
         print(json.dumps({"machine": machine, "results": results}, indent=2))
         return
     print(f"# {machine}")
+    if "bf16" not in peaks:
+        print(f"# no native bfloat16 on this {device.type}: everything trains in float32, and %bf16pk is not measured")
     print(f"{'case':12s} {'batch':>5s} {'genforge':>9s} {'fp32-eager':>10s} {'plain':>8s} {'x plain':>7s} "
           f"{'GFLOP/img':>9s} {'GFLOP/s':>8s} {'%fp32pk':>7s} {'%bf16pk':>7s} {'sample/s':>9s} {'MB':>6s}")
     for r in results:
@@ -203,7 +222,7 @@ def main() -> None:
         print(f"{r['case']:12s} {r['batch_size']:5d} {r['genforge_images_per_s']:9.0f} "
               f"{r['genforge_fp32_eager_images_per_s']:10.0f} {plain or float('nan'):8.0f} "
               f"{r.get('ratio_vs_plain', float('nan')):7.2f} {r['gflop_per_image']:9.3f} {r['achieved_gflops']:8.1f} "
-              f"{100 * r['share_of_fp32_peak']:6.0f}% {100 * r.get('share_of_bf16_peak', float('nan')):6.0f}% "
+              f"{percent(r['share_of_fp32_peak']):>7s} {percent(r.get('share_of_bf16_peak')):>7s} "
               f"{r['sampling_images_per_s']:9.0f} {r['memory_mb']:6.1f}")
         print(f"{'':12s} fast paths: {r['fast_paths']}; x fp32-eager {r['ratio_vs_fp32_eager']:.2f}; "
               f"sampling fp32 {r['sampling_images_per_s_fp32']:.0f}/s; memory fp32 eager {r['memory_mb_fp32_eager']:.1f} MB")
