@@ -42,9 +42,10 @@ def _losses(tmp_path, name, recipe, *extra) -> dict[str, float]:
 @pytest.mark.parametrize("recipe, settings, tolerance", [("mnist-vae", (), 0.02),
                                                          ("mnist-dcgan", ("optim.lr=2e-4",), 0.10)])
 @pytest.mark.parametrize("fast", ["train.precision=bf16", "train.channels_last=on", "optim.fused=true"])
-def test_each_fast_path_trains_to_the_float32_loss(tmp_path, recipe, settings, tolerance, fast):
-    if "bf16" in fast and not runtime.bf16_supported(CPU):
-        pytest.skip("this CPU has no native bfloat16")
+def test_each_fast_path_trains_to_the_float32_loss(tmp_path, monkeypatch, recipe, settings, tolerance, fast):
+    # The arithmetic is checked on every CPU: where bfloat16 is not native, PyTorch emulates it
+    # (slowly; auto never picks it there, and an explicit request is refused), so the test lets it.
+    monkeypatch.setattr(runtime, "bf16_supported", lambda device: True)
     plain = _losses(tmp_path, "plain", recipe, *settings)
     quick = _losses(tmp_path, "fast", recipe, *settings, fast)
     assert plain.keys() == quick.keys() and plain
