@@ -176,6 +176,13 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def machine_info(device: torch.device) -> dict:
+    """What the figures belong to: processor and its vector instructions, native bf16, threads, torch, GPU."""
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "native_bf16": bf16_supported(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+
+
 def percent(share: float | None) -> str:
     """A share as a table cell: '52%', or '-' where it was not measured (no such peak on this device)."""
     return "-" if share is None else f"{100 * share:.0f}%"
@@ -197,11 +204,7 @@ def main() -> None:
     cases = [(c, *CASES[c]) for c in (args.case or ([] if args.recipe else CASES))]
     cases += [(r, r, ()) for r in args.recipe]
     peaks = {"fp32": 0.0, **({"bf16": 0.0} if bf16_supported(device) else {})}  # filled in by every round
-    machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-               "native_bf16": "bf16" in peaks, "threads": torch.get_num_threads(), "torch": torch.__version__,
-               "device": str(device),
-               "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-               "peak_gflops": peaks}
+    machine = {**machine_info(device), "peak_gflops": peaks}
     results = []
     for name, recipe, overrides in cases:
         steps = args.steps or (1000 if "vae" in recipe else 150)

@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plain import PlainTrainer  # noqa: E402
+from throughput import machine_info  # noqa: E402
 
 from genforge.config import load_recipe  # noqa: E402
 from genforge.metrics.evaluate import TrainingEval  # noqa: E402
@@ -101,12 +102,13 @@ def main() -> None:
         ours = genforge_curve(cfg, args.minutes, args.every, fid, Path(run_dir))
     target = plain[-1][2]
     reached = next((m for m, _, f in ours if f <= target), None)
-    result = {"recipe": args.recipe, "overrides": args.set, "plain_overrides": plain_set, "minutes": args.minutes,
-              "samples": args.n, "plain": plain, "genforge": ours, "plain_final_fid": target,
+    result = {"machine": machine_info(torch.device("cpu")), "recipe": args.recipe, "overrides": args.set,
+              "plain_overrides": plain_set, "minutes": args.minutes, "samples": args.n, "plain": plain, "genforge": ours, "plain_final_fid": target,
               "genforge_minutes_to_plain_final": reached}
     if args.json:
         print(json.dumps(result, indent=2))
         return
+    print(f"# {result['machine']}")
     print(f"# plain: {args.recipe} {' '.join([*args.set, *plain_set])}  (lr {plain_cfg.optim.lr:g}, "
           f"betas {plain_cfg.optim.beta1:g}/{plain_cfg.optim.beta2:g})")
     print(f"# genforge: {args.recipe} {' '.join(args.set)}  (lr {cfg.optim.lr:g}, betas {cfg.optim.beta1:g}/"

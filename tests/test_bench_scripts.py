@@ -69,6 +69,9 @@ def test_step_profile_sees_bf16_save_activation_memory():
 def test_table_cells_say_what_was_not_measured():
     assert throughput.percent(0.523) == "52%" and throughput.percent(None) == "-"
     assert throughput.cpu_name()  # the processor the figures belong to, never empty
+    machine = throughput.machine_info(CPU)
+    assert machine["cpu_capability"] and machine["native_bf16"] == runtime.bf16_supported(CPU)
+    assert machine["threads"] == torch.get_num_threads() and machine["gpu"] is None
 
 
 def test_per_item_dataset_keeps_rgb_channels_in_order():
