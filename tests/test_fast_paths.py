@@ -72,7 +72,11 @@ def test_auto_picks_bf16_and_channels_last_for_images_where_the_cpu_has_bf16(mon
     points = choose_fast_paths("auto", "auto", "auto", True, CPU, images=False, long_run=True)
     assert (points.dtype, points.channels_last) == (None, False)  # toy points stay float32
     monkeypatch.setattr(runtime, "bf16_supported", lambda device: False)
-    assert choose_fast_paths("auto", "auto", "auto", True, CPU, images=True, long_run=True).dtype is None
+    fallback = choose_fast_paths("auto", "auto", "auto", True, CPU, images=True, long_run=True)
+    assert fallback.dtype is None
+    assert fallback.describe() == ("precision=fp32 channels_last=on compile=off fused=on "
+                                   "(float32: this cpu has no native bfloat16)")  # says why, once per run
+    assert not choose_fast_paths("fp32", "auto", "auto", True, CPU, images=True, long_run=True).note  # as asked
 
 
 def test_auto_compiles_only_long_cuda_runs():

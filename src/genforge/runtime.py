@@ -69,6 +69,7 @@ class FastPaths:
     channels_last: bool
     compile: bool
     fused: bool
+    note: str = ""  # why auto chose what it did, where a user may wonder (shown by describe)
 
     @property
     def precision(self) -> str:
@@ -81,7 +82,8 @@ class FastPaths:
 
     def describe(self) -> str:
         return (f"precision={self.precision} channels_last={'on' if self.channels_last else 'off'} "
-                f"compile={'on' if self.compile else 'off'} fused={'on' if self.fused else 'off'}")
+                f"compile={'on' if self.compile else 'off'} fused={'on' if self.fused else 'off'}"
+                + (f" ({self.note})" if self.note else ""))
 
 
 def choose_fast_paths(precision: str, channels_last: str, compile: str, fused: bool, device: torch.device,
@@ -94,8 +96,11 @@ def choose_fast_paths(precision: str, channels_last: str, compile: str, fused: b
     conv net measured on CPU and CUDA. ``torch.compile`` did not repay its compile time on
     the CPU (1.0x at best), so ``auto`` compiles only on CUDA and only for long runs.
     """
+    note = ""
     if precision == "auto":
         dtype = torch.bfloat16 if images and bf16_supported(device) else None
+        if images and dtype is None:
+            note = f"float32: this {device.type} has no native bfloat16"
     else:
         dtype = PRECISIONS[precision]
         if dtype is torch.float16 and device.type != "cuda":
@@ -112,7 +117,7 @@ def choose_fast_paths(precision: str, channels_last: str, compile: str, fused: b
         compiled = device.type == "cuda" and long_run
     else:
         compiled = compile == "on"
-    return FastPaths(device, dtype, last, compiled, fused)
+    return FastPaths(device, dtype, last, compiled, fused, note)
 
 
 # --- several processes (torchrun) ---------------------------------------------------------
