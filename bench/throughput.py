@@ -165,15 +165,22 @@ def measure(name: str, recipe: str, overrides: list[str], steps: int, rounds: in
     return result
 
 
-def cpu_name() -> str:
-    """The processor's model name (Linux's /proc/cpuinfo), else what ``platform`` knows: figures depend on it."""
+def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The processor's model name with its family and model numbers (Linux's /proc/cpuinfo; virtual
+    machines often show only 'AMD EPYC', and family 23 is Zen 1-2, 25 Zen 3-4), else what ``platform``
+    knows: figures depend on it."""
+    fields: dict[str, str] = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "cpu family", "model") and key.strip() not in fields:
+                fields[key.strip()] = value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    numbers = f" (family {fields['cpu family']}, model {fields['model']})" if "cpu family" in fields else ""
+    return fields["model name"] + numbers
 
 
 def machine_info(device: torch.device) -> dict:

@@ -69,6 +69,19 @@ def test_step_profile_sees_bf16_save_activation_memory():
 def test_table_cells_say_what_was_not_measured():
     assert throughput.percent(0.523) == "52%" and throughput.percent(None) == "-"
     assert throughput.cpu_name()  # the processor the figures belong to, never empty
+
+
+def test_cpu_name_keeps_the_family_and_model_a_virtual_machine_leaves(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\ncpu family\t: 23\nmodel\t\t: 49\nmodel name\t: AMD EPYC\n\n"
+                    "processor\t: 1\ncpu family\t: 23\nmodel\t\t: 49\nmodel name\t: AMD EPYC\n")
+    assert throughput.cpu_name(info) == "AMD EPYC (family 23, model 49)"
+    info.write_text("model name : Some CPU\n")
+    assert throughput.cpu_name(info) == "Some CPU"
+    assert throughput.cpu_name(tmp_path / "missing")  # no /proc: what platform knows
+
+
+def test_machine_info_names_what_the_figures_depend_on():
     machine = throughput.machine_info(CPU)
     assert machine["cpu_capability"] and machine["native_bf16"] == runtime.bf16_supported(CPU)
     assert machine["threads"] == torch.get_num_threads() and machine["gpu"] is None
