@@ -173,8 +173,9 @@ def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     try:
         for line in cpuinfo.read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() in ("model name", "cpu family", "model") and key.strip() not in fields:
-                fields[key.strip()] = value.strip()
+            key = key.strip()
+            if key in ("model name", "cpu family", "model") and key not in fields:  # the first processor's
+                fields[key] = value.strip()
     except OSError:
         pass
     if "model name" not in fields:

@@ -103,8 +103,8 @@ def main() -> None:
     target = plain[-1][2]
     reached = next((m for m, _, f in ours if f <= target), None)
     result = {"machine": machine_info(torch.device("cpu")), "recipe": args.recipe, "overrides": args.set,
-              "plain_overrides": plain_set, "minutes": args.minutes, "samples": args.n, "plain": plain, "genforge": ours, "plain_final_fid": target,
-              "genforge_minutes_to_plain_final": reached}
+              "plain_overrides": plain_set, "minutes": args.minutes, "samples": args.n, "plain": plain,
+              "genforge": ours, "plain_final_fid": target, "genforge_minutes_to_plain_final": reached}
     if args.json:
         print(json.dumps(result, indent=2))
         return
