@@ -211,8 +211,9 @@ def main() -> None:
     set_threads(args.threads)
     cases = [(c, *CASES[c]) for c in (args.case or ([] if args.recipe else CASES))]
     cases += [(r, r, ()) for r in args.recipe]
-    peaks = {"fp32": 0.0, **({"bf16": 0.0} if bf16_supported(device) else {})}  # filled in by every round
-    machine = {**machine_info(device), "peak_gflops": peaks}
+    machine = machine_info(device)
+    peaks = {"fp32": 0.0, **({"bf16": 0.0} if machine["native_bf16"] else {})}  # filled in by every round
+    machine["peak_gflops"] = peaks
     results = []
     for name, recipe, overrides in cases:
         steps = args.steps or (1000 if "vae" in recipe else 150)
@@ -224,7 +225,7 @@ def main() -> None:
         print(json.dumps({"machine": machine, "results": results}, indent=2))
         return
     print(f"# {machine}")
-    if "bf16" not in peaks:
+    if not machine["native_bf16"]:
         print(f"# no native bfloat16 on this {device.type}: everything trains in float32, and %bf16pk is not measured")
     print(f"{'case':12s} {'batch':>5s} {'genforge':>9s} {'fp32-eager':>10s} {'plain':>8s} {'x plain':>7s} "
           f"{'GFLOP/img':>9s} {'GFLOP/s':>8s} {'%fp32pk':>7s} {'%bf16pk':>7s} {'sample/s':>9s} {'MB':>6s}")
