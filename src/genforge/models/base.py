@@ -8,6 +8,7 @@ The one loop in ``genforge.train`` runs the phases; no family has its own traine
 from __future__ import annotations
 
 from contextlib import contextmanager
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -85,6 +86,22 @@ class Phase:
     after: Callable[[], None] | None = None
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a family can do, declared as data: callers (the application layer, the CLI, the
+    studio) read this instead of probing the model with ``hasattr``."""
+
+    data: str = "images"  # "images" (B, C, H, W) or "points" (B, D): toy data
+    classes: int = 0  # a conditional generator's class count (it can be asked for a class); 0 = unconditional
+    latent: bool = True  # noise -> samples (sample_noise / generate): sampling, interpolation, arithmetic
+    translator: bool = False  # two domains: ``translate(x, direction)`` with directions a2b and b2a
+    rejection: bool = False  # discriminator rejection sampling when sampling (``reject``)
+    encoder: bool = False  # images -> latent codes (``encode``) and reconstructions: a VAE
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 @dataclass
 class Context:
     """What a family's end-of-run report may use: the run folder, data and device."""
@@ -113,6 +130,11 @@ class GenerativeModel(nn.Module):
         self.cfg = cfg
         self.image_shape = image_shape
         self.num_classes = num_classes
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this model can do (families override); callers read it, never ``hasattr``."""
+        return Capabilities()
 
     def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
         """Optimiser name -> the parameters it updates."""

@@ -33,7 +33,7 @@ from genforge import losses, viz
 from genforge.config import opt
 from genforge.data.datasets import BAG as BAG_CLASS, SHOES as SHOE_CLASSES
 from genforge.errors import GenforgeError
-from genforge.models.base import Batch, Context, GenerativeModel, Phase, relayout
+from genforge.models.base import Batch, Capabilities, Context, GenerativeModel, Phase, relayout
 from genforge.models.gan import dcgan_init, frozen
 
 
@@ -251,6 +251,10 @@ class DiscoGAN(GenerativeModel):
             self.D_A, self.D_B = ConvCritic(channels, cfg.width, size), ConvCritic(channels, cfg.width, size)
             dcgan_init(self)
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))  # curriculum clock, resumed with the weights
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(data="points" if self.points else "images", latent=False, translator=True)
 
     def optimizer_groups(self):
         return {"generator": [*self.G_AB.parameters(), *self.G_BA.parameters()],

@@ -30,7 +30,7 @@ from torch import nn
 from genforge import losses
 from genforge.config import opt
 from genforge.errors import GenforgeError
-from genforge.models.base import Batch, Context, FlattenFrom, GenerativeModel, Phase, memory_format_of, relayout
+from genforge.models.base import Batch, Capabilities, Context, FlattenFrom, GenerativeModel, Phase, memory_format_of, relayout
 
 BCE_LOSSES = ("nonsaturating", "minimax")  # the BCE game of Goodfellow et al.: D outputs logits
 REJECT_POOL = 10_000  # model.reject: samples whose D logits set the acceptance threshold
@@ -353,6 +353,11 @@ class GAN(GenerativeModel):
             dcgan_init(self)
             if cfg.conditional == "projection":
                 nn.init.normal_(self.discriminator.embed.weight, 0.0, 0.02)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        rejection = self.cfg.loss in BCE_LOSSES and self.cfg.pack == 1 and not self.classes
+        return Capabilities(data="points" if self.points else "images", classes=self.classes, rejection=rejection)
 
     def optimizer_groups(self):
         return {"generator": list(self.generator.parameters()),

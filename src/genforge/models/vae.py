@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from genforge import viz
 from genforge.config import opt
-from genforge.models.base import Batch, Context, GenerativeModel, Phase
+from genforge.models.base import Batch, Capabilities, Context, GenerativeModel, Phase
 
 
 @dataclass
@@ -88,6 +88,10 @@ class VAE(GenerativeModel):
         return torch.round(unit)
 
     # --- what the training loop needs ------------------------------------------------
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(encoder=True)
+
     def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"vae": list(self.parameters())}
 
