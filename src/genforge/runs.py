@@ -1,33 +1,359 @@
-"""Reading a finished (or running) run directory back: its config and trained model."""
+"""Run folders read back: what a run is, how far it got, and who is training it.
+
+A run folder is a directory holding ``config.json``. Everything here reads files only (no
+torch import), so ``genforge runs`` and the studio's run list start fast and never disturb a
+training. Who trains a run is told by ``RUN_DIR/lock`` (the training process's pid and host,
+held while it runs); how it ended by ``RUN_DIR/status.json`` (written when training stops).
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-import torch
-
-from genforge.checkpoint import latest_checkpoint, load_checkpoint
-from genforge.config import RunConfig
 from genforge.errors import GenforgeError
-from genforge.models import build_model
-from genforge.models.base import GenerativeModel
-from genforge.train import attach_ema, resume_config
+
+LOCK_FILE = "lock"
+STATUS_FILE = "status.json"
+STATUSES = ("training", "finished", "interrupted", "failed")
+SEARCH_DEPTH = 3  # run folders are found this many levels below the runs folder at most
+# Final metrics shown first in a run list, when a run has them (lower-is-better ones first).
+HEADLINE_ORDER = ("eval/fid", "eval/pixel_fid", "eval/nll", "eval/neg_elbo", "eval/modes", "eval/hq",
+                  "eval/class_accuracy", "eval/kid", "eval/pixel_kid")
 
 
-def load_model(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[RunConfig, GenerativeModel, int]:
-    """The run's config, its model with the newest complete checkpoint's weights (eval mode), and the step."""
-    cfg = resume_config(run_dir)
-    folder = latest_checkpoint(Path(run_dir))
-    ckpt = load_checkpoint(folder, map_location=device, weights_only=True)
-    saved_family = ckpt.extra.get("config", {}).get("family")
-    if saved_family != cfg.family:
-        raise GenforgeError(f"{folder}: checkpoint of family '{saved_family}', but config.json says '{cfg.family}'")
-    shape = tuple(ckpt.extra["image_shape"])
-    model = build_model(cfg, shape, int(ckpt.extra["num_classes"]))
-    attach_ema(model, cfg.train.ema_decay)
+def _read_json(path: Path) -> Any:
+    """A JSON file's content, or None when it is missing or unreadable (a run being written)."""
     try:
-        model.load_state_dict(ckpt.model)
-    except RuntimeError as e:
-        first = str(e).splitlines()[0]
-        raise GenforgeError(f"{folder}: weights do not fit the '{cfg.family}' model of config.json ({first})") from None
-    return cfg, model.to(device).eval(), ckpt.step
+        return json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` runs on this machine (a zombie, finished but not yet reaped, is not alive)."""
+    if pid <= 0:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not Path("/proc").is_dir()  # with /proc present, a readable stat was the answer
+
+
+# --- one writer per run ----------------------------------------------------------------
+
+@dataclass
+class LockHolder:
+    pid: int
+    host: str
+    started: float
+    budget: dict[str, float] = field(default_factory=dict)  # the training's {"steps", "minutes"}
+
+    @property
+    def alive(self) -> bool:
+        """Holding the lock now: a live process of this host (another host's lock is taken at its word)."""
+        return self.host != socket.gethostname() or pid_alive(self.pid)
+
+
+def lock_holder(run_dir: str | Path) -> LockHolder | None:
+    """Who holds the run's lock (alive or not), or None when nobody ever took it."""
+    raw = _read_json(Path(run_dir) / LOCK_FILE)
+    if not isinstance(raw, dict):
+        return None
+    try:
+        budget = raw.get("budget") if isinstance(raw.get("budget"), dict) else {}
+        return LockHolder(int(raw["pid"]), str(raw["host"]), float(raw.get("started", 0.0)), budget)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class RunLock:
+    """``RUN_DIR/lock`` while a process trains the run: a second trainer is refused with one line
+    saying who holds it; the lock of a process that died is taken over."""
+
+    def __init__(self, run_dir: str | Path, budget: dict[str, float] | None = None):
+        self.path = Path(run_dir) / LOCK_FILE
+        self.budget = budget or {}
+        self.held = False
+
+    def acquire(self) -> RunLock:
+        payload = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+                              "budget": self.budget})
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            except FileExistsError:
+                holder = lock_holder(self.path.parent)
+                if holder is not None and holder.alive:
+                    raise GenforgeError(f"{self.path.parent} is being trained by process {holder.pid} on {holder.host} "
+                                        f"(since {time.strftime('%H:%M:%S', time.localtime(holder.started))}); "
+                                        "stop it first, or train into another --run-dir") from None
+                self._take_over_stale()
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            self.held = True
+            return self
+        raise GenforgeError(f"{self.path}: could not take the run's lock (another process keeps taking it)")
+
+    def _take_over_stale(self) -> None:
+        """Remove a dead holder's lock; a rename first, so two processes taking it over cannot both win."""
+        stale = self.path.with_name(f"{LOCK_FILE}.stale-{os.getpid()}")
+        try:
+            os.rename(self.path, stale)
+            stale.unlink()
+        except FileNotFoundError:
+            pass  # someone else took it over (or released it) first: try again
+
+    def release(self) -> None:
+        if self.held:
+            holder = lock_holder(self.path.parent)
+            if holder is not None and holder.pid == os.getpid():
+                self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+# --- how a run ended -------------------------------------------------------------------
+
+def write_status(run_dir: str | Path, status: str, step: int, error: str = "",
+                 budget: dict[str, float] | None = None) -> None:
+    """Record how the training of a run stopped: finished, interrupted or failed (with its error line),
+    and the budget it trained to (a resume may have changed config.json's)."""
+    from genforge.io import write_text_atomic
+
+    payload = {"status": status, "step": step, "time": time.time(), "budget": budget or {},
+               **({"error": error} if error else {})}
+    write_text_atomic(Path(run_dir) / STATUS_FILE, json.dumps(payload, indent=1))
+
+
+def _checkpoint_step(run_dir: Path) -> int | None:
+    """The step of the newest complete checkpoint, read from its state.json (None: no checkpoint)."""
+    root = run_dir / "checkpoints"
+    candidates = [root / "latest"] + sorted(root.glob("step-*"), reverse=True) if root.is_dir() else []
+    for folder in candidates:
+        state = _read_json(folder / "state.json")
+        if isinstance(state, dict) and isinstance(state.get("step"), int):
+            return state["step"]
+    return None
+
+
+def read_status(run_dir: Path) -> str:
+    """training / finished / interrupted / failed, from the lock, status.json and the checkpoints."""
+    holder = lock_holder(run_dir)
+    if holder is not None and holder.alive:
+        return "training"
+    recorded = _read_json(run_dir / STATUS_FILE)
+    has_checkpoint = _checkpoint_step(run_dir) is not None
+    if holder is None and isinstance(recorded, dict) and recorded.get("status") in STATUSES[1:]:
+        return recorded["status"]
+    # A dead holder (killed, or the machine went down) or a run from before status.json.
+    if not has_checkpoint:
+        return "failed" if (holder is not None or isinstance(recorded, dict)) else "interrupted"
+    if holder is None and (run_dir / "samples" / "final.png").is_file():
+        return "finished"
+    return "interrupted"
+
+
+# --- a run folder ------------------------------------------------------------------------
+
+@dataclass
+class RunSummary:
+    """One line of a run list (JSON-safe with :meth:`to_dict`)."""
+
+    id: str
+    path: Path
+    recipe: str
+    family: str
+    status: str
+    step: int
+    total_steps: int
+    minutes: float
+    images_per_s: float | None
+    newest_sample: Path | None
+    headline: dict[str, float] = field(default_factory=dict)
+    updated: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["path"], out["newest_sample"] = str(self.path), self.newest_sample and str(self.newest_sample)
+        return out
+
+
+def read_metrics(path: Path, since: int | None = None) -> list[dict]:
+    """Rows of a metrics.jsonl (a torn last line, from a run being written, is skipped)."""
+    rows = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return rows
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), (int, float)):
+            if since is None or row["step"] > since:
+                rows.append(row)
+    return rows
+
+
+class Run:
+    """A run folder read back: config, status, metrics, samples timeline, plots and evaluation."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        raw = _read_json(self.path / "config.json")
+        if not (self.path / "config.json").is_file():
+            raise GenforgeError(f"{self.path}: not a genforge run folder (no config.json)")
+        if not isinstance(raw, dict):
+            raise GenforgeError(f"{self.path / 'config.json'}: not a JSON object; is this a genforge run folder?")
+        self.raw_config: dict[str, Any] = raw
+        self.recipe = str(raw.get("recipe", "?"))
+        self.family = str(raw.get("family", "?"))
+
+    @property
+    def config(self):
+        """The run's typed config (RunConfig), validated as it is read."""
+        from genforge.config import config_from_json
+
+        return config_from_json(self.path / "config.json")
+
+    def status(self) -> str:
+        return read_status(self.path)
+
+    def budget(self) -> dict[str, float]:
+        """{"steps", "minutes"} the run trains (or trained) to: the live training's, the last one's, or config.json's."""
+        holder = lock_holder(self.path)
+        recorded = _read_json(self.path / STATUS_FILE)
+        for budget in (holder.budget if holder is not None and holder.alive else None,
+                       recorded.get("budget") if isinstance(recorded, dict) else None, self.raw_config.get("train")):
+            if isinstance(budget, dict) and ("steps" in budget or "minutes" in budget):
+                return budget
+        return {}
+
+    def metrics(self, since: int | None = None) -> list[dict]:
+        return read_metrics(self.path / "metrics.jsonl", since)
+
+    def checkpoint_step(self) -> int | None:
+        """The step of the newest complete checkpoint (where a resume starts), or None."""
+        return _checkpoint_step(self.path)
+
+    def step(self) -> int:
+        """How far the run got: its newest logged or checkpointed step."""
+        rows = self.metrics()
+        logged = int(rows[-1]["step"]) if rows else 0
+        return max(logged, _checkpoint_step(self.path) or 0)
+
+    def timeline(self) -> list[tuple[int, Path]]:
+        """The progress grids by step (samples/step-N.png), and final.png at the run's step."""
+        frames = []
+        for path in (self.path / "samples").glob("step-*.png"):
+            try:
+                frames.append((int(path.stem.split("-", 1)[1]), path))
+            except ValueError:
+                continue
+        frames.sort()
+        final = self.path / "samples" / "final.png"
+        if final.is_file():
+            frames.append((max(self.step(), frames[-1][0] if frames else 0), final))
+        return frames
+
+    def plots(self) -> list[Path]:
+        folder = self.path / "plots"
+        return sorted(p for p in folder.iterdir() if p.suffix in (".png", ".gif")) if folder.is_dir() else []
+
+    def eval_result(self) -> dict | None:
+        raw = _read_json(self.path / "eval.json")
+        return raw if isinstance(raw, dict) else None
+
+    def log_tail(self, lines: int = 50) -> list[str]:
+        try:
+            return (self.path / "train.log").read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return []
+
+    def summary(self, root: str | Path | None = None) -> RunSummary:
+        rows = self.metrics()
+        speeds = [r["images_per_s"] for r in rows if isinstance(r.get("images_per_s"), (int, float))]
+        final = {k: v for r in rows for k, v in r.items() if k.startswith("eval/") and isinstance(v, (int, float))}
+        headline = {k: final[k] for k in HEADLINE_ORDER if k in final} or dict(list(final.items())[:3])
+        frames = self.timeline()
+        train = self.budget()
+        ident = self.path.relative_to(root).as_posix() if root is not None else self.path.as_posix()
+        return RunSummary(ident, self.path, self.recipe, self.family, self.status(), self.step(),
+                          int(train.get("steps", 0) or 0), float(train.get("minutes", 0.0) or 0.0),
+                          speeds[-1] if speeds else None, frames[-1][1] if frames else None, headline,
+                          _updated(self.path))
+
+
+def _updated(path: Path) -> float:
+    times = [path.stat().st_mtime]
+    for name in ("metrics.jsonl", "status.json", "eval.json"):
+        try:
+            times.append((path / name).stat().st_mtime)
+        except OSError:
+            pass
+    return max(times)
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    """Run folders under ``root`` (root itself, and up to SEARCH_DEPTH levels below), without following links."""
+    root = Path(root)
+    found: list[Path] = []
+
+    def walk(folder: Path, depth: int) -> None:
+        if (folder / "config.json").is_file():
+            found.append(folder)
+            return
+        if depth >= SEARCH_DEPTH:
+            return
+        try:
+            children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())
+        except OSError:
+            return
+        for child in children:
+            walk(child, depth + 1)
+
+    if root.is_dir():
+        walk(root, 0)
+    return found
+
+
+def list_runs(root: str | Path = "runs") -> list[RunSummary]:
+    """Every run under ``root``, most recently updated first."""
+    summaries = []
+    for folder in find_runs(root):
+        try:
+            summaries.append(Run(folder).summary(root))
+        except GenforgeError:
+            continue  # a folder whose config.json is being written or is not genforge's
+    return sorted(summaries, key=lambda s: s.updated, reverse=True)
+
+
+def load_model(run_dir, device="cpu"):
+    """Transitional: (config, model, step) of a run; use :func:`genforge.api.load`."""
+    from genforge.api import load
+
+    loaded = load(run_dir, device)
+    return loaded.cfg, loaded.model, loaded.step

@@ -1,0 +1,616 @@
+"""The application layer: what the ``genforge`` command and the studio both call.
+
+Neither shell holds logic of its own: they parse, call a function here, and print or serve
+the result. Bad input raises :class:`~genforge.errors.GenforgeError` with one line naming
+the file or key and what to do. Images come and go as float tensors in [0, 1],
+(N, C, H, W) on the CPU; runs on toy data give points (N, D) instead.
+
+    from genforge import api
+
+    cfg = api.check_config("ring-8", ["train.steps=300"])    # validated, nothing written
+    api.train_run(cfg, "runs/ring")                          # trains in this process
+    model = api.load("runs/ring")
+    points = api.sample(model, 500, seed=0)                  # (500, 2)
+
+The heavy modules (torch, the families, metrics) are imported inside the functions, so the
+CLI starts fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from genforge.errors import GenforgeError
+from genforge.runs import Run, RunLock, RunSummary, list_runs, lock_holder, pid_alive, write_status
+
+if TYPE_CHECKING:
+    import torch
+
+    from genforge.config import RunConfig
+
+__all__ = ["FieldInfo", "RecipeInfo", "recipes", "recipe_schema", "check_config", "new_run_dir", "resume_config",
+           "train_run", "start_training", "resume_training", "stop_training", "TrainingProcess", "open_run",
+           "list_runs", "Run", "RunSummary", "Loaded", "load", "sample", "class_grid", "noise", "generate",
+           "interpolate", "arithmetic", "translate", "reconstruct", "encode", "decode_image_bytes", "nearest",
+           "picture", "png_bytes", "evaluate", "real_floor", "MAX_SAMPLES"]
+
+MAX_SAMPLES = 100_000  # one sampling request at most (a grid of a billion would never finish)
+# Keys a resumed run may change: how it runs, not what it trains (the model, data and optimiser stay).
+RESUMABLE_KEYS = ("train.steps", "train.minutes", "train.device", "train.threads", "train.precision",
+                  "train.channels_last", "train.compile", "train.log_every", "train.sample_every",
+                  "train.checkpoint_every", "train.eval_every", "train.eval_n", "train.eval_samples")
+
+
+# --- recipes and configs -----------------------------------------------------------------
+
+@dataclass
+class FieldInfo:
+    """One config key of a recipe, for generated forms: its type, the recipe's value, choices and help."""
+
+    key: str
+    type: str  # "int", "float", "bool" or "str"
+    default: Any
+    choices: list[str] | None
+    help: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class RecipeInfo:
+    name: str
+    family: str
+    description: str
+    fields: list[FieldInfo] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def recipes() -> list[RecipeInfo]:
+    """The built-in recipes: name, family and description (no fields: see :func:`recipe_schema`)."""
+    from genforge.config import load_recipe_dict, recipe_names
+
+    out = []
+    for name in recipe_names():
+        raw = load_recipe_dict(name)
+        out.append(RecipeInfo(name, str(raw.get("family", "")), str(raw.get("description", ""))))
+    return out
+
+
+def recipe_schema(name: str) -> RecipeInfo:
+    """A recipe with every config key's type, default (the recipe's value), choices and help line."""
+    import typing
+
+    from genforge.config import load_recipe
+
+    cfg = load_recipe(name)
+    fields: list[FieldInfo] = []
+
+    def walk(obj: Any, prefix: str) -> None:
+        hints = typing.get_type_hints(type(obj))
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{prefix}{f.name}.")
+            elif f.metadata.get("help"):
+                kind = hints[f.name]
+                choices = f.metadata.get("choices")
+                fields.append(FieldInfo(f"{prefix}{f.name}", getattr(kind, "__name__", str(kind)), value,
+                                        list(choices) if choices else None, f.metadata["help"]))
+
+    for section in ("model", "data", "optim", "train"):
+        walk(getattr(cfg, section), f"{section}.")
+    return RecipeInfo(cfg.recipe, cfg.family, cfg.description, fields)
+
+
+def _override_list(overrides: Iterable[str] | dict[str, Any]) -> list[str]:
+    if isinstance(overrides, dict):
+        return [f"{key}={value}" for key, value in overrides.items()]
+    return list(overrides)
+
+
+def check_config(recipe: str, overrides: Iterable[str] | dict[str, Any] = (), steps: int | None = None,
+                 minutes: float | None = None, seed: int | None = None, device: str | None = None) -> RunConfig:
+    """The recipe with ``overrides`` and a budget, validated whole (as ``genforge train --dry-run``):
+    a GenforgeError names the first key to change. Nothing is written."""
+    from genforge.config import load_recipe
+
+    _check_budget(steps, minutes)
+    cfg = load_recipe(recipe, _override_list(overrides))
+    if steps is not None:
+        cfg.train.steps, cfg.train.minutes = steps, 0.0
+    if minutes is not None:
+        cfg.train.minutes, cfg.train.steps = minutes, 0  # the clock is the only budget
+    if seed is not None:
+        cfg.train.seed = seed
+    if device is not None:
+        cfg.train.device = device
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: RunConfig) -> None:
+    try:  # TRANSITIONAL until config.validate lands
+        from genforge.config import validate
+    except ImportError:
+        return
+    validate(cfg)
+
+
+def _check_budget(steps: int | None, minutes: float | None) -> None:
+    if steps is not None and minutes is not None:
+        raise GenforgeError("give a budget in steps or in minutes, not both")
+    if steps is not None and steps <= 0:
+        raise GenforgeError(f"--steps must be positive, not {steps}")
+    if minutes is not None and not minutes > 0:
+        raise GenforgeError(f"--minutes must be positive, not {minutes}")
+
+
+def new_run_dir(cfg: RunConfig, run_dir: str | Path | None = None, root: str | Path = "runs") -> Path:
+    """Where a new run goes: ``run_dir``, or ROOT/RECIPE-TIMESTAMP; refused when it already holds a run."""
+    if run_dir is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = Path(root) / f"{cfg.recipe}-{stamp}"
+        count = 1
+        while path.exists():  # two runs started in one second (the studio's form, a script)
+            count += 1
+            path = Path(root) / f"{cfg.recipe}-{stamp}-{count}"
+        return path
+    path = Path(run_dir)
+    if path.is_symlink():
+        raise GenforgeError(f"{path} is a symbolic link; train into a real folder")
+    checkpoints = path / "checkpoints"
+    if (checkpoints.is_dir() and any(checkpoints.iterdir())) or (path / "config.json").is_file():
+        raise GenforgeError(f"{path} already holds a run; continue it with --resume {path} or choose another --run-dir")
+    return path
+
+
+def resume_config(run_dir: str | Path, steps: int | None = None, minutes: float | None = None,
+                  overrides: Iterable[str] | dict[str, Any] = ()) -> RunConfig:
+    """A run's saved config for its continuation: a new step or time budget, and ``overrides`` of the
+    keys that do not change what is trained (RESUMABLE_KEYS); any other key is refused."""
+    from genforge.checkpoint import latest_checkpoint
+    from genforge.config import build_config, config_from_json, parse_overrides
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise GenforgeError(f"{run_dir}: not a genforge run folder (no config.json)")
+    _check_budget(steps, minutes)
+    cfg = config_from_json(run_dir / "config.json")
+    latest_checkpoint(run_dir)  # a clear error now if there is nothing to resume from
+    items = _override_list(overrides)
+    for item in items:
+        key = item.partition("=")[0].strip()
+        if key not in RESUMABLE_KEYS:
+            raise GenforgeError(f"--resume cannot change '{key}': it would change the model, the data or the "
+                                f"optimiser; keys a resume may set: {', '.join(RESUMABLE_KEYS)}")
+    cfg = build_config(cfg.to_dict(), parse_overrides(items))
+    if steps is not None:  # a new budget replaces the old one, of either kind
+        cfg.train.steps, cfg.train.minutes = steps, 0.0
+    if minutes is not None:
+        cfg.train.steps, cfg.train.minutes = 0, minutes
+    _validate(cfg)
+    return cfg
+
+
+# --- training ----------------------------------------------------------------------------
+
+def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_root: str | None = None,
+              progress: bool = True):
+    """Train ``cfg`` into ``run_dir`` in this process, holding the run's lock (one writer per run) and
+    recording how it ended in status.json; returns the loop's RunResult. Under torchrun, rank 0
+    alone takes the lock and writes the status."""
+    from genforge.train import train
+
+    run_dir = Path(run_dir)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    if not main_rank:
+        return train(cfg, run_dir, resume=resume, data_root=data_root, progress=progress)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    budget = {"steps": cfg.train.steps, "minutes": cfg.train.minutes}
+    with RunLock(run_dir, budget):
+        try:
+            result = train(cfg, run_dir, resume=resume, data_root=data_root, progress=progress)
+        except BaseException as e:
+            step = Run(run_dir).checkpoint_step() or 0 if (run_dir / "config.json").is_file() else 0
+            interrupted = isinstance(e, KeyboardInterrupt)
+            write_status(run_dir, "interrupted" if interrupted else "failed", step,
+                         "" if interrupted else " ".join(f"{type(e).__name__}: {e}".split()), budget)
+            raise
+        write_status(run_dir, "interrupted" if result.interrupted else "finished", result.step, budget=budget)
+    return result
+
+
+@dataclass
+class TrainingProcess:
+    """A training started in a child process of its own session: it outlives its starter, and anyone
+    can find it again from the run folder (``RUN_DIR/lock``)."""
+
+    run_dir: Path
+    pid: int
+    popen: subprocess.Popen | None = None
+
+    def alive(self) -> bool:
+        if self.popen is not None:
+            return self.popen.poll() is None
+        return pid_alive(self.pid)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """The exit status, or None if it still runs after ``timeout`` seconds."""
+        if self.popen is None:
+            deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
+            while pid_alive(self.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            return None if pid_alive(self.pid) else 0
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+def _spawn(run_dir: Path, args: list[str]) -> TrainingProcess:
+    """``python -m genforge train ARGS`` detached, its output in RUN_DIR/train.log."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = open(run_dir / "train.log", "ab")
+    try:
+        popen = subprocess.Popen([sys.executable, "-m", "genforge", "train", "--no-progress", *args],
+                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    finally:
+        log.close()
+    return TrainingProcess(run_dir, popen.pid, popen)
+
+
+def start_training(recipe: str, overrides: Iterable[str] | dict[str, Any] = (), run_dir: str | Path | None = None,
+                   steps: int | None = None, minutes: float | None = None, data_root: str | None = None,
+                   root: str | Path = "runs") -> TrainingProcess:
+    """Validate, then train a recipe in a child process (as ``genforge train``); a refused config
+    raises before any folder is made."""
+    items = _override_list(overrides)
+    cfg = check_config(recipe, items, steps, minutes)
+    path = new_run_dir(cfg, run_dir, root)
+    args = [recipe, *items, "--run-dir", str(path)]
+    args += ["--steps", str(steps)] if steps is not None else []
+    args += ["--minutes", str(minutes)] if minutes is not None else []
+    args += ["--data-root", data_root] if data_root else []
+    return _spawn(path, args)
+
+
+def resume_training(run_dir: str | Path, steps: int | None = None, minutes: float | None = None,
+                    overrides: Iterable[str] | dict[str, Any] = (), data_root: str | None = None) -> TrainingProcess:
+    """Continue a run in a child process; refused (one line) while another process trains it."""
+    run_dir = Path(run_dir)
+    items = _override_list(overrides)
+    resume_config(run_dir, steps, minutes, items)
+    holder = lock_holder(run_dir)
+    if holder is not None and holder.alive:
+        raise GenforgeError(f"{run_dir} is being trained by process {holder.pid} on {holder.host}; stop it first")
+    args = ["--resume", str(run_dir), *items]
+    args += ["--steps", str(steps)] if steps is not None else []
+    args += ["--minutes", str(minutes)] if minutes is not None else []
+    args += ["--data-root", data_root] if data_root else []
+    return _spawn(run_dir, args)
+
+
+def stop_training(run_dir: str | Path) -> bool:
+    """Ask the process training ``run_dir`` to stop: it checkpoints at the next step and exits.
+    False when no live process of this machine holds the run."""
+    holder = lock_holder(run_dir)
+    if holder is None or holder.host != socket.gethostname() or not pid_alive(holder.pid):
+        return False
+    try:
+        os.kill(holder.pid, signal.SIGINT)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def open_run(path: str | Path) -> Run:
+    """A run folder read back (config, status, metrics, timeline, plots, evaluation)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise GenforgeError(f"{path}: no such run folder")
+    return Run(path)
+
+
+# --- a trained model -----------------------------------------------------------------------
+
+@dataclass
+class Loaded:
+    """A trained model ready to use: its config, the model (eval mode), the checkpoint's step."""
+
+    cfg: Any
+    model: Any
+    step: int
+    run_dir: Path
+    capabilities: Any
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+
+def load(run_dir: str | Path, device: str = "cpu") -> Loaded:
+    """The newest complete checkpoint of a run, as a ready model (sampling uses its EMA weights, if any)."""
+    import torch
+
+    from genforge.checkpoint import latest_checkpoint, load_checkpoint
+    from genforge.models import build_model
+    from genforge.runtime import resolve_device
+    from genforge.train import attach_ema
+
+    run_dir = Path(run_dir)
+    cfg = open_run(run_dir).config
+    folder = latest_checkpoint(run_dir)
+    where = resolve_device(device) if isinstance(device, str) else device
+    ckpt = load_checkpoint(folder, map_location=where, weights_only=True)
+    saved_family = ckpt.extra.get("config", {}).get("family")
+    if saved_family != cfg.family:
+        raise GenforgeError(f"{folder}: checkpoint of family '{saved_family}', but config.json says '{cfg.family}'")
+    try:
+        shape = tuple(int(v) for v in ckpt.extra["image_shape"])
+        classes = int(ckpt.extra["num_classes"])
+    except (KeyError, TypeError, ValueError):
+        raise GenforgeError(f"{folder}/state.json: image_shape or num_classes missing or not numbers; "
+                            "the checkpoint is damaged") from None
+    model = build_model(cfg, shape, classes)
+    attach_ema(model, cfg.train.ema_decay)
+    try:
+        model.load_state_dict(ckpt.model)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise GenforgeError(f"{folder}: weights do not fit the '{cfg.family}' model of config.json ({first})") from None
+    model = model.to(where).eval()
+    torch.set_grad_enabled(True)  # (load leaves the caller's autograd mode as it found it)
+    return Loaded(cfg, model, ckpt.step, run_dir, model.capabilities)
+
+
+def _need(loaded: Loaded, what: str, ok: bool, why: str) -> None:
+    if not ok:
+        raise GenforgeError(f"{what} needs {why}; {loaded.run_dir} is a {loaded.cfg.recipe} ({loaded.cfg.family}) run")
+
+
+def _count(n: int, what: str = "--n") -> int:
+    if not 1 <= n <= MAX_SAMPLES:
+        raise GenforgeError(f"{what} must be 1 to {MAX_SAMPLES:,}, not {n}")
+    return n
+
+
+def _generator(seed: int):
+    import torch
+
+    return torch.Generator().manual_seed(int(seed))
+
+
+def _check_label(loaded: Loaded, label: int | None) -> None:
+    if label is None:
+        return
+    classes = loaded.capabilities.classes
+    _need(loaded, "--class", classes > 0, "a conditional GAN (model.conditional=concat|projection)")
+    if not 0 <= label < classes:
+        raise GenforgeError(f"--class must be in 0..{classes - 1}, not {label}")
+
+
+def sample(loaded: Loaded, n: int, seed: int = 0, label: int | None = None, reject: float | None = None):
+    """``n`` samples (images in [0, 1], or points) from noise seeded by ``seed``; ``label`` asks a
+    conditional GAN for one class; ``reject`` samples through discriminator rejection (a quantile)."""
+    import torch
+
+    _count(n)
+    _need(loaded, "sampling", loaded.capabilities.latent, "a model that generates from noise (not a translator)")
+    _check_label(loaded, label)
+    if reject is not None:
+        _need(loaded, "--reject", loaded.capabilities.rejection,
+              "an unconditional GAN with a BCE loss (nonsaturating or minimax) and model.pack=1")
+    generator = _generator(seed)
+    with loaded.model.inference():
+        if label is not None:
+            labels = torch.full((n,), label, dtype=torch.long)
+            return loaded.model.sample_labels(labels, generator)
+        if reject is not None:
+            return loaded.model.sample(n, generator, reject=reject)
+        return loaded.model.sample(n, generator)
+
+
+def class_grid(loaded: Loaded, per_class: int, seed: int = 0):
+    """K * per_class images of a conditional GAN: row k is class k, column j shares one z."""
+    _count(per_class * max(loaded.capabilities.classes, 1), "--n x classes")
+    _need(loaded, "--by-class", loaded.capabilities.classes > 0, "a conditional GAN")
+    with loaded.model.inference():
+        return loaded.model.class_grid(per_class, _generator(seed))
+
+
+def noise(loaded: Loaded, n: int, seed: int = 0, label: int | None = None):
+    """``n`` noise vectors (N, latent) as sampling draws them (a conditional GAN's carry its class)."""
+    import torch
+
+    _count(n)
+    _need(loaded, "noise", loaded.capabilities.latent, "a model that generates from noise")
+    _check_label(loaded, label)
+    if label is not None:
+        return loaded.model.sample_noise(n, _generator(seed), labels=torch.full((n,), label, dtype=torch.long))
+    return loaded.model.sample_noise(n, _generator(seed))
+
+
+def generate(loaded: Loaded, z):
+    """Samples from given noise vectors ``z`` (N, latent)."""
+    from genforge import latent
+
+    _need(loaded, "generating from noise", loaded.capabilities.latent, "a model that generates from noise")
+    _count(int(z.shape[0]), "the number of noise vectors")
+    with loaded.model.inference():
+        return latent.generate(loaded.model, z)
+
+
+def interpolate(loaded: Loaded, steps: int = 10, rows: int = 1, spherical: bool = False, seed: int = 0,
+                ends: tuple[Any, Any] | None = None):
+    """``rows`` latent walks of ``steps`` samples each (rows * steps samples), between random
+    end points or ``ends`` = (z_a, z_b)."""
+    from genforge import latent
+
+    _need(loaded, "interpolation", loaded.capabilities.latent, "a model that generates from noise")
+    if rows < 1:
+        raise GenforgeError(f"--rows must be positive, not {rows}")
+    _count(steps * rows, "--steps x --rows")
+    z = latent.interpolation_noise(loaded.model, steps, rows, spherical, _generator(seed), ends)
+    return generate(loaded, z)
+
+
+def arithmetic(loaded: Loaded, a, b, c):
+    """The DCGAN figure's strip: samples of mean(a), mean(b), mean(c) and mean(a) - mean(b) + mean(c)."""
+    from genforge import latent
+
+    _need(loaded, "latent arithmetic", loaded.capabilities.latent, "a model that generates from noise")
+    with loaded.model.inference():
+        return latent.arithmetic_strip(loaded.model, a, b, c)
+
+
+def translate(loaded: Loaded, images, direction: str = "a2b"):
+    """A DiscoGAN's (translations, reconstructions) of ``images`` (N, C, H, W) in [0, 1] (or points)."""
+    import torch
+
+    _need(loaded, "translation", loaded.capabilities.translator, "a DiscoGAN run")
+    if direction not in ("a2b", "b2a"):
+        raise GenforgeError(f"unknown direction '{direction}'; use a2b or b2a")
+    model = loaded.model
+    with model.inference():
+        source = images.float().to(loaded.device)
+        if loaded.capabilities.data == "images":
+            source = model.prepare((source.clamp(0, 1) * 255).round().to(torch.uint8))
+        fake, back = model.translate(source, direction)
+        if loaded.capabilities.data == "images":
+            fake, back = model.to_unit(fake), model.to_unit(back)
+    return fake.float().cpu(), back.float().cpu()
+
+
+def encode(loaded: Loaded, images):
+    """A VAE's latent means (N, latent) of ``images`` (N, C, H, W) in [0, 1]."""
+    import torch
+
+    _need(loaded, "encoding", loaded.capabilities.encoder, "a VAE run")
+    model = loaded.model
+    with model.inference():
+        x = model.prepare((images.clamp(0, 1) * 255).round().to(torch.uint8).to(loaded.device))
+        mu, _ = model.encode(x)
+    return mu.float().cpu()
+
+
+def reconstruct(loaded: Loaded, images):
+    """A VAE's reconstructions (decoded latent means) of ``images`` (N, C, H, W) in [0, 1]."""
+    return generate(loaded, encode(loaded, images))
+
+
+def decode_image_bytes(data: bytes, loaded: Loaded, name: str = "upload"):
+    """An uploaded image file -> (1, C, H, W) in [0, 1] at the run's size and channels, through the
+    same bomb-safe decoder as image folders."""
+    import tempfile
+
+    import torch
+
+    from genforge.data.folder import BadImage, DecodeSettings, decode_image
+
+    _need(loaded, "an uploaded image", loaded.capabilities.data == "images", "a run on images")
+    channels, size = loaded.model.image_shape[0], loaded.model.image_shape[-1]
+    with tempfile.NamedTemporaryFile(suffix=".img") as handle:
+        handle.write(data)
+        handle.flush()
+        try:
+            array = decode_image(Path(handle.name), DecodeSettings(size, channels))
+        except BadImage as e:
+            raise GenforgeError(f"{name!r}: {e}") from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+
+
+def nearest(loaded: Loaded, images, data_root: str | None = None):
+    """Each of ``images`` beside its nearest training image: Neighbours(images, distances, names, space)."""
+    from genforge.metrics.nearest import nearest_training
+
+    _need(loaded, "--nearest", loaded.capabilities.data == "images", "a run on images")
+    return nearest_training(images, loaded.cfg.data, loaded.cfg.data.root or data_root, loaded.device)
+
+
+def picture(loaded: Loaded, samples, data_root: str | None = None, nrow: int | None = None,
+            title: str = "", paths: int = 0):
+    """What a person looks at, (3, H, W) in [0, 1]: a grid of images, or for points a scatter over the
+    training data (``paths`` > 0: the samples are that many walks, drawn as lines)."""
+    from genforge import viz
+
+    if samples.ndim == 4:
+        return viz.make_grid(samples.float(), nrow=nrow)
+    from genforge.data.datasets import load_data
+
+    data = load_data(loaded.cfg.data, "train", loaded.cfg.data.root or data_root)
+    if paths:
+        return viz.render_paths(data.images[:2500], samples.reshape(paths, -1, samples.shape[-1]), title or data.name)
+    return viz.render_points(data.images[:2500], samples, title or data.name)
+
+
+def png_bytes(image_or_images, nrow: int | None = None, scale: int = 2) -> bytes:
+    """PNG bytes of one picture (3, H, W) or a grid of images (N, C, H, W), all in [0, 1]."""
+    import io
+
+    from genforge import viz
+
+    image = viz.make_grid(image_or_images.float(), nrow=nrow) if image_or_images.ndim == 4 else image_or_images
+    buffer = io.BytesIO()
+    viz.to_pil(image, scale=scale).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# --- evaluation ------------------------------------------------------------------------------
+
+def evaluate(run_dir: str | Path, n: int = 10_000, seed: int = 0, device: str = "cpu", data_root: str | None = None,
+             nll_samples: int | None = None, progress: Callable[[str, int, int], None] | None = None,
+             show_progress: bool = False) -> dict[str, Any]:
+    """Score a run's newest checkpoint with every metric that applies to it; writes RUN_DIR/eval.json
+    and returns it. ``progress(stage, done, total)`` is called as the work goes."""
+    from genforge.metrics.evaluate import evaluate_loaded
+
+    if not 2 <= n <= MAX_SAMPLES:
+        raise GenforgeError(f"--n must be 2 to {MAX_SAMPLES:,}, not {n}")
+    loaded = load(run_dir, device)
+    return evaluate_loaded(loaded.cfg, loaded.model, loaded.step, Path(run_dir), n, seed, loaded.device, data_root,
+                           nll_samples, progress=progress, show_progress=show_progress)
+
+
+def real_floor(dataset: str, n: int = 10_000, seed: int = 0, device: str = "cpu",
+               data_root: str | None = None) -> dict[str, Any]:
+    """The metrics of held-out real images against the reference split: the best a model can score."""
+    from genforge.metrics.evaluate import evaluate_real
+    from genforge.runtime import resolve_device
+
+    if not 2 <= n <= MAX_SAMPLES:
+        raise GenforgeError(f"--n must be 2 to {MAX_SAMPLES:,}, not {n}")
+    return evaluate_real(dataset, n, seed, root=data_root, device=resolve_device(device))
+
+
+def translate_files(*args, **kwargs):
+    """Translate image files and folders with a DiscoGAN run: see :func:`genforge.translate.translate_files`."""
+    from genforge import translate as translation
+
+    return translation.translate_files(*args, **kwargs)
+
+
+def translate_test(*args, **kwargs):
+    """Translate test images of the source domain: see :func:`genforge.translate.translate_test`."""
+    from genforge import translate as translation
+
+    return translation.translate_test(*args, **kwargs)
+
+
+def compare_runs(*args, **kwargs):
+    """DiscoGAN runs side by side: see :func:`genforge.translate.compare_runs`."""
+    from genforge import translate as translation
+
+    return translation.compare_runs(*args, **kwargs)

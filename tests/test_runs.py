@@ -1,0 +1,156 @@
+"""Run folders read back: status, lock, metrics, timeline, the run list (no training needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from genforge.errors import GenforgeError
+from genforge.runs import Run, RunLock, find_runs, list_runs, lock_holder, pid_alive, read_metrics, read_status
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def make_run(folder: Path, recipe: str = "ring-8", steps: int = 10, checkpoint: int | None = 10,
+             rows: list[dict] | None = None, final: bool = False) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"recipe": recipe, "family": "gan", "train": {"steps": steps}}))
+    if checkpoint is not None:
+        step_dir = folder / "checkpoints" / f"step-{checkpoint:07d}"
+        step_dir.mkdir(parents=True)
+        (step_dir / "state.json").write_text(json.dumps({"step": checkpoint}))
+    if rows is not None:
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if final:
+        (folder / "samples").mkdir(exist_ok=True)
+        (folder / "samples" / "final.png").write_bytes(b"png")
+    return folder
+
+
+def write_lock(folder: Path, pid: int, host: str | None = None) -> None:
+    (folder / "lock").write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(), "started": 0}))
+
+
+def test_pid_alive_tells_a_live_process_from_a_dead_one():
+    assert pid_alive(os.getpid())
+    assert not pid_alive(dead_pid())
+    assert not pid_alive(0)
+
+
+def test_a_second_lock_on_a_run_is_refused_with_who_holds_it(tmp_path):
+    with RunLock(tmp_path):
+        holder = lock_holder(tmp_path)
+        assert holder.pid == os.getpid() and holder.alive
+        with pytest.raises(GenforgeError, match=f"process {os.getpid()}"):
+            RunLock(tmp_path).acquire()
+    assert not (tmp_path / "lock").exists()  # released
+
+
+def test_the_lock_of_a_dead_process_is_taken_over(tmp_path):
+    write_lock(tmp_path, dead_pid())
+    with RunLock(tmp_path):
+        assert lock_holder(tmp_path).pid == os.getpid()
+    assert not (tmp_path / "lock").exists()
+
+
+def test_a_lock_file_that_is_a_link_is_not_followed(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "lock").symlink_to(outside)
+    with RunLock(run):  # no holder can be read from it: the link is replaced by a lock of our own
+        assert not (run / "lock").is_symlink()
+        assert lock_holder(run).pid == os.getpid()
+    assert outside.read_text() == "keep"
+
+
+@pytest.mark.parametrize("setup, expected", [
+    ("live_lock", "training"),
+    ("finished_status", "finished"),
+    ("interrupted_status", "interrupted"),
+    ("failed_status", "failed"),
+    ("dead_lock_with_checkpoint", "interrupted"),
+    ("dead_lock_without_checkpoint", "failed"),
+    ("old_run_with_final", "finished"),
+    ("old_run_without_final", "interrupted"),
+])
+def test_status_of_a_run_folder(tmp_path, setup, expected):
+    folder = make_run(tmp_path / "r", checkpoint=None if setup == "dead_lock_without_checkpoint" else 10,
+                      final=setup == "old_run_with_final")
+    if setup == "live_lock":
+        write_lock(folder, os.getpid())
+    if setup.endswith("_status"):
+        (folder / "status.json").write_text(json.dumps({"status": setup.split("_")[0], "step": 10}))
+    if setup.startswith("dead_lock"):
+        write_lock(folder, dead_pid())
+    assert read_status(folder) == expected
+
+
+def test_a_killed_training_reads_as_interrupted_even_after_an_old_finished_status(tmp_path):
+    folder = make_run(tmp_path / "r", final=True)
+    (folder / "status.json").write_text(json.dumps({"status": "finished", "step": 10}))
+    write_lock(folder, dead_pid())  # resumed afterwards, then killed -9: the lock stayed behind
+    assert read_status(folder) == "interrupted"
+
+
+def test_metrics_rows_skip_a_torn_line_and_filter_by_step(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "a": 1}\n{"step": 2, "a": 2}\n{"step": 3, "a"')
+    assert [r["step"] for r in read_metrics(path)] == [1, 2]
+    assert [r["step"] for r in read_metrics(path, since=1)] == [2]
+    assert read_metrics(tmp_path / "missing.jsonl") == []
+
+
+def test_timeline_is_in_step_order_and_ends_with_the_final_grid(tmp_path):
+    folder = make_run(tmp_path / "r", rows=[{"step": 30}], final=True)
+    for step in (20, 3, 100):
+        (folder / "samples" / f"step-{step:07d}.png").write_bytes(b"png")
+    (folder / "samples" / "step-oops.png").write_bytes(b"png")
+    steps = [step for step, _ in Run(folder).timeline()]
+    assert steps == [3, 20, 100, 100]
+    assert Run(folder).timeline()[-1][1].name == "final.png"
+
+
+def test_summary_has_the_newest_speed_and_final_metrics(tmp_path):
+    rows = [{"step": 5, "images_per_s": 100.0}, {"step": 10, "images_per_s": 120.0},
+            {"step": 10, "eval/modes": 8.0, "eval/hq": 97.5}]
+    summary = Run(make_run(tmp_path / "r", rows=rows, final=True)).summary(tmp_path)
+    assert (summary.id, summary.recipe, summary.status, summary.step) == ("r", "ring-8", "finished", 10)
+    assert summary.images_per_s == 120.0
+    assert summary.headline == {"eval/modes": 8.0, "eval/hq": 97.5}
+    assert json.loads(json.dumps(summary.to_dict()))["path"] == str(tmp_path / "r")
+
+
+def test_list_runs_finds_nested_runs_newest_first_and_skips_links(tmp_path):
+    old = make_run(tmp_path / "a")
+    new = make_run(tmp_path / "group" / "b")
+    os.utime(old, (time.time() - 100, time.time() - 100))
+    elsewhere = make_run(tmp_path.parent / f"{tmp_path.name}-elsewhere")
+    (tmp_path / "link").symlink_to(elsewhere)
+    (tmp_path / "not-a-run").mkdir()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("[1, 2")  # being written
+    assert [s.id for s in list_runs(tmp_path)] == ["group/b", "a"]
+    assert new in find_runs(tmp_path)
+    assert list_runs(tmp_path / "missing") == []
+
+
+def test_a_folder_without_config_is_not_a_run(tmp_path):
+    with pytest.raises(GenforgeError, match="no config.json"):
+        Run(tmp_path)
+    (tmp_path / "config.json").write_text("[]")
+    with pytest.raises(GenforgeError, match="not a JSON object"):
+        Run(tmp_path)
