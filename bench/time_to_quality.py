@@ -30,11 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plain import PlainTrainer  # noqa: E402
 from throughput import machine_info  # noqa: E402
 
+from genforge import api  # noqa: E402
 from genforge.config import load_recipe  # noqa: E402
 from genforge.metrics.evaluate import TrainingEval  # noqa: E402
-from genforge.runs import load_model  # noqa: E402
 from genforge.runtime import set_threads  # noqa: E402
-from genforge.train import resume_config, train  # noqa: E402
 
 PUBLISHED = ("optim.lr=2e-4", "optim.beta1=0.5", "optim.beta2=0.999")  # Radford et al.'s Adam
 
@@ -61,12 +60,13 @@ def genforge_curve(cfg, minutes: float, every: float, fid, run_dir: Path) -> lis
         chunk = min(every, minutes - trained)
         if trained == 0:
             cfg.train.minutes = chunk
-            train(cfg, run_dir, progress=False)
+            api.train_run(cfg, run_dir, progress=False)
         else:
-            train(resume_config(run_dir, minutes=chunk), run_dir, resume=True, progress=False)
+            api.train_run(api.resume_config(run_dir, minutes=chunk), run_dir, resume=True, progress=False)
         trained += chunk
-        _, model, step = load_model(run_dir)
-        points.append((trained, step, fid(model, step)))
+        loaded = api.load(run_dir)
+        step = loaded.step
+        points.append((trained, step, fid(loaded.model, step)))
         print(f"genforge  {trained:5.1f} min  step {step:6d}  FID {points[-1][2]:.2f}", file=sys.stderr)
     return points
 

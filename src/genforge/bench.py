@@ -62,7 +62,7 @@ def _mean_spread(values: Sequence[float]) -> str:
 def _bench_run(toy: str, overrides: list[str], run_dir: Path) -> tuple[dict[str, float], float]:
     """One bench run (in a worker process): its final metrics and wall seconds."""
     from genforge.config import load_recipe
-    from genforge.train import train
+    from genforge.api import train_run as train
 
     cfg = load_recipe(toy, overrides)
     if run_dir.exists():
@@ -156,7 +156,7 @@ def train_seeds(cfg, run_dir: str | Path, seeds: int, metric: str | None = None,
     Returns (the best run's folder, one row per seed: seed, step, its eval metrics)."""
     import copy
 
-    from genforge.train import train
+    from genforge.api import train_run as train
 
     run_dir = Path(run_dir)
     rows = []

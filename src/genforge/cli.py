@@ -122,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     interpolate.add_argument("--out", default="interpolation.png", help="output PNG (default interpolation.png)")
     interpolate.add_argument("--seed", type=int, default=0, help="noise seed of the end points (default 0)")
     interpolate.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    interpolate.add_argument("--data-root", help="folder with datasets, for toy runs' backdrop of data points")
 
     arith = command("arithmetic", "latent arithmetic A - B + C on saved noise vectors (each file averaged)")
     arith.add_argument("run_dir", help="a run directory with a checkpoint")
@@ -131,6 +132,11 @@ def _parser() -> argparse.ArgumentParser:
     arith.add_argument("--out", default="arithmetic.png", help="strip: mean A, mean B, mean C, A - B + C")
     arith.add_argument("--save-z", metavar="FILE", help="also save the result vector")
     arith.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    arith.add_argument("--data-root", help="folder with datasets, for toy runs' backdrop of data points")
+
+    runs = command("runs", "list the runs in a folder: recipe, status, step, speed and headline metrics")
+    runs.add_argument("root", nargs="?", default="runs", help="folder of run folders (default runs/)")
+    runs.add_argument("--json", action="store_true", help="print the list as one JSON array")
 
     bench = command("bench", "benchmarks that print figures")
     bench.add_argument("suite", choices=("toys",), help="toys: GAN losses on ring-8 and grid-25 vs PacGAN's numbers")
@@ -207,40 +213,28 @@ def _version() -> str:
     return f"genforge {__version__}"
 
 
+def _train_budget(args: argparse.Namespace) -> dict:
+    return {"steps": args.steps, "minutes": args.minutes}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from genforge.config import load_recipe
-    from genforge.train import resume_config, train
+    from genforge import api
 
     if args.resume:
-        if args.recipe or args.overrides or args.run_dir or args.seed is not None:
-            raise GenforgeError("--resume takes a run directory only (plus --steps/--minutes/--device); "
-                                "its config is read from RUN_DIR/config.json")
-        cfg = resume_config(args.resume, steps=args.steps, minutes=args.minutes)
-        if args.device:
-            cfg.train.device = args.device
+        if args.recipe or args.run_dir or args.seed is not None or args.seeds is not None:
+            raise GenforgeError("--resume takes a run directory (plus --steps/--minutes/--device and keys that do not "
+                                "change the model, e.g. train.threads=1); its config is read from RUN_DIR/config.json")
+        overrides = args.overrides + ([f"train.device={args.device}"] if args.device else [])
+        cfg = api.resume_config(args.resume, overrides=overrides, **_train_budget(args))
         run_dir = Path(args.resume)
     else:
         if not args.recipe:
             raise GenforgeError("name a recipe (see `genforge recipes`) or --resume RUN_DIR")
-        cfg = load_recipe(args.recipe, args.overrides)
-        if args.steps is not None:
-            cfg.train.steps = args.steps
-        if args.minutes is not None:
-            cfg.train.minutes, cfg.train.steps = args.minutes, 0  # the clock is the only budget
-        for key in ("seed", "device"):
-            if getattr(args, key) is not None:
-                setattr(cfg.train, key, getattr(args, key))
         if not args.run_dir and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise GenforgeError("under torchrun, name the run directory with --run-dir (every process must "
                                 "agree on it)")
-        run_dir = Path(args.run_dir or f"runs/{cfg.recipe}-{time.strftime('%Y%m%d-%H%M%S')}")
-        if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
-            raise GenforgeError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
-                                "or choose another --run-dir")
-    if args.steps is not None and args.steps <= 0:
-        raise GenforgeError(f"--steps must be positive, not {args.steps}")
-    if args.minutes is not None and args.minutes <= 0:
-        raise GenforgeError(f"--minutes must be positive, not {args.minutes}")
+        cfg = api.check_config(args.recipe, args.overrides, seed=args.seed, device=args.device, **_train_budget(args))
+        run_dir = api.new_run_dir(cfg, args.run_dir) if not args.dry_run else Path(args.run_dir or "-")
     if args.dry_run:
         import json
 
@@ -249,17 +243,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.seeds is not None:
         from genforge.bench import format_seeds, train_seeds
 
-        if args.resume or args.seeds < 1:
-            raise GenforgeError("--seeds takes a positive count and a recipe (not --resume)")
+        if args.seeds < 1:
+            raise GenforgeError(f"--seeds takes a positive count, not {args.seeds}")
         best, rows = train_seeds(cfg, run_dir, args.seeds, args.metric, args.data_root, not args.no_progress,
                                  log=lambda line: print(line, file=sys.stderr))
         print(format_seeds(rows))
         print(f"genforge: best seed -> {best}", file=sys.stderr)
         return 0
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 alone reports
-    if main_rank:
+    if main_rank and args.resume:
+        print(f"genforge: resuming {cfg.recipe} ({cfg.family}) in {run_dir} from step {api.open_run(run_dir).checkpoint_step()}",
+              file=sys.stderr)
+    elif main_rank:
         print(f"genforge: training {cfg.recipe} ({cfg.family}) into {run_dir}", file=sys.stderr)
-    result = train(cfg, run_dir, resume=bool(args.resume), data_root=args.data_root, progress=not args.no_progress)
+    result = api.train_run(cfg, run_dir, resume=bool(args.resume), data_root=args.data_root,
+                           progress=not args.no_progress)
     if not main_rank:
         return 130 if result.interrupted else 0
     if result.interrupted:
@@ -272,95 +270,102 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _save_picture(loaded, samples, out: str, data_root: str | None = None, nrow: int | None = None,
+                  title: str = "", paths: int = 0) -> Path:
+    from genforge import api, viz
+
+    return viz.save_grid_image(api.picture(loaded, samples, data_root, nrow, title, paths), out)
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
-    import torch
+    from genforge import api
 
-    from genforge import viz
-    from genforge.runs import load_model
-    from genforge.runtime import resolve_device
-
-    if args.n <= 0:
-        raise GenforgeError(f"--n must be positive, not {args.n}")
-    device = resolve_device(args.device)
-    cfg, model, step = load_model(args.run_dir, device)
-    if args.reject is not None:
-        if args.save_z:
-            raise GenforgeError("--reject chooses which noise to keep; it does not combine with --save-z")
-        if not hasattr(model, "set_reject"):
-            raise GenforgeError(f"--reject needs a GAN run; {args.run_dir} is a {cfg.family} run")
-        model.set_reject(args.reject)
-    generator = torch.Generator().manual_seed(args.seed)
+    api._count(args.n)
+    loaded = api.load(args.run_dir, args.device)
+    if args.reject is not None and args.save_z:
+        raise GenforgeError("--reject chooses which noise to keep; it does not combine with --save-z")
     nrow = None
-    with model.ema_weights():
-        if args.by_class or args.label is not None:
-            if not getattr(model, "classes", 0):
-                raise GenforgeError("--class/--by-class need a conditional GAN (model.conditional=concat|projection)")
-            if args.label is not None and not 0 <= args.label < model.classes:
-                raise GenforgeError(f"--class must be in 0..{model.classes - 1}, not {args.label}")
-        if args.by_class:
-            images, nrow = model.class_grid(args.n, generator), args.n
-        elif args.label is not None or args.save_z:
-            from genforge import latent
+    if args.by_class:
+        samples, nrow = api.class_grid(loaded, args.n, args.seed), args.n
+    elif args.save_z:
+        from genforge import latent
 
-            labels = None if args.label is None else torch.full((args.n,), args.label, dtype=torch.long)
-            noise = (model.sample_noise(args.n, generator, labels=labels) if labels is not None
-                     else model.sample_noise(args.n, generator))
-            images = latent.generate(model, noise)
-            if args.save_z:
-                print(f"genforge: noise -> {latent.save_latents(noise, args.save_z)}", file=sys.stderr)
-        else:
-            images = model.sample(args.n, generator)
-    if images.ndim != 4:
-        raise GenforgeError("this run generates points, not images; see its plots/ folder")
+        z = api.noise(loaded, args.n, args.seed, args.label)
+        samples = api.generate(loaded, z)
+        print(f"genforge: noise -> {latent.save_latents(z, args.save_z)}", file=sys.stderr)
+    else:
+        samples = api.sample(loaded, args.n, args.seed, args.label, args.reject)
     if args.nearest:
-        from genforge.metrics.nearest import nearest_training
+        found = api.nearest(loaded, samples, args.data_root)
+        from genforge import viz
 
-        found = nearest_training(images, cfg.data, args.data_root, device)
-        path = viz.save_grid_image(viz.pair_grid(images, found.images, nrow), args.out)
+        path = viz.save_grid_image(viz.pair_grid(samples, found.images, nrow), args.out)
         closest = int(found.distances.argmin())
-        print(f"genforge: {args.n} samples from step {step}, each beside its nearest training image ({found.space}; "
-              f"mean distance {float(found.distances.mean()):.4g}, closest pair {float(found.distances[closest]):.4g}: "
-              f"sample {closest} ~ {found.names[closest]}) -> {path}", file=sys.stderr)
+        print(f"genforge: {args.n} samples from step {loaded.step}, each beside its nearest training image "
+              f"({found.space}; mean distance {float(found.distances.mean()):.4g}, closest pair "
+              f"{float(found.distances[closest]):.4g}: sample {closest} ~ {_quoted(found.names[closest])}) -> {path}",
+              file=sys.stderr)
         return 0
-    path = viz.save_grid(images, args.out, nrow=nrow)
-    print(f"genforge: {args.n} samples from step {step} -> {path}", file=sys.stderr)
+    kept = f" ({samples.shape[0]} kept by rejection)" if args.reject else ""
+    path = _save_picture(loaded, samples, args.out, args.data_root, nrow,
+                         title=f"{loaded.cfg.recipe}: {samples.shape[0]} samples, step {loaded.step}")
+    print(f"genforge: {args.n} samples{kept} from step {loaded.step} -> {path}", file=sys.stderr)
     return 0
 
 
-def cmd_interpolate(args: argparse.Namespace) -> int:
-    import torch
+def _quoted(name: str) -> str:
+    """A file name as printed: control characters escaped, so a name cannot forge an output line."""
+    return name if name.isprintable() else repr(name)
 
-    from genforge import latent, viz
-    from genforge.runs import load_model
-    from genforge.runtime import resolve_device
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from genforge import api, latent
 
     if bool(args.start) != bool(args.stop):
         raise GenforgeError("give both --from and --to, or neither")
-    _, model, step = load_model(args.run_dir, resolve_device(args.device))
+    loaded = api.load(args.run_dir, args.device)
     ends = (latent.load_latents(args.start)[0], latent.load_latents(args.stop)[0]) if args.start else None
-    with model.ema_weights():
-        noise = latent.interpolation_noise(model, args.steps, args.rows, args.slerp,
-                                           torch.Generator().manual_seed(args.seed), ends)
-        images = latent.generate(model, noise)
-    path = viz.save_grid(images, args.out, nrow=args.steps)
+    samples = api.interpolate(loaded, args.steps, args.rows, args.slerp, args.seed, ends)
     kind = "spherical" if args.slerp else "linear"
-    print(f"genforge: {args.rows} {kind} path(s) of {args.steps} from step {step} -> {path}", file=sys.stderr)
+    path = _save_picture(loaded, samples, args.out, args.data_root, nrow=args.steps, paths=args.rows,
+                         title=f"{loaded.cfg.recipe}: {args.rows} {kind} latent path(s)")
+    print(f"genforge: {args.rows} {kind} path(s) of {args.steps} from step {loaded.step} -> {path}", file=sys.stderr)
     return 0
 
 
 def cmd_arithmetic(args: argparse.Namespace) -> int:
-    from genforge import latent, viz
-    from genforge.runs import load_model
-    from genforge.runtime import resolve_device
+    from genforge import api, latent
 
-    _, model, step = load_model(args.run_dir, resolve_device(args.device))
+    loaded = api.load(args.run_dir, args.device)
     a, b, c = (latent.load_latents(path) for path in (args.a, args.b, args.c))
-    with model.ema_weights():
-        images = latent.arithmetic_strip(model, a, b, c)
-    path = viz.save_grid(images, args.out, nrow=4)
+    samples = api.arithmetic(loaded, a, b, c)
+    path = _save_picture(loaded, samples, args.out, args.data_root, nrow=4, paths=1,
+                         title=f"{loaded.cfg.recipe}: mean A -> mean B -> mean C -> A - B + C")
     if args.save_z:
         latent.save_latents(latent.arithmetic(a, b, c), args.save_z)
-    print(f"genforge: mean A, mean B, mean C, A - B + C from step {step} -> {path}", file=sys.stderr)
+    print(f"genforge: mean A, mean B, mean C, A - B + C from step {loaded.step} -> {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    import json
+
+    from genforge import api
+
+    runs = api.list_runs(args.root)
+    if args.json:
+        print(json.dumps([run.to_dict() for run in runs]))
+        return 0
+    if not runs:
+        print(f"genforge: no runs under {args.root}", file=sys.stderr)
+        return 0
+    print(f"{'run':34s} {'recipe':18s} {'status':11s} {'step':>13s} {'img/s':>8s}  headline")
+    for run in runs:
+        budget = f"/{run.total_steps}" if run.total_steps else ""
+        speed = f"{run.images_per_s:8.0f}" if run.images_per_s is not None else f"{'-':>8s}"
+        headline = ", ".join(f"{k.removeprefix('eval/')} {v:.4g}" for k, v in list(run.headline.items())[:3])
+        print(f"{_quoted(run.id)[:34]:34s} {run.recipe[:18]:18s} {run.status:11s} {f'{run.step}{budget}':>13s} "
+              f"{speed}  {headline}")
     return 0
 
 
@@ -428,26 +433,24 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from genforge.metrics.evaluate import evaluate_real, evaluate_run, format_table
-    from genforge.runtime import resolve_device
+    from genforge import api
+    from genforge.metrics.evaluate import format_table
 
-    if args.n < 2:
-        raise GenforgeError(f"--n must be at least 2, not {args.n}")
     if bool(args.run_dir) == bool(args.real):
         raise GenforgeError("name a run directory or --real DATASET (one of them)")
-    device = resolve_device(args.device)
     if args.real:
-        result = evaluate_real(args.real, args.n, args.seed, root=args.data_root, device=device)
+        result = api.real_floor(args.real, args.n, args.seed, args.device, args.data_root)
     else:
-        result = evaluate_run(args.run_dir, args.n, args.seed, device, args.data_root, args.nll_samples,
-                              progress=not args.json)
+        result = api.evaluate(args.run_dir, args.n, args.seed, args.device, args.data_root, args.nll_samples,
+                              show_progress=not args.json)
     if args.json:
         print(json.dumps(result))
         return 0
     print(format_table(result))
     where = f" -> {Path(args.run_dir) / 'eval.json'}" if args.run_dir else ""
-    print(f"genforge: {result['samples']} samples vs {result['reference']}, extractor {result['extractor']} "
-          f"({result['extractor_sha256'][:12]}){where}", file=sys.stderr)
+    extractor = f", extractor {result['extractor']} ({result['extractor_sha256'][:12]})" if "extractor" in result else ""
+    print(f"genforge: {result.get('samples', '?')} samples vs {result.get('reference', '?')}{extractor}{where}",
+          file=sys.stderr)
     return 0
 
 
@@ -469,8 +472,8 @@ def cmd_evaluator(args: argparse.Namespace) -> int:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
+    from genforge.api import translate_files, translate_test
     from genforge.runtime import resolve_device
-    from genforge.translate import translate_files, translate_test
 
     device = resolve_device(args.device)
     if args.from_test == bool(args.inputs):
@@ -489,7 +492,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from genforge.translate import compare_runs
+    from genforge.api import compare_runs
 
     if args.n <= 0:
         raise GenforgeError(f"--n must be positive, not {args.n}")
@@ -498,7 +501,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"compare": cmd_compare, "train": cmd_train, "sample": cmd_sample, "recipes": cmd_recipes, "data": cmd_data,
+COMMANDS = {"compare": cmd_compare, "runs": cmd_runs, "train": cmd_train, "sample": cmd_sample, "recipes": cmd_recipes, "data": cmd_data,
             "eval": cmd_eval, "evaluator": cmd_evaluator, "translate": cmd_translate,
             "interpolate": cmd_interpolate, "arithmetic": cmd_arithmetic, "bench": cmd_bench}
 
@@ -511,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         args.overrides += [word for word in extra if "=" in word and not word.startswith("-")]
         extra = [word for word in extra if word not in args.overrides]
+        if args.resume and args.recipe and "=" in args.recipe:  # `--resume RUN key=value`: no recipe, a key
+            args.overrides.insert(0, args.recipe)
+            args.recipe = None
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:

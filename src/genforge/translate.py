@@ -144,14 +144,15 @@ def translate_test(run_dir: str | Path, n: int, direction: str, out_dir: str | P
 
 
 def _load_translator(run_dir, device):
-    from genforge.runs import load_model
+    from genforge.api import load
 
-    cfg, model, _ = load_model(run_dir, device)
-    if not hasattr(model, "triplets"):
-        raise GenforgeError(f"{run_dir}: a '{cfg.family}' run; translate needs a DiscoGAN run (e.g. fashion-discogan)")
-    if len(model.image_shape) != 3:
-        raise GenforgeError(f"{run_dir}: this run translates 2-D points ({cfg.data.dataset}), not images")
-    return model
+    loaded = load(run_dir, device)
+    if not loaded.capabilities.translator:
+        raise GenforgeError(f"{run_dir}: a '{loaded.cfg.family}' run; translate needs a DiscoGAN run "
+                            "(e.g. fashion-discogan)")
+    if loaded.capabilities.data != "images":
+        raise GenforgeError(f"{run_dir}: this run translates 2-D points ({loaded.cfg.data.dataset}), not images")
+    return loaded.model
 
 
 def _check_direction(direction: str) -> None:
@@ -166,24 +167,24 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path, n: int = 8, seed: 
     images, the rows source | A -> B | A -> B -> A of the same ``n`` test images of domain A.
     All runs must share a dataset, so the columns show the same inputs."""
     from genforge.config import config_from_json
+    from genforge.api import load
     from genforge.data.datasets import load_data
-    from genforge.runs import load_model
 
     if len(run_dirs) < 1:
         raise GenforgeError("name at least one DiscoGAN run directory to compare")
     loaded = []
     for run_dir in run_dirs:
-        cfg, model, step = load_model(run_dir)
-        if not hasattr(model, "triplets"):
-            raise GenforgeError(f"{run_dir}: a '{cfg.family}' run; compare shows DiscoGAN runs")
-        loaded.append((Path(run_dir), cfg, model, step))
+        run = load(run_dir)
+        if not run.capabilities.translator:
+            raise GenforgeError(f"{run_dir}: a '{run.cfg.family}' run; compare shows DiscoGAN runs")
+        loaded.append((Path(run_dir), run.cfg, run.model, run.step))
     datasets = {cfg.data.dataset for _, cfg, _, _ in loaded}
     if len(datasets) != 1:
         raise GenforgeError(f"the runs use different datasets ({', '.join(sorted(datasets))}); compare runs of one")
     first_cfg = config_from_json(loaded[0][0] / "config.json")
     data = load_data(first_cfg.data, "test", first_cfg.data.root or data_root)
     plt = viz._pyplot()
-    points = loaded[0][2].points
+    points = loaded[0][2].capabilities.data == "points"
     rows = 2 if points else 1
     size = (4 * len(loaded), 8) if points else (2.4 * len(loaded), 0.8 * min(n, len(data.images)) + 0.8)
     fig, axes = plt.subplots(rows, len(loaded), figsize=size, dpi=100, squeeze=False)
