@@ -140,11 +140,11 @@ def write_status(run_dir: str | Path, status: str, step: int, error: str = "",
                  budget: dict[str, float] | None = None) -> None:
     """Record how the training of a run stopped: finished, interrupted or failed (with its error line),
     and the budget it trained to (a resume may have changed config.json's)."""
-    from genforge.io import write_text_atomic
+    from genforge.atomic import write_json_atomic
 
     payload = {"status": status, "step": step, "time": time.time(), "budget": budget or {},
                **({"error": error} if error else {})}
-    write_text_atomic(Path(run_dir) / STATUS_FILE, json.dumps(payload, indent=1))
+    write_json_atomic(Path(run_dir) / STATUS_FILE, payload, indent=1)
 
 
 def _checkpoint_step(run_dir: Path) -> int | None:
