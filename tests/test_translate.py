@@ -124,3 +124,26 @@ def test_compare_refuses_other_families_datasets_and_bad_counts(tmp_path, capsys
     assert main(["compare", toy, "--n", "0"]) == 2
     assert "--n must be positive" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def huge_png_header(path, width: int = 10_000, height: int = 9_000) -> None:
+    """A PNG whose header claims width x height pixels (a decompression bomb is judged from it)."""
+    import io as _io
+    import struct
+    import zlib
+
+    from PIL import Image as _Image
+
+    buffer = _io.BytesIO()
+    _Image.new("L", (1, 1)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    path.write_bytes(bytes(data))
+
+
+def test_an_81_megapixel_input_is_skipped_from_its_header(tmp_path):
+    huge_png_header(tmp_path / "bomb.png")
+    with pytest.raises(ValueError, match="over the limit"):
+        load_image(tmp_path / "bomb.png", 1, 32)

@@ -483,7 +483,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     else:
         result = translate_files(args.run_dir, args.inputs, args.direction, args.out, device, args.invert)
     for path, why in result.skipped:
-        print(f"genforge: skipped {path}: {why}", file=sys.stderr)
+        print(f"genforge: skipped {_quoted(path)}: {why}", file=sys.stderr)
     count = len(result.written) - 1
     skipped = f", {len(result.skipped)} skipped" if result.skipped else ""
     print(f"genforge: {count} image{'s' if count != 1 else ''} translated {args.direction}{skipped} -> {result.out_dir} "

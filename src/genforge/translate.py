@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from genforge import viz
 from genforge.errors import GenforgeError
@@ -49,15 +49,14 @@ def collect_files(inputs: list[str | Path]) -> tuple[list[Path], list[tuple[str,
 
 
 def load_image(path: Path, channels: int, size: int, invert: bool = False) -> torch.Tensor:
-    """One file -> uint8 (C, size, size); raises ValueError with a readable reason."""
+    """One file -> uint8 (C, size, size); raises ValueError with a readable reason. Read through the
+    image folders' decoder, with its pixel limit (a decompression bomb is refused from its header)."""
+    from genforge.data.folder import BadImage, read_image
+
     try:
-        with Image.open(path) as handle:
-            handle.load()
-            image = handle.copy()
-    except UnidentifiedImageError:
-        raise ValueError("not an image Pillow can read") from None
-    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ValueError(f"unreadable or corrupt image ({e})") from None
+        image = read_image(path)
+    except BadImage as e:
+        raise ValueError(str(e)) from None
     if min(image.size) < MIN_SIDE:
         raise ValueError(f"too small ({image.width}x{image.height}); need at least {MIN_SIDE}x{MIN_SIDE} pixels")
     if image.mode in ("P", "PA", "LA", "RGBA") or "transparency" in image.info:
