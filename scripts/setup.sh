@@ -19,5 +19,11 @@ else
         || "${PIP[@]}" "torch==$TORCH" --index-url https://download.pytorch.org/whl/cpu \
                                          --extra-index-url https://pypi.org/simple
 fi
-"${PIP[@]}" -e ".[dev]"
+# The studio's browser tests drive Debian's chromium (never a browser build downloaded by playwright).
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing chromium for the studio's browser tests"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+        || echo "setup: chromium could not be installed; the browser tests will skip"
+fi
+"${PIP[@]}" -e ".[dev,web]"
 echo "setup: done. Try: genforge train mnist-vae --minutes 2"

@@ -1,0 +1,28 @@
+"""Evaluate a run from its page: a job in its own thread whose progress the page polls."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from genforge.web.common import run_dir, studio
+
+router = APIRouter(prefix="/api/eval")
+
+
+class EvalRequest(BaseModel):
+    run: str
+    n: int = Field(2000, ge=10, le=50_000)
+    seed: int = 0
+
+
+@router.post("")
+def start(request: Request, body: EvalRequest):
+    s = studio(request)
+    job = s.evals.start(body.run, run_dir(request, body.run), n=body.n, seed=body.seed, data_root=s.data_root)
+    return job.to_dict()
+
+
+@router.get("/job")
+def job(request: Request, id: str):
+    return studio(request).evals.get(id).to_dict()

@@ -1,0 +1,122 @@
+"""Runs: the list (and its event stream), one run's summary, metrics (and their stream), pictures, compare."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse
+
+from genforge import api
+from genforge.web.common import relative_name, run_dir, studio
+from genforge.web.safety import run_file
+from genforge.web.sse import event_stream
+
+router = APIRouter(prefix="/api")
+
+
+def runs_snapshot(root: Path) -> list[dict]:
+    """Every run's summary, JSON-safe, with its newest sample as a name /api/run/file takes."""
+    rows = []
+    for summary in api.list_runs(root):
+        row = summary.to_dict()
+        sample = summary.newest_sample
+        row["newest_sample"] = relative_name(summary.path, sample) if sample else None
+        row.pop("path", None)
+        rows.append(row)
+    return rows
+
+
+@router.get("/runs")
+def runs_list(request: Request):
+    s = studio(request)
+    return {"runs": runs_snapshot(s.root), "max_trainings": s.max_trainings}
+
+
+@router.get("/events/runs")
+def runs_events(request: Request, limit: int | None = Query(None, ge=1), interval: float = Query(1.0, ge=0.05)):
+    root, last = studio(request).root, [None]
+
+    def poll():
+        rows = runs_snapshot(root)
+        if rows == last[0]:
+            return None
+        last[0] = rows
+        return {"runs": rows}
+
+    return event_stream(request, poll, interval, limit)
+
+
+def run_details(root: Path, path: Path) -> dict:
+    run = api.open_run(path)
+    found = run.summary(root.resolve())
+    summary = found.to_dict()
+    summary.pop("path", None)
+    sample = found.newest_sample
+    summary["newest_sample"] = relative_name(path, sample) if sample else None
+    return {
+        "summary": summary,
+        "config": json.loads((path / "config.json").read_text()),
+        "timeline": [{"step": step, "name": relative_name(path, p)} for step, p in run.timeline()],
+        "plots": [relative_name(path, p) for p in run.plots()],
+        "eval": run.eval_result(),
+        "log_tail": run.log_tail(20),
+    }
+
+
+@router.get("/run")
+def run_page(request: Request, run: str):
+    return run_details(studio(request).root, run_dir(request, run))
+
+
+@router.get("/run/metrics")
+def run_metrics(request: Request, run: str, since: int | None = None):
+    return {"rows": api.open_run(run_dir(request, run)).metrics(since=since)}
+
+
+@router.get("/events/metrics")
+def metrics_events(request: Request, run: str, since: int | None = None, limit: int | None = Query(None, ge=1),
+                   interval: float = Query(1.0, ge=0.05)):
+    """New metrics rows as they are written, with the run's status and step (sent when either changes)."""
+    opened = api.open_run(run_dir(request, run))
+    state = {"since": since, "status": None}
+
+    def poll():
+        rows = opened.metrics(since=state["since"])
+        status = opened.status()
+        if not rows and status == state["status"]:
+            return None
+        if rows:
+            state["since"] = rows[-1]["step"]
+        state["status"] = status
+        return {"rows": rows, "status": status, "step": opened.step()}
+
+    return event_stream(request, poll, interval, limit)
+
+
+@router.get("/run/file")
+def run_picture(request: Request, run: str, name: str):
+    return FileResponse(run_file(run_dir(request, run), name), headers={"Cache-Control": "max-age=5"})
+
+
+@router.get("/compare")
+def compare(request: Request, runs: list[str] = Query(..., min_length=2, max_length=6)):
+    """Several runs side by side: each one's metrics, timeline and config, and the config keys that differ."""
+    paths = [run_dir(request, run_id) for run_id in runs]
+    details = [run_details(studio(request).root, path) for path in paths]
+    flat = [_flatten(d["config"]) for d in details]
+    keys = sorted(set().union(*flat))
+    diff = [{"key": k, "values": [f.get(k) for f in flat]} for k in keys if len({json.dumps(f.get(k)) for f in flat}) > 1]
+    metrics = [api.open_run(path).metrics() for path in paths]
+    return {"runs": [{"id": run_id, **d, "metrics": m} for run_id, d, m in zip(runs, details, metrics)], "diff": diff}
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

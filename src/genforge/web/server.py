@@ -1,0 +1,100 @@
+"""``genforge studio``: a FastAPI app over ``genforge.api`` and ``genforge.lab``, served by uvicorn.
+
+``create_app`` builds the app (tests use it with FastAPI's TestClient); ``serve`` starts it. The
+routes live in ``routes_*.py``; what is refused lives in ``safety.py``; work off the event loop in
+``jobs.py``. Nothing here trains, samples or scores by itself.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from genforge.errors import GenforgeError
+from genforge.web.jobs import EvalJobs, ModelCache, Workers
+from genforge.web.safety import UPLOAD_LIMIT, Guard, Refused, is_loopback, new_token
+
+STATIC = Path(__file__).parent / "static"
+
+
+@dataclass
+class Studio:
+    """What every route shares: the runs folder, the limits and the worker pools."""
+
+    root: Path
+    data_root: str | None
+    max_trainings: int
+    models: ModelCache
+    model_workers: Workers
+    lab_workers: Workers
+    evals: EvalJobs
+
+
+def _load(run_dir: Path):
+    from genforge import api
+
+    return api.load(run_dir, device="cpu")
+
+
+def _evaluate(run_dir: Path, **options) -> dict:
+    from genforge import api
+
+    return api.evaluate(run_dir, device="cpu", **options)
+
+
+def create_app(runs: str | Path = "runs", token: str | None = None, data_root: str | None = None,
+               max_trainings: int | None = None, model_waiting: int = 8,
+               upload_limit: int = UPLOAD_LIMIT) -> FastAPI:
+    """The studio app over the runs folder ``runs`` (created if missing).
+
+    token: required on every request when given; max_trainings: live trainings allowed at once
+    (default one per CPU core); model_waiting: sampling jobs in hand before the studio answers busy.
+    """
+    from genforge.web import routes_eval, routes_explore, routes_lab, routes_runs, routes_train
+
+    root = Path(runs)
+    root.mkdir(parents=True, exist_ok=True)
+    app = FastAPI(title="genforge studio", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.studio = Studio(
+        root=root, data_root=data_root, max_trainings=max_trainings or os.cpu_count() or 1,
+        models=ModelCache(_load), model_workers=Workers("sampling", threads=1, max_waiting=model_waiting),
+        lab_workers=Workers("toy lab", threads=1, max_waiting=4), evals=EvalJobs(_evaluate))
+    app.state.labs = routes_lab.LabSessions()
+    for module in (routes_runs, routes_train, routes_explore, routes_eval, routes_lab):
+        app.include_router(module.router)
+
+    @app.exception_handler(Refused)
+    async def refused(_, error: Refused):
+        return JSONResponse({"error": error.message}, status_code=error.status)
+
+    @app.exception_handler(GenforgeError)
+    async def bad_input(_, error: GenforgeError):
+        return JSONResponse({"error": str(error)}, status_code=400)
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(Guard, token=token, upload_limit=upload_limit)
+    return app
+
+
+def serve(runs: str | Path = "runs", host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
+          data_root: str | None = None, max_trainings: int | None = None) -> None:
+    """Start the studio and print its URL. Any host but loopback gets a token (generated if not given)."""
+    import uvicorn
+
+    if token is None and not is_loopback(host):
+        token = new_token()
+    app = create_app(runs, token=token, data_root=data_root, max_trainings=max_trainings)
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    print(f"genforge studio: runs in {Path(runs).resolve()}; open {url}", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

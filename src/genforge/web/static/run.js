@@ -1,0 +1,195 @@
+// One run, live: loss curves from an event stream, the samples timeline, plots, config, evaluation;
+// and several runs compared (curves overlaid, grids at one step, the config keys that differ).
+"use strict";
+
+const LOG4 = -Math.log(4);  // the GAN value V(D, G) at the game's equilibrium (Goodfellow et al. 2014)
+
+// Metric keys grouped into charts: losses, the GAN value (with its -log 4 line), D's outputs, speed, the rest.
+GF.metricGroups = function (rows) {
+  const keys = new Set();
+  rows.forEach((r) => Object.entries(r).forEach(([k, v]) => k !== "step" && typeof v === "number" && keys.add(k)));
+  const groups = { losses: [], "GAN value": [], "D outputs": [], "images/s": [], other: [] };
+  for (const key of [...keys].sort()) {
+    const last = key.split("/").pop();
+    if (last === "images_per_s") groups["images/s"].push(key);
+    else if (last === "value") groups["GAN value"].push(key);
+    else if (last.startsWith("d_real") || last.startsWith("d_fake")) groups["D outputs"].push(key);
+    else if (last.includes("loss") || last === "recon" || last === "kl" || last.includes("elbo")) groups.losses.push(key);
+    else groups.other.push(key);
+  }
+  return Object.entries(groups).filter(([, ks]) => ks.length);
+};
+
+GF.seriesOf = (rows, key, name) => ({ name: name || key,
+  points: rows.filter((r) => typeof r[key] === "number").map((r) => [r.step, r[key]]) });
+
+function chartPanel(getRows) {
+  const smooth = GF.el("input", { type: "range", min: 0, max: 0.99, step: 0.01, value: 0.6, id: "smooth" });
+  const log = GF.el("input", { type: "checkbox", id: "logscale" });
+  const charts = GF.el("div", { class: "charts" });
+  const draw = () => {
+    const rows = getRows();
+    charts.replaceChildren();
+    for (const [title, keys] of GF.metricGroups(rows)) {
+      const canvas = GF.el("canvas", { width: 460, height: 220, class: "chart", "data-title": title });
+      charts.append(canvas);
+      GF.lineChart(canvas, { title, series: keys.map((k) => GF.seriesOf(rows, k)), smooth: +smooth.value,
+                             log: log.checked, refLines: title === "GAN value" ? [{ y: LOG4, label: "-log 4" }] : [] });
+    }
+    if (!rows.length) charts.append(GF.el("p", { class: "muted", text: "no metrics logged yet" }));
+  };
+  smooth.oninput = draw; log.onchange = draw;
+  const controls = GF.el("div", { class: "controls" }, GF.el("label", {}, "smoothing ", smooth),
+                         GF.el("label", {}, log, " log scale"));
+  return { node: GF.el("section", {}, GF.el("h2", {}, "Curves"), controls, charts), draw };
+}
+
+function timelinePanel(runId) {
+  const img = GF.el("img", { class: "timeline-img", alt: "sample at this step" });
+  const slider = GF.el("input", { type: "range", min: 0, max: 0, value: 0, id: "timeline" });
+  const label = GF.el("span", { class: "muted", id: "timeline-step" });
+  const link = GF.el("a", { class: "dl", download: "sample.png", title: "download PNG" }, "⤓");
+  let frames = [], timer = null;
+  const show = () => {
+    const f = frames[+slider.value];
+    if (!f) { label.textContent = "no samples yet"; return; }
+    img.src = GF.fileUrl(runId, f.name); link.href = img.src; link.download = f.name.replace("/", "-");
+    label.textContent = `step ${f.step} (${+slider.value + 1} of ${frames.length})`;
+  };
+  const play = GF.el("button", { id: "play", onclick: () => {
+    if (timer) { clearInterval(timer); timer = null; play.textContent = "Play"; return; }
+    play.textContent = "Pause";
+    if (+slider.value >= frames.length - 1) slider.value = 0;
+    timer = setInterval(() => {
+      if (+slider.value >= frames.length - 1) { play.click(); return; }
+      slider.value = +slider.value + 1; show();
+    }, 400);
+    GF.timers.push(timer);
+  } }, "Play");
+  slider.oninput = show;
+  const update = (timeline) => {
+    const atEnd = +slider.value >= frames.length - 1;
+    frames = timeline; slider.max = Math.max(0, frames.length - 1);
+    if (atEnd) slider.value = slider.max;
+    show();
+  };
+  return { node: GF.el("section", {}, GF.el("h2", {}, "Samples timeline"),
+                       GF.el("div", { class: "controls" }, slider, play, label, link), img), update };
+}
+
+function metricsTable(result) {
+  const rows = Object.entries(result || {}).filter(([, v]) => typeof v === "number" || typeof v === "string");
+  return GF.el("table", { class: "kv" }, ...rows.map(([k, v]) =>
+    GF.el("tr", {}, GF.el("th", { text: k }), GF.el("td", { text: typeof v === "number" ? GF.fmt(v) : v }))));
+}
+
+function evalPanel(runId, onDone) {
+  const result = GF.el("div", { id: "eval-result" }), note = GF.el("div", {});
+  const bar = GF.el("progress", { id: "eval-progress", max: 1, value: 0, hidden: true });
+  const stage = GF.el("span", { class: "muted" });
+  const n = GF.el("input", { type: "number", value: 2000, min: 10, id: "eval-n", class: "short" });
+  const poll = (job) => {
+    bar.hidden = false; bar.max = job.total || 1; bar.value = job.done;
+    stage.textContent = `${job.state} ${job.stage} ${job.done}/${job.total}`;
+    if (job.state === "done") { bar.value = bar.max; onDone(); return; }
+    if (job.state === "failed") { GF.notice(note, job.error); return; }
+    setTimeout(() => GF.get(`/api/eval/job?id=${job.id}`).then(poll).catch((e) => GF.notice(note, e.message)), 500);
+  };
+  const start = GF.el("button", { id: "evaluate", onclick: () => {
+    GF.notice(note, "");
+    GF.post("/api/eval", { run: runId, n: +n.value }).then(poll).catch((e) => GF.notice(note, e.message));
+  } }, "Evaluate");
+  const show = (evalResult, finals) => {
+    result.replaceChildren();
+    if (evalResult) result.append(GF.el("h3", {}, "eval.json"), metricsTable(evalResult));
+    if (finals && Object.keys(finals).length) result.append(GF.el("h3", {}, "headline"), metricsTable(finals));
+    if (evalResult && evalResult.floor) result.append(GF.el("h3", {}, "real-data floor"), metricsTable(evalResult.floor));
+  };
+  const node = GF.el("section", {}, GF.el("h2", {}, "Evaluation"),
+    GF.el("div", { class: "controls" }, GF.el("label", {}, "samples ", n), start, bar, stage), note, result);
+  return { node, show };
+}
+
+function runHeader(runId, refresh) {
+  const title = GF.el("h1", {}, runId), info = GF.el("span", { class: "muted", id: "run-info" });
+  const badge = GF.el("span", { id: "run-status" }), note = GF.el("div", {});
+  const act = (url, body) => GF.post(url, body).then(refresh).catch((e) => GF.notice(note, e.message));
+  const stop = GF.el("button", { id: "stop", onclick: () => act("/api/stop", { run: runId }) }, "Stop");
+  const resume = GF.el("button", { id: "resume", onclick: () => act("/api/resume", { run: runId }) }, "Resume");
+  const explore = GF.el("a", { class: "button", href: `#/explore?id=${GF.q(runId)}` }, "Explore");
+  const update = (summary) => {
+    badge.replaceChildren(GF.statusBadge(summary.status));
+    const total = summary.total_steps ? ` of ${summary.total_steps}` : "";
+    info.textContent = `${summary.recipe} (${summary.family}) · step ${summary.step}${total}` +
+      (summary.images_per_s ? ` · ${GF.fmt(summary.images_per_s)} img/s` : "");
+    stop.hidden = summary.status !== "training";
+    resume.hidden = summary.status === "training";
+  };
+  return { node: GF.el("div", {}, title, GF.el("div", { class: "controls" }, badge, info, stop, resume, explore), note),
+           update, note };
+}
+
+GF.runView = function (view, params) {
+  const runId = params.get("id");
+  let rows = [], lastRefresh = 0;
+  const refresh = () => GF.get(`/api/run?run=${GF.q(runId)}`).then(fill).catch((e) => GF.notice(header.note, e.message));
+  const header = runHeader(runId, refresh), charts = chartPanel(() => rows), timeline = timelinePanel(runId);
+  const evaluation = evalPanel(runId, refresh);
+  const plots = GF.el("div", { class: "plots" }), config = GF.el("pre", { class: "config" });
+  const log = GF.el("pre", { class: "log" });
+  const fill = (d) => {
+    lastRefresh = Date.now();
+    header.update(d.summary); timeline.update(d.timeline); evaluation.show(d.eval, d.summary.headline);
+    plots.replaceChildren(...d.plots.map((p) => GF.el("figure", {}, GF.el("img", { src: GF.fileUrl(runId, p) }),
+                                                   GF.el("figcaption", { text: p }))));
+    config.textContent = JSON.stringify(d.config, null, 2);
+    log.textContent = (d.log_tail || []).join("\n");
+  };
+  view.append(header.node, charts.node, timeline.node, evaluation.node,
+    GF.el("section", {}, GF.el("h2", {}, "Plots"), plots),
+    GF.el("section", {}, GF.el("h2", {}, "Config"), config), GF.el("section", {}, GF.el("h2", {}, "train.log"), log));
+  refresh();
+  GF.get(`/api/run/metrics?run=${GF.q(runId)}`).then((d) => {
+    rows = d.rows; charts.draw();
+    const since = rows.length ? rows[rows.length - 1].step : "";
+    GF.listen(`/api/events/metrics?run=${GF.q(runId)}&since=${since}`, (event) => {
+      rows = rows.concat(event.rows); charts.draw();
+      if (Date.now() - lastRefresh > 3000 || !event.rows.length) refresh();
+    });
+  }).catch((e) => GF.notice(header.note, e.message));
+};
+
+function compareGrids(runs, step) {
+  return GF.el("div", { class: "grids" }, ...runs.map((r) => {
+    const frames = r.timeline.filter((f) => f.step <= step);
+    const f = frames.length ? frames[frames.length - 1] : r.timeline[0];
+    return GF.el("figure", {}, f ? GF.el("img", { src: GF.fileUrl(r.id, f.name) }) : "no samples",
+                 GF.el("figcaption", { text: `${r.id} · step ${f ? f.step : "-"}` }));
+  }));
+}
+
+GF.compareView = function (view, params) {
+  const ids = (params.get("ids") || "").split(",").filter(Boolean), note = GF.el("div", {});
+  view.append(GF.el("h1", {}, "Compare runs"), note);
+  GF.get("/api/compare?" + ids.map((id) => "runs=" + GF.q(id)).join("&")).then((d) => {
+    const keys = [...new Set(d.runs.flatMap((r) => GF.metricGroups(r.metrics).flatMap(([, ks]) => ks)))];
+    const pick = GF.el("select", { id: "compare-key" }, ...keys.map((k) => GF.el("option", { value: k, text: k })));
+    const canvas = GF.el("canvas", { width: 900, height: 300, class: "chart" });
+    const draw = () => GF.lineChart(canvas, { title: pick.value, smooth: 0.6,
+      series: d.runs.map((r) => GF.seriesOf(r.metrics, pick.value, r.id)) });
+    pick.onchange = draw;
+    const steps = [...new Set(d.runs.flatMap((r) => r.timeline.map((f) => f.step)))].sort((a, b) => a - b);
+    const stepPick = GF.el("select", { id: "compare-step" }, ...steps.map((s) => GF.el("option", { value: s, text: s })));
+    stepPick.value = steps[steps.length - 1];
+    const grids = GF.el("div", {});
+    const showGrids = () => grids.replaceChildren(compareGrids(d.runs, +stepPick.value));
+    stepPick.onchange = showGrids;
+    const diff = GF.el("table", { class: "diff", id: "config-diff" }, GF.el("tr", {}, GF.el("th", { text: "key" }),
+      ...d.runs.map((r) => GF.el("th", { text: r.id }))), ...d.diff.map((row) => GF.el("tr", {},
+      GF.el("td", { text: row.key }), ...row.values.map((v) => GF.el("td", { text: JSON.stringify(v) })))));
+    view.append(GF.el("section", {}, GF.el("h2", {}, "Curves overlaid"), pick, canvas),
+      GF.el("section", {}, GF.el("h2", {}, "Samples at one step"), GF.el("label", {}, "step ", stepPick), grids),
+      GF.el("section", {}, GF.el("h2", {}, "Config diff"), d.diff.length ? diff : GF.el("p", { text: "same configs" })));
+    draw(); showGrids();
+  }).catch((e) => GF.notice(note, e.message));
+};
