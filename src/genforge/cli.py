@@ -204,6 +204,14 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--n", type=int, default=8, help="test images per run for image datasets (default 8)")
     compare.add_argument("--seed", type=int, default=0, help="which test images (default 0)")
     compare.add_argument("--data-root", help="folder with datasets")
+
+    studio = command("studio", "the local web studio: watch, train, explore and evaluate runs in the browser")
+    studio.add_argument("--runs", default="runs", help="the runs folder it shows (default ./runs)")
+    studio.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other needs a token)")
+    studio.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    studio.add_argument("--token", help="token every request must carry (generated when the host is not loopback)")
+    studio.add_argument("--max-trainings", type=int, help="trainings at once (default: one per CPU core)")
+    studio.add_argument("--data-root", help="folder with datasets (default: $GENFORGE_DATA or ~/.cache/genforge)")
     return parser
 
 
@@ -501,9 +509,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_studio(args: argparse.Namespace) -> int:
+    try:
+        from genforge.web.server import serve
+    except ImportError as e:
+        raise GenforgeError(f"the studio needs the web extra ({e.name} is missing): pip install -e '.[web]'") from None
+    if args.max_trainings is not None and args.max_trainings < 1:
+        raise GenforgeError(f"--max-trainings must be at least 1, not {args.max_trainings}")
+    serve(args.runs, host=args.host, port=args.port, token=args.token, data_root=args.data_root,
+          max_trainings=args.max_trainings)
+    return 0
+
+
 COMMANDS = {"compare": cmd_compare, "runs": cmd_runs, "train": cmd_train, "sample": cmd_sample, "recipes": cmd_recipes, "data": cmd_data,
             "eval": cmd_eval, "evaluator": cmd_evaluator, "translate": cmd_translate,
-            "interpolate": cmd_interpolate, "arithmetic": cmd_arithmetic, "bench": cmd_bench}
+            "interpolate": cmd_interpolate, "arithmetic": cmd_arithmetic, "bench": cmd_bench, "studio": cmd_studio}
 
 
 def main(argv: list[str] | None = None) -> int:
