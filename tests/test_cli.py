@@ -51,7 +51,7 @@ def test_no_recipe_and_bad_steps(capsys):
 
 
 def test_resume_of_a_folder_without_a_run(capsys, tmp_path):
-    assert "not a genforge run directory" in _fails_cleanly(capsys, ["train", "--resume", str(tmp_path)])
+    assert "not a genforge run folder" in _fails_cleanly(capsys, ["train", "--resume", str(tmp_path)])
 
 
 def test_resume_of_a_folder_without_a_checkpoint(capsys, tmp_path):
@@ -61,7 +61,7 @@ def test_resume_of_a_folder_without_a_checkpoint(capsys, tmp_path):
 
 
 def test_resume_takes_a_run_directory_only(capsys, tmp_path):
-    assert "--resume takes a run directory only" in _fails_cleanly(
+    assert "--resume takes a run directory" in _fails_cleanly(
         capsys, ["train", "mnist-vae", "--resume", str(tmp_path)])
 
 
@@ -71,7 +71,7 @@ def test_sample_on_an_empty_directory(capsys, tmp_path):
 
 
 def test_sample_with_a_bad_count(capsys, vae_run):
-    assert "--n must be positive" in _fails_cleanly(capsys, ["sample", str(vae_run), "--n", "0"])
+    assert "--n must be 1 to 100,000" in _fails_cleanly(capsys, ["sample", str(vae_run), "--n", "0"])
 
 
 def test_unknown_device(capsys, vae_run):
@@ -161,7 +161,7 @@ def test_sample_with_rejection_keeps_what_d_finds_real(capsys, gan_run, tmp_path
 
 
 def test_sample_with_rejection_needs_a_gan(capsys, vae_run):
-    assert "--reject needs a GAN run" in _fails_cleanly(capsys, ["sample", str(vae_run), "--reject", "0.9"])
+    assert "--reject needs an unconditional GAN" in _fails_cleanly(capsys, ["sample", str(vae_run), "--reject", "0.9"])
 
 
 def test_recipes_lists_and_shows(capsys):
@@ -220,3 +220,81 @@ def test_output_piped_into_a_reader_that_leaves_is_no_traceback(monkeypatch):
     with os.fdopen(write_end, "w", buffering=1) as gone:
         monkeypatch.setattr("sys.stdout", gone)
         assert main(["recipes"]) == 0
+
+
+def test_a_bug_shows_its_traceback_and_asks_for_a_report(capsys, monkeypatch):
+    import genforge.cli as cli
+
+    def broken(args):
+        raise RuntimeError("an internal bug")
+
+    monkeypatch.setitem(cli.COMMANDS, "recipes", broken)
+    assert main(["recipes"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: an internal bug" in err
+    assert err.strip().splitlines()[-1].startswith("genforge: internal error: this is a bug in genforge")
+
+
+TOY = ["model.hidden=16", "model.layers=1", "train.batch_size=32", "train.threads=1", "train.device=cpu",
+       "train.log_every=5", "train.sample_every=1000", "train.checkpoint_every=1000"]
+
+
+@pytest.fixture(scope="module")
+def toy_cli_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("cli") / "ring"
+    assert main(["train", "ring-8", *TOY, "--steps", "20", "--run-dir", str(run_dir), "--no-progress"]) == 0
+    return run_dir
+
+
+def test_toy_runs_sample_interpolate_and_arithmetic_as_pictures(capsys, toy_cli_run, tmp_path):
+    assert main(["sample", str(toy_cli_run), "--n", "300", "--out", str(tmp_path / "s.png"), "--reject", "0.5"]) == 0
+    assert main(["interpolate", str(toy_cli_run), "--rows", "3", "--out", str(tmp_path / "i.png")]) == 0
+    z = tmp_path / "z.safetensors"
+    assert main(["sample", str(toy_cli_run), "--n", "3", "--save-z", str(z), "--out", str(tmp_path / "z.png")]) == 0
+    assert main(["arithmetic", str(toy_cli_run), "--a", str(z), "--b", str(z), "--c", str(z),
+                 "--out", str(tmp_path / "a.png")]) == 0
+    for name in ("s.png", "i.png", "a.png"):
+        with Image.open(tmp_path / name) as image:
+            assert image.size[0] > 100 and image.getextrema() != ((255, 255), (255, 255), (255, 255))
+    assert "kept by rejection" in capsys.readouterr().err
+
+
+def test_runs_lists_the_run_as_a_table_and_as_json(capsys, toy_cli_run):
+    assert main(["runs", str(toy_cli_run.parent)]) == 0
+    table = capsys.readouterr().out
+    assert "ring-8" in table and "finished" in table and "20/20" in table
+    assert main(["runs", str(toy_cli_run.parent), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["id"], row["status"], row["step"]) == ("ring", "finished", 20)
+
+
+def test_resume_with_a_key_that_changes_the_model_is_refused(capsys, toy_cli_run):
+    line = _fails_cleanly(capsys, ["train", "--resume", str(toy_cli_run), "model.hidden=8", "--steps", "30"])
+    assert "cannot change 'model.hidden'" in line
+
+
+def test_resume_says_where_it_starts(capsys, toy_cli_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "ring"
+    shutil.copytree(toy_cli_run, copy, symlinks=True)
+    assert main(["train", "--resume", str(copy), "train.log_every=2", "--steps", "24", "--no-progress"]) == 0
+    assert f"resuming ring-8 (gan) in {copy} from step 20" in capsys.readouterr().err
+
+
+def test_a_run_folder_with_links_out_is_refused_and_what_they_point_to_is_untouched(capsys, toy_cli_run, tmp_path):
+    import hashlib
+    import shutil
+
+    copy = tmp_path / "sent"
+    shutil.copytree(toy_cli_run, copy, symlinks=True)
+    victim = tmp_path / "victim.png"
+    victim.write_bytes(b"precious")
+    (copy / "plots" / "losses.png").unlink()
+    (copy / "plots" / "losses.png").symlink_to(victim)
+    before = hashlib.sha256(victim.read_bytes()).hexdigest()
+    line = _fails_cleanly(capsys, ["train", "--resume", str(copy), "--steps", "30"])
+    assert "losses.png: a link to" in line
+    line = _fails_cleanly(capsys, ["eval", str(copy), "--n", "50"])
+    assert "outside the run folder" in line
+    assert hashlib.sha256(victim.read_bytes()).hexdigest() == before

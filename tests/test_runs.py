@@ -154,3 +154,26 @@ def test_a_folder_without_config_is_not_a_run(tmp_path):
     (tmp_path / "config.json").write_text("[]")
     with pytest.raises(GenforgeError, match="not a JSON object"):
         Run(tmp_path)
+
+
+def test_a_run_folder_with_a_link_leading_out_is_refused(tmp_path):
+    from genforge.runs import check_links
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    run = make_run(tmp_path / "run", checkpoint=None)
+    (run / "checkpoints").symlink_to(outside)
+    with pytest.raises(GenforgeError, match="checkpoints: a link to .*outside the run folder"):
+        check_links(run)
+    (run / "checkpoints").unlink()
+    make_run(run, checkpoint=10)
+    (run / "checkpoints" / "latest").symlink_to("step-0000010")  # inside: fine
+    check_links(run)
+    (run / "samples").mkdir()
+    (run / "samples" / "final.png").symlink_to(outside / "victim.png")
+    with pytest.raises(GenforgeError, match="final.png"):
+        check_links(run)
+    link_to_run = tmp_path / "alias"
+    link_to_run.symlink_to(run)
+    with pytest.raises(GenforgeError, match="is a symbolic link"):
+        check_links(link_to_run)

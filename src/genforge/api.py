@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from genforge.errors import GenforgeError
-from genforge.runs import Run, RunLock, RunSummary, list_runs, lock_holder, pid_alive, write_status
+from genforge.runs import Run, RunLock, RunSummary, check_links, list_runs, lock_holder, pid_alive, write_status
 
 if TYPE_CHECKING:
     import torch
@@ -168,8 +168,7 @@ def new_run_dir(cfg: RunConfig, run_dir: str | Path | None = None, root: str | P
             path = Path(root) / f"{cfg.recipe}-{stamp}-{count}"
         return path
     path = Path(run_dir)
-    if path.is_symlink():
-        raise GenforgeError(f"{path} is a symbolic link; train into a real folder")
+    check_links(path)
     checkpoints = path / "checkpoints"
     if (checkpoints.is_dir() and any(checkpoints.iterdir())) or (path / "config.json").is_file():
         raise GenforgeError(f"{path} already holds a run; continue it with --resume {path} or choose another --run-dir")
@@ -186,6 +185,7 @@ def resume_config(run_dir: str | Path, steps: int | None = None, minutes: float 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise GenforgeError(f"{run_dir}: not a genforge run folder (no config.json)")
+    check_links(run_dir)
     _check_budget(steps, minutes)
     cfg = config_from_json(run_dir / "config.json")
     latest_checkpoint(run_dir)  # a clear error now if there is nothing to resume from
@@ -217,6 +217,7 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data
     main_rank = int(os.environ.get("RANK", "0")) == 0
     if not main_rank:
         return train(cfg, run_dir, resume=resume, data_root=data_root, progress=progress)
+    check_links(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     budget = {"steps": cfg.train.steps, "minutes": cfg.train.minutes}
     with RunLock(run_dir, budget):
@@ -579,6 +580,7 @@ def evaluate(run_dir: str | Path, n: int = 10_000, seed: int = 0, device: str = 
 
     if not 2 <= n <= MAX_SAMPLES:
         raise GenforgeError(f"--n must be 2 to {MAX_SAMPLES:,}, not {n}")
+    check_links(run_dir)
     loaded = load(run_dir, device)
     return evaluate_loaded(loaded.cfg, loaded.model, loaded.step, Path(run_dir), n, seed, loaded.device, data_root,
                            nll_samples, progress=progress, show_progress=show_progress)

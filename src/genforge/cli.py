@@ -555,6 +555,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `genforge recipes | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception:  # not bad input but a bug: show where, and ask for a report
+        import traceback
+
+        traceback.print_exc()
+        print("genforge: internal error: this is a bug in genforge, not in your input; please report it with "
+              "the lines above and the command you ran", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

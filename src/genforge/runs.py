@@ -134,6 +134,29 @@ class RunLock:
         self.release()
 
 
+# --- a run folder is a boundary ---------------------------------------------------------
+
+def check_links(run_dir: str | Path) -> None:
+    """Refuse a run folder holding a link that leads out of it (a run folder someone sent you, with
+    ``checkpoints`` or ``samples/final.png`` linked elsewhere, must not make genforge write or delete
+    outside it). Links inside it (``checkpoints/latest`` -> ``step-N``) are fine."""
+    root = Path(run_dir)
+    if root.is_symlink():
+        raise GenforgeError(f"{root} is a symbolic link; name the run folder itself")
+    if not root.is_dir():
+        return
+    inside = root.resolve()
+    for folder, dirs, files in os.walk(root):  # os.walk does not descend into linked folders
+        for name in dirs + files:
+            path = Path(folder) / name
+            if path.is_symlink():
+                target = path.resolve()
+                if target != inside and inside not in target.parents:
+                    shown = name if name.isprintable() else repr(name)
+                    raise GenforgeError(f"{Path(folder) / shown}: a link to {target}, outside the run folder; "
+                                        "genforge will not write through it (remove the link, or copy the run)")
+
+
 # --- how a run ended -------------------------------------------------------------------
 
 def write_status(run_dir: str | Path, status: str, step: int, error: str = "",
