@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 
 import pytest
 import torch
@@ -125,7 +126,7 @@ def test_header_whose_size_overflows_int64(tmp_path):
     """4 dims of 2**16 claim 2**64 bytes: must be reported, not wrapped to 0 by 64-bit arithmetic."""
     path = tmp_path / "huge"
     path.write_bytes(bytes([0, 0, 8, 4]) + (1 << 16).to_bytes(4, "big") * 4)
-    assert "truncated" in _error(path)
+    assert "18,446,744,073,709,551,616 bytes), over genforge's limit" in _error(path)
 
 
 def test_bundled_digits_have_the_mnist_layout():
@@ -191,3 +192,34 @@ def test_valid_write_round_trips(tmp_path, tensor, compress):
     write_idx(path, tensor)
     back = read_idx(path)
     assert back.shape == tensor.shape and torch.equal(back, tensor)
+
+
+def _gzip_of_zeros(header: bytes, zeros: int) -> bytes:
+    """A gzip stream of ``header`` followed by ``zeros`` zero bytes, compressed as it is made."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: a gzip container
+    chunk = bytes(1 << 20)
+    parts = [packer.compress(header)]
+    for _ in range(zeros // len(chunk)):
+        parts.append(packer.compress(chunk))
+    return b"".join(parts) + packer.flush()
+
+
+def test_a_gzip_bomb_is_refused_from_its_header_without_decompressing_it(tmp_path):
+    path = tmp_path / "bomb-idx3-ubyte.gz"
+    header = bytes([0, 0, 8, 3]) + (2_000_000).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2  # 1.57 GB claimed
+    path.write_bytes(_gzip_of_zeros(header, 1 << 20))
+    assert "over genforge's limit" in _error(path)
+
+
+def test_a_gzip_bomb_behind_a_small_header_stops_after_the_announced_bytes(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "bomb-labels.gz"
+    path.write_bytes(_gzip_of_zeros(bytes([0, 0, 8, 1]) + (10).to_bytes(4, "big"), 64 << 20))  # 64 MB of zeros
+    tracemalloc.start()
+    try:
+        assert "longer than its header says" in _error(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20  # it read the 10 announced bytes and one more, not the 64 MB

@@ -19,41 +19,63 @@ from genforge.errors import GenforgeError
 _UBYTE = 0x08
 
 
+MAX_BYTES = 1 << 30  # 1 GiB of pixels at most (the 60,000 MNIST training digits are 47 MB)
+
+
 def read_idx(path: str | Path) -> torch.Tensor:
     """Read an IDX file of unsigned bytes into a uint8 tensor of its shape.
 
-    Raises GenforgeError naming the file if it is missing, truncated, not gzip when
-    it says so, has a wrong magic number, or its length does not match its header.
+    The data are streamed: the header is read first, and no more than the bytes it announces
+    (at most MAX_BYTES) are ever decompressed, so a gzip bomb costs nothing before its error.
+    Raises GenforgeError naming the file if it is missing, truncated, not gzip when it says
+    so, has a wrong magic number, or its length does not match its header.
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":  # gzip magic: decompress whatever the file name says
-            raw = gzip.decompress(raw)
+        with open(path, "rb") as raw_file:
+            gzipped = raw_file.read(2) == b"\x1f\x8b"  # gzip magic: decompress whatever the file name says
+        with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as stream:
+            shape, header = _read_header(path, stream)
+            size = math.prod(shape)  # Python ints: np.prod would wrap at 2**63
+            if size > MAX_BYTES:
+                raise GenforgeError(f"{path}: header says shape {shape} ({size:,} bytes), over genforge's limit of "
+                                    f"{MAX_BYTES:,}; not an MNIST-style file")
+            data = bytearray(size)
+            got = stream.readinto(data) if size else 0
+            while got < size:
+                more = stream.readinto(memoryview(data)[got:])
+                if not more:
+                    break
+                got += more
+            extra = len(stream.read(1)) if got == size else 0
     except FileNotFoundError:
         raise GenforgeError(f"{path}: no such file") from None
     except (OSError, EOFError, zlib.error) as e:
         raise GenforgeError(f"{path}: corrupt or truncated gzip data ({e})") from None
-    if len(raw) < 4:
-        raise GenforgeError(f"{path}: too short to be an IDX file ({len(raw)} bytes)")
-    if raw[0] != 0 or raw[1] != 0:
-        raise GenforgeError(f"{path}: wrong magic number 0x{raw[:4].hex()}, not an IDX file")
-    if raw[2] != _UBYTE:
-        raise GenforgeError(f"{path}: IDX type code 0x{raw[2]:02x} is not unsigned byte (0x08)")
-    ndim = raw[3]
+    if got != size or extra:
+        state = "truncated" if got < size else "longer than its header says"
+        raise GenforgeError(f"{path}: {state}: header says shape {shape} ({header + size} bytes), "
+                            f"file has {'more' if extra else header + got} bytes")
+    array = np.frombuffer(data, dtype=np.uint8).reshape(shape)
+    return torch.from_numpy(array.copy())
+
+
+def _read_header(path: Path, stream) -> tuple[tuple[int, ...], int]:
+    """(shape, header length) from the start of an IDX stream; GenforgeError if it is not one."""
+    start = stream.read(4)
+    if len(start) < 4:
+        raise GenforgeError(f"{path}: too short to be an IDX file ({len(start)} bytes)")
+    if start[0] != 0 or start[1] != 0:
+        raise GenforgeError(f"{path}: wrong magic number 0x{start.hex()}, not an IDX file")
+    if start[2] != _UBYTE:
+        raise GenforgeError(f"{path}: IDX type code 0x{start[2]:02x} is not unsigned byte (0x08)")
+    ndim = start[3]
     if ndim == 0 or ndim > 4:
         raise GenforgeError(f"{path}: IDX header claims {ndim} dimensions (expected 1 to 4)")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
+    dims = stream.read(4 * ndim)
+    if len(dims) < 4 * ndim:
         raise GenforgeError(f"{path}: truncated IDX header")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + math.prod(shape)  # Python ints: np.prod would wrap at 2**63
-    if len(raw) != expected:
-        state = "truncated" if len(raw) < expected else "longer than its header says"
-        raise GenforgeError(
-            f"{path}: {state}: header says shape {shape} ({expected} bytes), file has {len(raw)} bytes")
-    array = np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
-    return torch.from_numpy(array.copy())
+    return tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(ndim)), 4 + 4 * ndim
 
 
 def write_idx(path: str | Path, tensor: torch.Tensor, compress: bool | None = None) -> None:
