@@ -298,3 +298,27 @@ def test_a_run_folder_with_links_out_is_refused_and_what_they_point_to_is_untouc
     line = _fails_cleanly(capsys, ["eval", str(copy), "--n", "50"])
     assert "outside the run folder" in line
     assert hashlib.sha256(victim.read_bytes()).hexdigest() == before
+
+
+def test_evaluator_train_never_writes_into_the_package(capsys, monkeypatch, tmp_path):
+    import hashlib
+    from importlib import resources
+
+    import genforge.metrics.extractor as extractor
+
+    monkeypatch.setenv("GENFORGE_CACHE", str(tmp_path / "cache"))
+    shipped = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+               for p in (resources.files("genforge") / "metrics" / "weights").iterdir()}
+    written = []
+
+    def fake_train(name, out, *args):  # the training itself is tested in tests/metrics; here: where it writes
+        written.append(out)
+        out.write_bytes(b"weights")
+        return {"path": out, "sha256": "0" * 64, "test_accuracy": 0.99, "train_set": "mnist-10k",
+                "test_set": "mnist-10k/test", "seconds": 1.0}
+
+    monkeypatch.setattr(extractor, "train_extractor", fake_train)
+    assert main(["evaluator", "train", "mnist"]) == 0
+    assert written == [tmp_path / "cache" / "extractors" / "mnist.safetensors"]
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in (resources.files("genforge") / "metrics" / "weights").iterdir()} == shipped

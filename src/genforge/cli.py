@@ -180,7 +180,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluator_sub = evaluator.add_subparsers(dest="evaluator_command", metavar="ACTION")
     evaluator_train = evaluator_sub.add_parser("train", help="train a domain classifier (mnist, fashion-mnist)")
     evaluator_train.add_argument("name", help="extractor name: mnist or fashion-mnist")
-    evaluator_train.add_argument("--out", help="weights file (default: the one shipped in the package)")
+    evaluator_train.add_argument("--out", help="weights file (default: ~/.cache/genforge/extractors/NAME.safetensors; "
+                                                "the package's own file is never overwritten)")
     evaluator_train.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     evaluator_train.add_argument("--threads", type=int, default=2, help="CPU threads; the file's bits depend on it (default 2)")
     evaluator_train.add_argument("--data-root", help="folder with datasets")
@@ -468,7 +469,8 @@ def cmd_evaluator(args: argparse.Namespace) -> int:
 
     if args.evaluator_command != "train":
         raise GenforgeError("name an action: genforge evaluator train mnist|fashion-mnist")
-    result = train_extractor(args.name, args.out, args.data_root, args.seed, args.threads, not args.no_progress)
+    out = args.out or _user_extractor_path(args.name)  # never the file shipped inside the package
+    result = train_extractor(args.name, out, args.data_root, args.seed, args.threads, not args.no_progress)
     print(f"genforge: {args.name}: test accuracy {100 * result['test_accuracy']:.2f}% on {result['test_set']}, "
           f"trained on {result['train_set']} in {result['seconds']:.0f} s -> {result['path']}")
     if result["sha256"] == EXTRACTOR_SHA256.get(args.name):
@@ -477,6 +479,15 @@ def cmd_evaluator(args: argparse.Namespace) -> int:
         print(f"genforge: sha256 {result['sha256']} differs from the recorded one; to ship this file, set "
               f"EXTRACTOR_SHA256['{args.name}'] in src/genforge/metrics/__init__.py")
     return 0
+
+
+def _user_extractor_path(name: str) -> Path:
+    """Where `genforge evaluator train` writes by default: the user's cache, not the installed package."""
+    from genforge.data.root import cache_dir
+
+    folder = cache_dir("extractors")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}.safetensors"
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
