@@ -36,20 +36,15 @@ def tiny_config(recipe: str, *extra: str) -> RunConfig:
 
 
 def step_phases(model, optimizers: dict, batch) -> dict[str, torch.Tensor]:
-    """One update of every phase (each repeat, then its ``after`` hook), as the training loop
-    does, on one fixed ``batch``; checks every loss is finite and returns the logged terms."""
-    logged = {}
-    for phase in model.phases():
-        for _ in range(phase.repeats):
-            out = phase.step(batch)
-            assert torch.isfinite(out["loss"]), phase.name
-            optimizer = optimizers[phase.optimizer]
-            optimizer.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            optimizer.step()
-            if phase.after is not None:
-                phase.after()
-            logged.update({f"{phase.name}/{k}": v for k, v in out.items()})
+    """One real training step (:func:`genforge.train.train_step`, what the loop runs) of every phase,
+    each repeat on the same fixed ``batch``; checks every phase's loss is finite and returns the
+    logged terms."""
+    from genforge.train import train_step
+
+    logged = train_step(model, optimizers, model.phases(), lambda: batch)
+    for key, value in logged.items():
+        if key.endswith("/loss"):
+            assert torch.isfinite(value), key
     return logged
 
 

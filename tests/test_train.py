@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -16,17 +17,16 @@ from genforge.models import build_model
 from genforge.models.base import Batch
 from genforge.models.gan import GAN
 from genforge.models.vae import VAE
-from genforge.train import make_optimizer, resume_config, train
+from genforge.train import make_optimizers, resume_config, train, train_step
 
-from .conftest import step_phases, tiny_config, tiny_overrides
+from .conftest import step_phases, synthetic_folder, tiny_config, tiny_overrides
 
 
 def _model_and_optimizers(recipe: str, *extra: str):
     cfg = tiny_config(recipe, *extra)
     torch.manual_seed(0)
     model = build_model(cfg, (1, 28, 28), 10)
-    optimizers = {name: make_optimizer(cfg.optim, params) for name, params in model.optimizer_groups().items()}
-    return model, optimizers
+    return model, make_optimizers(model, cfg.optim)
 
 
 def _batch(model, n: int = 16) -> Batch:
@@ -57,6 +57,54 @@ def test_gan_train_step_changes_generator_and_discriminator():
     changed = _changed(before, model) & params
     assert {k for k in params if k.startswith("generator.")} <= changed
     assert {k for k in params if k.startswith("discriminator.")} <= changed
+
+
+def test_make_optimizers_gives_one_optimiser_per_group_the_family_names():
+    model, optimizers = _model_and_optimizers("mnist-dcgan", "optim.lr=1e-3")
+    assert set(optimizers) == {"generator", "discriminator"}
+    assert all(isinstance(opt, torch.optim.Adam) and opt.param_groups[0]["lr"] == 1e-3 for opt in optimizers.values())
+    g_params = {id(p) for p in optimizers["generator"].param_groups[0]["params"]}
+    assert g_params == {id(p) for p in model.generator.parameters()}
+
+
+def test_train_step_draws_a_fresh_batch_per_repeat_and_logs_the_mean():
+    model, optimizers = _model_and_optimizers("mnist-dcgan", "model.d_steps=3")
+    batches = [_batch(model) for _ in range(4)]
+    drawn = iter(batches)
+    logged = train_step(model, optimizers, model.phases(), lambda: next(drawn))
+    assert next(drawn, None) is None  # 3 critic repeats + 1 generator step, each on its own batch
+    assert {"d/loss", "g/loss"} <= set(logged)
+    assert all(not value.requires_grad and value.dim() == 0 for value in logged.values())
+    seen = []
+    critic = model.phases()[0]
+    spy = dataclasses.replace(critic, step=lambda batch: seen.append(critic.step(batch)) or seen[-1])
+    logged = train_step(model, optimizers, [spy], lambda: batches[len(seen)])
+    assert len(seen) == 3 and torch.allclose(logged["d/loss"], torch.stack([terms["loss"] for terms in seen]).mean())
+
+
+def test_train_step_runs_only_the_phases_asked_for():
+    model, optimizers = _model_and_optimizers("mnist-dcgan")
+    params = {name for name, _ in model.named_parameters()}
+    before = _snapshot(model)
+    batch = _batch(model)
+    logged = train_step(model, optimizers, model.phases(), lambda: batch, only={"d"})
+    assert {key.split("/", 1)[0] for key in logged} == {"d"}
+    changed = _changed(before, model) & params
+    assert changed and all(key.startswith("discriminator.") for key in changed)
+
+
+def test_a_false_gate_skips_the_update_and_its_hook():
+    model, optimizers = _model_and_optimizers("mnist-vae")
+    phase, = model.phases()
+    hooks = []
+    gated = dataclasses.replace(phase, step=lambda batch: {**phase.step(batch), "gate": torch.tensor(False)},
+                                after=lambda: hooks.append(1))
+    before = _snapshot(model)
+    batch = _batch(model)
+    logged = train_step(model, optimizers, [gated], lambda: batch)
+    assert not _changed(before, model) and not hooks and "vae/gate" not in logged
+    train_step(model, optimizers, [dataclasses.replace(gated, step=phase.step)], lambda: batch)
+    assert _changed(before, model) and hooks == [1]
 
 
 @pytest.mark.parametrize("recipe", ["mnist-vae", "mnist-dcgan"])
@@ -241,11 +289,50 @@ def test_minutes_budget_stops_the_run(tmp_path):
     assert load_checkpoint(latest_checkpoint(tmp_path)).step == result.step
 
 
-def test_dataset_smaller_than_batch_is_a_clear_error(tmp_path):
+def test_dataset_smaller_than_a_batch_trains_with_the_batch_cut(tmp_path, private_cache, capsys):
+    folder = synthetic_folder(tmp_path / "nine", count=9)
+    cfg = tiny_config("mnist-dcgan", f"data.dataset=folder:{folder}", "data.channels=3", "data.image_size=32",
+                      "train.steps=3")
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result.step == 3
+    err = capsys.readouterr().err
+    assert err.count("warning") == 1 and "9 items, fewer than train.batch_size=16: training with batches of 9" in err
+    ckpt = load_checkpoint(latest_checkpoint(tmp_path / "run"))
+    assert ckpt.extra["data_order"] == {"epoch": 5, "position": 9}  # D's and G's phase: a whole-dataset batch each
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(row["d/loss"])) for row in rows if "d/loss" in row)
+
+
+def test_a_cut_batch_still_resumes_bit_identical(tmp_path, private_cache):
+    folder = synthetic_folder(tmp_path / "nine", count=9)
+    settings = (f"data.dataset=folder:{folder}", "data.channels=3", "data.image_size=32", "data.flip=true",
+                "train.log_every=3")
+    train(tiny_config("mnist-dcgan", *settings, "train.steps=6"), tmp_path / "straight", progress=False)
+    train(tiny_config("mnist-dcgan", *settings, "train.steps=3"), tmp_path / "halves", progress=False)
+    train(resume_config(tmp_path / "halves", steps=6), tmp_path / "halves", resume=True, progress=False)
+    a, b = _final_weights(tmp_path / "straight"), _final_weights(tmp_path / "halves")
+    assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_the_pokemon_recipe_trains_on_a_folder_of_nine_images(tmp_path, private_cache, capsys):
+    from genforge.cli import main
+
+    folder = synthetic_folder(tmp_path / "nine", count=9)
+    code = main(["train", "pokemon-dcgan", "--steps", "3", "--run-dir", str(tmp_path / "run"), "--no-progress",
+                 f"data.path={folder}", "model.width=4", "train.threads=1", "train.device=cpu"])
+    assert code == 0, capsys.readouterr().err
+    assert load_checkpoint(latest_checkpoint(tmp_path / "run")).step == 3
+
+
+@pytest.mark.parametrize("bad, key", [("model.top_k=5", "model.top_k"), ("optim.lr=-1", "optim.lr"),
+                                      ("train.log_every=0", "train.log_every"),
+                                      ("data.image_size=30", "data.image_size=30")])
+def test_a_refused_config_leaves_no_run_folder(tmp_path, bad, key):
     from genforge.errors import GenforgeError
 
-    with pytest.raises(GenforgeError, match="fewer than train.batch_size"):
-        train(tiny_config("mnist-vae", "train.batch_size=20000"), tmp_path, progress=False)
+    with pytest.raises(GenforgeError, match=key.replace(".", r"\.")):
+        train(tiny_config("mnist-dcgan", bad), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_no_budget_is_refused_before_anything_is_written(tmp_path):

@@ -10,7 +10,7 @@ Layout of ``RUN_DIR/checkpoints/``::
     latest -> step-000300   symlink, swapped atomically once the folder is complete
     step-000200/            the previous good checkpoint is kept
 
-A checkpoint is written into ``.tmp-step-N``, every file fsynced, renamed to
+A checkpoint is written into ``.tmp-step-N`` (each file by :mod:`genforge.atomic`, fsynced), renamed to
 ``step-N`` and only then pointed to by ``latest``. A SIGKILL at any moment leaves
 either the old or the new checkpoint reachable, never a half-written one.
 """
@@ -28,6 +28,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from genforge.atomic import atomic_output, fsync_dir, write_json_atomic
 from genforge.errors import GenforgeError
 
 KEEP = 2  # complete checkpoints kept: the newest and the previous good one
@@ -43,19 +44,6 @@ class Checkpoint:
     optimizers: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> optimizer.state_dict()
     rng: dict[str, torch.Tensor] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # JSON-able: data order, config, timers
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
 
 
 def _split_optimizer(name: str, state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -99,7 +87,7 @@ def save_checkpoint(run_dir: Path, ckpt: Checkpoint, keep: int = KEEP) -> Path:
         link_tmp.unlink()
     os.symlink(name, link_tmp)
     os.replace(link_tmp, root / "latest")  # atomic: readers see the old or the new target
-    _fsync_dir(root)
+    fsync_dir(root)
 
     for old in complete_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -111,21 +99,20 @@ def _write_folder(tmp: Path, ckpt: Checkpoint) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    model = {k: v.detach().cpu().contiguous() for k, v in ckpt.model.items()}
-    save_file(model, str(tmp / "model.safetensors"))
     optim_tensors: dict[str, torch.Tensor] = {}
     optim_meta: dict[str, Any] = {}
     for opt_name, state_dict in ckpt.optimizers.items():
         tensors, meta = _split_optimizer(opt_name, state_dict)
         optim_tensors.update(tensors)
         optim_meta[opt_name] = meta
-    save_file(optim_tensors, str(tmp / "optim.safetensors"))
-    save_file({k: v.contiguous() for k, v in ckpt.rng.items()}, str(tmp / "rng.safetensors"))
+    tensor_files = {"model.safetensors": {k: v.detach().cpu().contiguous() for k, v in ckpt.model.items()},
+                    "optim.safetensors": optim_tensors,
+                    "rng.safetensors": {k: v.contiguous() for k, v in ckpt.rng.items()}}
+    for name, tensors in tensor_files.items():
+        with atomic_output(tmp / name) as path:
+            save_file(tensors, str(path))
     state = {"format": 1, "step": ckpt.step, "optimizers": optim_meta, **ckpt.extra}
-    (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
-    for path in tmp.iterdir():
-        _fsync_file(path)
-    _fsync_dir(tmp)
+    write_json_atomic(tmp / STATE_FILE, state, indent=1)
 
 
 def save_best(run_dir: Path, ckpt: Checkpoint) -> Path:
@@ -139,7 +126,7 @@ def save_best(run_dir: Path, ckpt: Checkpoint) -> Path:
     if best.exists():
         os.replace(best, old)
     os.replace(tmp, best)
-    _fsync_dir(root)
+    fsync_dir(root)
     shutil.rmtree(old, ignore_errors=True)
     return best
 

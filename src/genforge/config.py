@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from genforge import registry
 from genforge.errors import GenforgeError
 
 
@@ -222,15 +223,13 @@ def load_recipe_dict(name: str) -> dict[str, Any]:
 
 def build_config(raw: dict[str, Any], overrides: dict[str, Any] | None = None) -> RunConfig:
     """Make a RunConfig from a recipe/config dict, then apply overrides on top."""
-    from genforge.models import family_config  # the registry knows each family's config type
-
     raw = dict(raw)
     recipe = raw.pop("recipe", "custom")
     family = raw.pop("family", None)
     description = raw.pop("description", "")
     if not isinstance(family, str):
         raise GenforgeError(f"recipe '{recipe}' names no model family (family = \"vae\" or similar)")
-    cfg = RunConfig(recipe=recipe, family=family, description=description, model=family_config(family)())
+    cfg = RunConfig(recipe=recipe, family=family, description=description, model=registry.family(family).Config())
     for layer in (raw, overrides or {}):
         unknown = [k for k in layer if k not in SECTIONS]
         if unknown:
@@ -262,3 +261,61 @@ def config_from_json(path) -> RunConfig:
     if not isinstance(raw, dict):
         raise GenforgeError(f"{path}: expected a JSON object")
     return build_config(raw)
+
+
+# --- validation: every range and cross-field check, before anything is written ----------
+
+# What each general key allows (families hold their own model.* table beside ``check_config``).
+RANGES = {
+    "data.image_size": "[8, 1024]", "data.channels": "[1, 3]", "data.brightness": "[0, 1]", "data.contrast": "[0, 1]",
+    "optim.lr": "> 0", "optim.beta1": "[0, 1)", "optim.beta2": "[0, 1)", "optim.weight_decay": ">= 0",
+    "optim.final_lr": "[0, 1]",
+    "train.steps": ">= 0", "train.minutes": ">= 0", "train.batch_size": ">= 1", "train.seed": "[0, 4294967295]",
+    "train.threads": ">= 0", "train.log_every": ">= 1", "train.sample_every": ">= 1", "train.checkpoint_every": ">= 1",
+    "train.ema_decay": "[0, 1)", "train.eval_samples": ">= 1", "train.eval_every": ">= 0", "train.eval_n": ">= 2",
+}
+_COMPARISONS = {">=": float.__ge__, ">": float.__gt__, "<=": float.__le__, "<": float.__lt__}
+
+
+def allows(rule: str, value: float) -> bool:
+    """Whether ``value`` lies in ``rule``: an interval such as "[0, 1)" or a bound such as ">= 1"."""
+    if rule[0] in "[(":
+        low, high = (float(part) for part in rule[1:-1].split(","))
+        above = value >= low if rule[0] == "[" else value > low
+        return above and (value <= high if rule[-1] == "]" else value < high)
+    for symbol, compare in _COMPARISONS.items():
+        if rule.startswith(symbol):
+            return compare(float(value), float(rule[len(symbol):]))
+    raise ValueError(f"not a range rule: {rule!r}")  # pragma: no cover - the tables are written by hand
+
+
+def check_ranges(section: Any, rules: dict[str, str], prefix: str = "") -> None:
+    """Refuse the first field of ``section`` outside its rule (``rules``: field name -> rule), with one
+    line naming the key, the value and what is allowed."""
+    for name, rule in rules.items():
+        value = getattr(section, name)
+        if not allows(rule, value):
+            allowed = f"in {rule}" if rule[0] in "[(" else rule
+            raise GenforgeError(f"{prefix}{name}={value}: must be {allowed}")
+
+
+def validate(cfg: RunConfig, data_shape: tuple[int, ...] | None = None, num_classes: int | None = None) -> RunConfig:
+    """Every check of a run's config, in one place, before anything is written: each key's range, the
+    budget and schedule rules, and the family's own ``check_config``. ``data_shape`` (one item's shape,
+    (C, H, W) or (D,)) and ``num_classes`` add the checks that need the data, once it is loaded.
+
+    Raises ``GenforgeError`` (one line: the key, its value and what is allowed); returns ``cfg``."""
+    for section in ("data", "optim", "train"):
+        check_ranges(getattr(cfg, section), {k.split(".", 1)[1]: rule for k, rule in RANGES.items()
+                                             if k.startswith(section + ".")}, section + ".")
+    tcfg = cfg.train
+    if tcfg.steps <= 0 and tcfg.minutes <= 0:
+        raise GenforgeError("no budget: set train.steps (--steps) or train.minutes (--minutes)")
+    if cfg.optim.schedule != "constant" and tcfg.steps <= 0:
+        raise GenforgeError(f"optim.schedule={cfg.optim.schedule} decays the learning rate by train.steps: "
+                            "set train.steps (--steps), or optim.schedule=constant for a --minutes run")
+    if tcfg.device not in ("auto", "cpu", "cuda") and not (tcfg.device.startswith("cuda:")
+                                                           and tcfg.device[5:].isdigit()):
+        raise GenforgeError(f"train.device={tcfg.device}: must be auto, cpu, cuda or cuda:N")
+    registry.family(cfg.family).check_config(cfg, data_shape, num_classes)
+    return cfg

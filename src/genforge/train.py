@@ -15,27 +15,29 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import signal
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, Collection
 
 import torch
 from tqdm import tqdm
 
 from genforge import viz
+from genforge.atomic import write_json_atomic
 from genforge.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_best, save_checkpoint
-from genforge.config import OptimConfig, RunConfig
+from genforge.config import OptimConfig, RunConfig, validate
 from genforge.data.augment import augment
 from genforge.data.datasets import load_data
 from genforge.errors import GenforgeError
+from genforge.metrics.evaluate import checkpoint_metrics
 from genforge.models import build_model
-from genforge.models.base import Batch, Context, GenerativeModel
-from genforge.runtime import (BatchOrder, Distributed, MetricsLog, NullLog, choose_fast_paths, init_distributed,
-                              resolve_device, rng_state, set_rng_state, set_threads)
+from genforge.models.base import Batch, Context, GenerativeModel, Phase
+from genforge.runtime import (BatchOrder, Distributed, FastPaths, MetricsLog, NullLog, choose_fast_paths,
+                              init_distributed, resolve_device, rng_state, set_rng_state, set_threads)
 
 FIXED_NOISE = 64  # images in every progress grid, from one fixed noise batch
 
@@ -66,6 +68,12 @@ def make_optimizer(cfg: OptimConfig, params: list[torch.nn.Parameter]) -> torch.
     return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kernels)
 
 
+def make_optimizers(model: GenerativeModel, optim_cfg: OptimConfig) -> dict[str, torch.optim.Optimizer]:
+    """One optimiser per parameter group the family names (``model.optimizer_groups()``), each made
+    by :func:`make_optimizer` from ``optim_cfg``: {"generator": Adam(...), "discriminator": Adam(...)}."""
+    return {name: make_optimizer(optim_cfg, params) for name, params in model.optimizer_groups().items()}
+
+
 def lr_factor(cfg: OptimConfig, progress: float) -> float:
     """The learning-rate multiplier at ``progress`` (the share of train.steps done) under ``cfg.schedule``:
     1 throughout (constant), or from 1 down to ``cfg.final_lr`` at the end linearly or along a half cosine."""
@@ -89,6 +97,124 @@ class PhaseRunner(torch.nn.Module):
         return self.steps[index](batch)
 
 
+SINGLE = Distributed()  # one process: no collectives
+
+
+def _update(phase: Phase, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
+            losses: dict[str, torch.Tensor], gate: torch.Tensor | None, ranks: Distributed) -> None:
+    """Backpropagate one phase's loss and step its optimiser, unless its gate is false on every rank."""
+    update = gate is None or ranks.any(bool(gate), losses["loss"].device)  # bool(): the gate's host sync
+    if update or ranks.active:  # a DDP rank joins every backward, skipped or not
+        optimizer.zero_grad(set_to_none=True)
+        loss = losses["loss"] if update else losses["loss"] * 0.0
+        (scaler.scale(loss) if scaler else loss).backward()
+    if not update:
+        return
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    if phase.after is not None:
+        phase.after()
+
+
+def train_step(model: GenerativeModel, optimizers: dict[str, torch.optim.Optimizer], phases: list[Phase],
+               next_batch: Callable[[], Batch], *, only: Collection[str] | None = None,
+               run_phase: Callable[[int, Batch], dict[str, torch.Tensor]] | None = None,
+               scalers: dict[str, torch.amp.GradScaler] | None = None,
+               autocast: Callable[[], AbstractContextManager] | None = None,
+               ranks: Distributed | None = None) -> dict[str, torch.Tensor]:
+    """One training step of ``model``: every phase of ``phases`` (``model.phases()``) in order, each of
+    its ``repeats`` on a fresh batch from ``next_batch()``, then its optimiser's update. This is the
+    one implementation of a step: :func:`train` runs it, and so do the tests and the toy lab.
+
+    A phase whose losses hold a false ``"gate"`` skips its update (one host sync; only gated
+    schedules have a gate); under DDP (``ranks`` with several processes) a rank that skips still
+    joins the backward with a zero loss, since DDP reduces gradients over every rank. With a
+    GradScaler for the phase's optimiser in ``scalers`` (float16) the loss is scaled; after each
+    update the phase's ``after`` hook runs (e.g. WGAN's weight clipping).
+
+    only: names of the phases to run (None = every phase), e.g. {"d"} for a critic-only step.
+    run_phase: ``run_phase(index, batch)`` runs phase ``index`` (the loop passes its compiled or
+      DDP-wrapped steps); None = ``phases[index].step(batch)``.
+    autocast: returns the context each phase runs in (the loop's precision); None = float32.
+    ranks: this process among torchrun's (None = one process).
+    Returns {"<phase>/<key>": detached tensor, the mean over the phase's repeats}, read back from
+    the device by nobody here (no host sync)."""
+    ranks, scalers = ranks or SINGLE, scalers or {}
+    logged: dict[str, torch.Tensor] = {}
+    for index, phase in enumerate(phases):
+        if only is not None and phase.name not in only:
+            continue
+        sums: dict[str, torch.Tensor] = {}
+        for _ in range(phase.repeats):
+            with autocast() if autocast is not None else nullcontext():
+                batch = next_batch()
+                losses = run_phase(index, batch) if run_phase is not None else phase.step(batch)
+            gate = losses.pop("gate", None)
+            _update(phase, optimizers[phase.optimizer], scalers.get(phase.optimizer), losses, gate, ranks)
+            for key, value in losses.items():
+                sums[key] = sums[key] + value.detach() if key in sums else value.detach()
+        for key, total in sums.items():
+            logged[f"{phase.name}/{key}"] = total / phase.repeats if phase.repeats > 1 else total
+    return logged
+
+
+class BatchStream:
+    """The training batches: index batches into the uint8 images on the device, augmented and laid
+    out for the networks; a two-domain dataset's B is batched beside A in its own shuffled order.
+
+    Every rank draws the same global batch order and takes its own slice. A dataset smaller than a
+    global batch trains with the batch cut to what it holds (one warning), the same cut on resume."""
+
+    def __init__(self, data: Any, cfg: RunConfig, model: GenerativeModel, ranks: Distributed, device: torch.device,
+                 layout: torch.memory_format):
+        self.images, self.labels = data.images.to(device), data.labels.to(device)  # (N, C, H, W) uint8
+        self.two_domains = data.images_b is not None
+        sizes = [self.images.shape[0], *([data.images_b.shape[0]] if self.two_domains else [])]
+        self.per_rank = self._batch_size(cfg.train.batch_size, min(sizes), ranks)
+        self.mine = slice(ranks.rank * self.per_rank, (ranks.rank + 1) * self.per_rank)
+        self.global_batch = self.per_rank * ranks.world
+        self.order = BatchOrder(sizes[0], self.global_batch, cfg.train.seed, device)
+        if self.two_domains:
+            self.images_b, self.labels_b = data.images_b.to(device), data.labels_b.to(device)
+            self.order_b = BatchOrder(sizes[1], self.global_batch, cfg.train.seed + 1000, device)
+        self.data_cfg, self.model, self.layout = cfg.data, model, layout
+
+    @staticmethod
+    def _batch_size(asked: int, size: int, ranks: Distributed) -> int:
+        """train.batch_size, or less where the dataset holds fewer items than a global batch."""
+        if size >= asked * ranks.world:
+            return asked
+        if size < ranks.world:
+            raise GenforgeError(f"the dataset has {size} items, fewer than the {ranks.world} processes")
+        cut = size // ranks.world
+        if ranks.main:
+            tqdm.write(f"genforge: warning: the dataset has {size} items, fewer than train.batch_size={asked}"
+                       f"{f' x {ranks.world} processes' if ranks.active else ''}: training with batches of {cut}",
+                       file=sys.stderr)
+        return cut
+
+    def __call__(self) -> Batch:
+        model, index = self.model, self.order.next()[self.mine]
+        x = augment(model.prepare(self.images[index]), self.data_cfg, output_range=model.output_range)
+        batch = Batch(x.contiguous(memory_format=self.layout), self.labels[index])
+        if self.two_domains:
+            index_b = self.order_b.next()[self.mine]
+            batch.images_b = model.prepare(self.images_b[index_b]).contiguous(memory_format=self.layout)
+            batch.labels_b = self.labels_b[index_b]
+        return batch
+
+    def state(self) -> dict[str, dict[str, int]]:
+        return {"data_order": self.order.state(), **({"data_order_b": self.order_b.state()} if self.two_domains else {})}
+
+    def load(self, extra: dict[str, Any]) -> None:
+        self.order.load(extra["data_order"])
+        if self.two_domains:
+            self.order_b.load(extra["data_order_b"])
+
+
 @torch.no_grad()
 def weight_fingerprint(model: torch.nn.Module) -> torch.Tensor:
     """One float64 sum per parameter: equal on two ranks iff (almost surely) equal weights. Buffers
@@ -104,12 +230,6 @@ def like_params(optimizer: torch.optim.Optimizer) -> None:
         for key, value in state.items():
             if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
                 state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
 
 
 def attach_ema(model: GenerativeModel, decay: float) -> None:
@@ -180,157 +300,235 @@ def restore_rank_rng(state: dict[str, torch.Tensor], ranks: Distributed) -> bool
     return True
 
 
-def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_root: str | None = None,
-          progress: bool = True) -> RunResult:
-    """Train ``cfg`` into ``run_dir`` (or continue it with ``resume=True``); returns the final step."""
-    run_dir = Path(run_dir)
-    tcfg = cfg.train
+def phase_runner(model: GenerativeModel, phases: list[Phase], fast: FastPaths, ranks: Distributed,
+                 device: torch.device, seed: int) -> Callable[[int, Batch], dict[str, torch.Tensor]] | None:
+    """How :func:`train_step` runs phase ``i`` here: compiled when ``fast.compile``, and under torchrun
+    behind one ``DistributedDataParallel``; None = each phase's own step, as it is."""
+    steps = [torch.compile(phase.step) if fast.compile else phase.step for phase in phases]
+    if not ranks.active:
+        return (lambda index, batch: steps[index](batch)) if fast.compile else None
+    from torch.nn.parallel import DistributedDataParallel
 
-    # Set-up: device, threads and seed; the run folder with its resolved config.
-    if tcfg.steps <= 0 and tcfg.minutes <= 0:
-        raise GenforgeError("no budget: set train.steps (--steps) or train.minutes (--minutes)")
-    if cfg.optim.schedule != "constant" and tcfg.steps <= 0:
-        raise GenforgeError(f"optim.schedule={cfg.optim.schedule} decays the learning rate by train.steps: "
-                            "set train.steps (--steps), or optim.schedule=constant for a --minutes run")
-    ranks, device_name = init_distributed(tcfg.device)
-    device = resolve_device(device_name)
-    set_threads(tcfg.threads, ranks.local_world)
-    torch.manual_seed(tcfg.seed)
+    # broadcast_buffers stays on (rank 0's BN statistics at every forward): turned off, it bought
+    # no measurable speed, and a rank then aborted at exit in 4 of 38 two-process runs.
+    ddp = DistributedDataParallel(PhaseRunner(model, steps), find_unused_parameters=True,
+                                  device_ids=[device.index] if device.type == "cuda" else None)
+    # The same weights everywhere (seeded, and DDP broadcasts rank 0's); its own noise per rank.
+    torch.manual_seed(seed + 7919 * ranks.rank)
+    return ddp.__call__
+
+
+@dataclass
+class TrainingState:
+    """What a checkpoint holds, and where it goes: the loop's objects, gathered for :meth:`save`."""
+
+    run_dir: Path
+    cfg: RunConfig
+    model: GenerativeModel
+    optimizers: dict[str, torch.optim.Optimizer]
+    scalers: dict[str, torch.amp.GradScaler]
+    batches: BatchStream
+    ranks: Distributed
+    item_shape: tuple[int, ...]
+    num_classes: int
+
+    def snapshot(self, step: int, **extra: Any) -> Checkpoint:
+        """The full training state; under torchrun a collective (every rank's RNG is gathered)."""
+        scalers = {"grad_scalers": {k: v.state_dict() for k, v in self.scalers.items()}} if self.scalers else {}
+        return Checkpoint(
+            step=step, model=self.model.state_dict(), rng=rank_rng(self.ranks),
+            optimizers={name: opt.state_dict() for name, opt in self.optimizers.items()},
+            extra={**self.batches.state(), "config": self.cfg.to_dict(), "processes": self.ranks.world, **scalers,
+                   "image_shape": list(self.item_shape), "num_classes": self.num_classes, **extra})
+
+    def restore(self, device: torch.device) -> int:
+        """Weights, optimiser moments, RNG, data order and loss scales of the newest checkpoint; its step."""
+        ckpt = load_checkpoint(latest_checkpoint(self.run_dir), map_location=device)
+        self.model.load_state_dict(ckpt.model)
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(ckpt.optimizers[name])
+            like_params(optimizer)
+        if not restore_rank_rng(ckpt.rng, self.ranks) and self.ranks.main:
+            tqdm.write(f"genforge: warning: {self.run_dir}: saved by a different number of processes; "
+                       "the run continues, but not bit for bit", file=sys.stderr)
+        self.batches.load(ckpt.extra)
+        for name, scaler in self.scalers.items():
+            if name in ckpt.extra.get("grad_scalers", {}):
+                scaler.load_state_dict(ckpt.extra["grad_scalers"][name])
+        return ckpt.step
+
+    def save(self, step: int, log: MetricsLog | NullLog, device: torch.device) -> None:
+        """A checkpoint of ``step`` (rank 0 writes it); under DDP also the check that the ranks agree."""
+        state = self.snapshot(step)
+        if self.ranks.main:
+            save_checkpoint(self.run_dir, state)
+        if self.ranks.active:  # DDP keeps every rank's weights identical: check it at each checkpoint
+            prints = self.ranks.gather(weight_fingerprint(self.model).to(device)[None])
+            in_sync = bool((prints == prints[0]).all())
+            log.log(step, {"ddp/ranks_in_sync": float(in_sync)})
+            if not in_sync and self.ranks.main:
+                tqdm.write(f"genforge: warning: step {step}: the ranks' weights differ", file=sys.stderr)
+
+
+class TrainingEvalHook:
+    """The optional cheap metric: FID of eval_n samples every eval_every steps, from its own RNG (the
+    training stream is untouched); the best checkpoint by it is kept as checkpoints/best."""
+
+    def __init__(self, cfg: RunConfig, device: torch.device, root: str | None, ranks: Distributed,
+                 best_fid: float = math.inf):
+        from genforge.metrics.evaluate import TrainingEval
+
+        tcfg = cfg.train
+        self.evaluate = TrainingEval(cfg.data.dataset, cfg.data.image_size, tcfg.eval_n, tcfg.seed, device, root,
+                                     ranks=ranks)
+        self.best_fid, self.ranks = best_fid, ranks
+
+    def __call__(self, state: TrainingState, step: int, log: MetricsLog | NullLog) -> None:
+        values, warning = self.evaluate(state.model, step)  # samples split across the ranks
+        log.log(step, values)
+        if warning and self.ranks.main:
+            tqdm.write(f"genforge: warning: {warning}", file=sys.stderr)
+        if values["eval/fid"] < self.best_fid:
+            self.best_fid = values["eval/fid"]
+            best = state.snapshot(step, eval_fid=self.best_fid)
+            if self.ranks.main:
+                save_best(state.run_dir, best)
+
+
+def best_fid_so_far(run_dir: Path) -> float:
+    """The FID of a resumed run's checkpoints/best (inf where there is none)."""
+    best_state = run_dir / "checkpoints" / "best" / "state.json"
+    return json.loads(best_state.read_text()).get("eval_fid", math.inf) if best_state.is_file() else math.inf
+
+
+def set_learning_rate(optimizers: dict[str, torch.optim.Optimizer], lr: float) -> None:
+    """Every group's learning rate to ``lr``: a plain float per group, so no host sync."""
+    for optimizer in optimizers.values():
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+
+class LossWindow:
+    """The logged terms summed on the device between log steps; read back (the host sync) only at them."""
+
+    def __init__(self, start_step: int):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.start_step, self.start_time = start_step, time.monotonic()
+
+    def add(self, logged: dict[str, torch.Tensor]) -> None:
+        for key, value in logged.items():
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def restart(self, step: int, when: float) -> None:
+        self.sums, self.counts, self.start_step, self.start_time = {}, {}, step, when
+
+    def read(self, step: int, images_per_step: int) -> dict[str, float]:
+        """The window's mean of each term and the images/s over it; starts a new window."""
+        now = time.monotonic()
+        values = {key: float(self.sums[key]) / self.counts[key] for key in self.sums}  # the host sync
+        values["images_per_s"] = images_per_step * (step - self.start_step) / max(now - self.start_time, 1e-9)
+        self.restart(step, now)
+        return values
+
+
+def _run_folder(run_dir: Path, cfg: RunConfig, resume: bool, ranks: Distributed) -> None:
+    """The run folder's layout, and its config.json for a new run (rank 0 alone writes)."""
     if ranks.main:
         for sub in ("samples", "plots", "checkpoints"):
             (run_dir / sub).mkdir(parents=True, exist_ok=True)
         if not resume:
             write_json_atomic(run_dir / "config.json", cfg.to_dict())
 
-    # Data: decoded once into a uint8 tensor on the device, batched by indexing.
+
+def _announce(cfg: RunConfig, fast: FastPaths, ranks: Distributed, device: torch.device) -> None:
+    if ranks.main:
+        where = f"{ranks.world} processes on {device.type}" if ranks.active else str(device)
+        tqdm.write(f"genforge: {cfg.recipe} on {where}: {fast.describe()}", file=sys.stderr)
+
+
+def _final_report(cfg: RunConfig, model: GenerativeModel, train_data: Any, root: str | None, device: torch.device,
+                  run_dir: Path, progress: bool) -> dict[str, float]:
+    """The metrics (logged as eval/*) and pictures registered for the family and its data, of a run
+    that reached its budget (:mod:`genforge.metrics.evaluate`'s registry: what ``genforge eval`` runs)."""
+    from genforge.metrics.evaluate import final_metrics, write_report
+
+    test_data = load_data(cfg.data, "test", root)
+    ctx = Context(run_dir, train_data, test_data, device, cfg.train.eval_samples, progress)
+    model.eval()
+    metrics = {f"eval/{k}": v for k, v in final_metrics(model, ctx).items()}
+    write_report(model, ctx)
+    return metrics
+
+
+def _plot_losses(log_path: Path, run_dir: Path, recipe: str) -> None:
+    rows = viz.read_metrics(log_path)
+    loss_keys = sorted({k for row in rows for k in row if "/" in k and not k.startswith("eval/")})
+    viz.plot_curves(rows, loss_keys, run_dir / "plots" / "losses.png", title=f"{recipe}: training losses")
+
+
+def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_root: str | None = None,
+          progress: bool = True) -> RunResult:
+    """Train ``cfg`` into ``run_dir`` (or continue it with ``resume=True``); returns the final step.
+
+    The config is validated whole, and again with the data's shape once it is loaded, before
+    anything is written: a refused config leaves no run folder behind."""
+    run_dir, tcfg = Path(run_dir), cfg.train
+
+    # Set-up: the config checked, then device, threads and seed.
+    validate(cfg)
+    ranks, device_name = init_distributed(tcfg.device)
+    device = resolve_device(device_name)
+    set_threads(tcfg.threads, ranks.local_world)
+    torch.manual_seed(tcfg.seed)
+
+    # Data: decoded once into a uint8 tensor (named sets resized, image folders decoded and cached),
+    # checked against the config, and only then the run folder with its resolved config.
     root = cfg.data.root or data_root
-    train_data = load_data(cfg.data, "train", root)  # named sets resized, image folders decoded (cached)
-    images = train_data.images.to(device)  # (N, C, H, W) uint8 at data.image_size
-    labels = train_data.labels.to(device)
-    # Every rank draws the same global batch order (batch_size per rank) and takes its own slice.
-    global_batch, mine = tcfg.batch_size * ranks.world, slice(ranks.rank * tcfg.batch_size,
-                                                               (ranks.rank + 1) * tcfg.batch_size)
-    order = BatchOrder(images.shape[0], global_batch, tcfg.seed, device)
-    # A second domain (DiscoGAN's B) is batched beside the first, in its own shuffled order.
-    two_domains = train_data.images_b is not None
-    if two_domains:
-        images_b = train_data.images_b.to(device)
-        labels_b = train_data.labels_b.to(device)
-        order_b = BatchOrder(images_b.shape[0], global_batch, tcfg.seed + 1000, device)
+    train_data = load_data(cfg.data, "train", root)
+    item_shape = tuple(train_data.images.shape[1:])  # (C, H, W) images at data.image_size, or (D,) points
+    validate(cfg, item_shape, len(train_data.classes))
     long_run = tcfg.steps >= 2000 or tcfg.minutes >= 10 or (tcfg.steps <= 0 and tcfg.minutes <= 0)
     fast = choose_fast_paths(tcfg.precision, tcfg.channels_last, tcfg.compile, cfg.optim.fused, device,
-                             images=images.ndim == 4, long_run=long_run)
+                             images=len(item_shape) == 3, long_run=long_run)
     layout = torch.channels_last if fast.channels_last else torch.contiguous_format
+    _run_folder(run_dir, cfg, resume, ranks)
 
-    def next_batch() -> Batch:
-        index = order.next()[mine]
-        x = augment(model.prepare(images[index]), cfg.data, output_range=model.output_range)  # off: x itself
-        batch = Batch(x.contiguous(memory_format=layout), labels[index])
-        if two_domains:
-            index_b = order_b.next()[mine]
-            batch.images_b = model.prepare(images_b[index_b]).contiguous(memory_format=layout)
-            batch.labels_b = labels_b[index_b]
-        return batch
-
-    # Networks, one optimiser per group, the phases, and EMA copies when asked for.
-    model = build_model(cfg, tuple(images.shape[1:]), len(train_data.classes)).to(device, memory_format=layout)
+    # Networks, one optimiser per group, the phases (compiled, behind DDP), EMA copies when asked for.
+    model = build_model(cfg, item_shape, len(train_data.classes)).to(device, memory_format=layout)
+    batches = BatchStream(train_data, cfg, model, ranks, device, layout)
     attach_ema(model, tcfg.ema_decay)
-    optimizers = {name: make_optimizer(cfg.optim, params) for name, params in model.optimizer_groups().items()}
+    optimizers = make_optimizers(model, cfg.optim)
     phases = model.phases()
     # float16 needs loss scaling (one scaler per optimiser); bfloat16 has float32's range.
     scalers = ({name: torch.amp.GradScaler(device.type) for name in optimizers}
                if fast.dtype is torch.float16 else {})
-    steps = [torch.compile(phase.step) if fast.compile else phase.step for phase in phases]
-    if ranks.active:
-        from torch.nn.parallel import DistributedDataParallel
-
-        # broadcast_buffers stays on (rank 0's BN statistics at every forward): turned off, it bought
-        # no measurable speed, and a rank then aborted at exit in 4 of 38 two-process runs.
-        ddp = DistributedDataParallel(PhaseRunner(model, steps), find_unused_parameters=True,
-                                      device_ids=[device.index] if device.type == "cuda" else None)
-        run_phase = ddp.__call__
-        # The same weights everywhere (seeded, and DDP broadcasts rank 0's); its own noise per rank.
-        torch.manual_seed(tcfg.seed + 7919 * ranks.rank)
-    else:
-        def run_phase(index: int, batch: Batch) -> dict[str, torch.Tensor]:
-            return steps[index](batch)
+    run_phase = phase_runner(model, phases, fast, ranks, device, tcfg.seed)
+    state = TrainingState(run_dir, cfg, model, optimizers, scalers, batches, ranks, item_shape,
+                          len(train_data.classes))
 
     # Resume: weights, optimiser moments, RNG and data order exactly as saved.
-    step = 0
-    if resume:
-        ckpt = load_checkpoint(latest_checkpoint(run_dir), map_location=device)
-        model.load_state_dict(ckpt.model)
-        for name, optimizer in optimizers.items():
-            optimizer.load_state_dict(ckpt.optimizers[name])
-            like_params(optimizer)
-        exact = restore_rank_rng(ckpt.rng, ranks)
-        if not exact and ranks.main:
-            tqdm.write(f"genforge: warning: {run_dir}: saved by a different number of processes; "
-                       "the run continues, but not bit for bit", file=sys.stderr)
-        order.load(ckpt.extra["data_order"])
-        if two_domains:
-            order_b.load(ckpt.extra["data_order_b"])
-        for name, scaler in scalers.items():
-            if name in ckpt.extra.get("grad_scalers", {}):
-                scaler.load_state_dict(ckpt.extra["grad_scalers"][name])
-        step = ckpt.step
+    step = state.restore(device) if resume else 0
     fixed_noise = model.fixed_inputs(train_data, FIXED_NOISE, torch.Generator().manual_seed(tcfg.seed + 1)).to(device)
     log = MetricsLog(run_dir, resume_step=step if resume else None) if ranks.main else NullLog()
-
-    def snapshot(**extra) -> Checkpoint:
-        """The full training state; under torchrun a collective (every rank's RNG is gathered)."""
-        return Checkpoint(
-            step=step, model=model.state_dict(), rng=rank_rng(ranks),
-            optimizers={name: opt.state_dict() for name, opt in optimizers.items()},
-            extra={"data_order": order.state(), **({"data_order_b": order_b.state()} if two_domains else {}),
-                   "config": cfg.to_dict(), "processes": ranks.world,
-                   **({"grad_scalers": {k: v.state_dict() for k, v in scalers.items()}} if scalers else {}),
-                   "image_shape": list(images.shape[1:]), "num_classes": len(train_data.classes), **extra})
-
-    def checkpoint() -> None:
-        state = snapshot()
-        if ranks.main:
-            save_checkpoint(run_dir, state)
-        if ranks.active:  # DDP keeps every rank's weights identical: check it at each checkpoint
-            prints = ranks.gather(weight_fingerprint(model).to(device)[None])
-            in_sync = bool((prints == prints[0]).all())
-            log.log(step, {"ddp/ranks_in_sync": float(in_sync)})
-            if not in_sync and ranks.main:
-                tqdm.write(f"genforge: warning: step {step}: the ranks' weights differ", file=sys.stderr)
-
-    # Optional cheap metric: FID of eval_n samples every eval_every steps, from its own RNG
-    # (the training stream is untouched); the best checkpoint by it is kept as checkpoints/best.
-    evaluator, best_fid = None, math.inf
-    if tcfg.eval_every > 0:
-        from genforge.metrics.evaluate import TrainingEval
-
-        evaluator = TrainingEval(cfg.data.dataset, cfg.data.image_size, tcfg.eval_n, tcfg.seed, device, root,
-                                 ranks=ranks)
-        best_state = run_dir / "checkpoints" / "best" / "state.json"
-        if resume and best_state.is_file():
-            best_fid = json.loads(best_state.read_text()).get("eval_fid", math.inf)
+    evaluator = (TrainingEvalHook(cfg, device, root, ranks, best_fid_so_far(run_dir) if resume else math.inf)
+                 if tcfg.eval_every > 0 else None)
 
     def sample_grid(name: str) -> None:
-        if not ranks.main:
-            return
-        with model.inference():
-            grid = model.progress_image(fixed_noise, train_data)
-        log.image("samples", grid, step)
-        viz.save_grid_image(grid, run_dir / "samples" / f"{name}.png")
+        if ranks.main:
+            with model.inference():
+                grid = model.progress_image(fixed_noise, train_data)
+            log.image("samples", grid, step)
+            viz.save_grid_image(grid, run_dir / "samples" / f"{name}.png")
 
-    # The loop: every phase (each repeat on a fresh batch), EMA, then the periodic work.
+    # The loop: one train_step (every phase, each repeat on a fresh batch), EMA, then the periodic work.
     deadline = time.monotonic() + tcfg.minutes * 60 if tcfg.minutes > 0 else math.inf
     last_step = tcfg.steps if tcfg.steps > 0 else math.inf
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
-    saved_step, last_log, last_time = step, step, time.monotonic()
-    show = progress and ranks.main
-    if ranks.main:
-        where = f"{ranks.world} processes on {device.type}" if ranks.active else str(device)
-        tqdm.write(f"genforge: {cfg.recipe} on {where}: {fast.describe()}", file=sys.stderr)
-    bar = tqdm(total=tcfg.steps or None, initial=step, disable=not show, unit="step", dynamic_ncols=True,
-               desc=cfg.recipe)
-    first_step_at = None
+    window, saved_step, first_step = LossWindow(step), step, step + 1
+    _announce(cfg, fast, ranks, device)
+    bar = tqdm(total=tcfg.steps or None, initial=step, disable=not (progress and ranks.main), unit="step",
+               dynamic_ncols=True, desc=cfg.recipe)
     with stop_on_sigint() as sigint:
         while step < last_step:
             # Ranks stop together: under torchrun they agree at log steps (the only syncs).
@@ -338,101 +536,63 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
                 if ranks.any(time.monotonic() >= deadline or sigint["stop"], device):
                     break
             model.progress = step / tcfg.steps if tcfg.steps else 0.0
-            if cfg.optim.schedule != "constant":  # a plain float per group: no host sync
-                lr = cfg.optim.lr * lr_factor(cfg.optim, model.progress)
-                for optimizer in optimizers.values():
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-            for index, phase in enumerate(phases):
-                optimizer = optimizers[phase.optimizer]
-                scaler = scalers.get(phase.optimizer)
-                for _ in range(phase.repeats):
-                    with fast.autocast():
-                        losses = run_phase(index, next_batch())
-                    gate = losses.pop("gate", None)
-                    update = gate is None or ranks.any(bool(gate), device)
-                    if update or ranks.active:  # a DDP rank joins every backward, skipped or not
-                        optimizer.zero_grad(set_to_none=True)
-                        loss = losses["loss"] if update else losses["loss"] * 0.0
-                        (scaler.scale(loss) if scaler else loss).backward()
-                    if update:
-                        if scaler:
-                            scaler.step(optimizer)
-                            scaler.update()
-                        else:
-                            optimizer.step()
-                        if phase.after is not None:
-                            phase.after()
-                    for key, value in losses.items():
-                        name = f"{phase.name}/{key}"
-                        sums[name] = sums.get(name, 0.0) + value.detach()
-                        counts[name] = counts.get(name, 0) + 1
+            if cfg.optim.schedule != "constant":
+                set_learning_rate(optimizers, cfg.optim.lr * lr_factor(cfg.optim, model.progress))
+            window.add(train_step(model, optimizers, phases, batches, run_phase=run_phase, scalers=scalers,
+                                  autocast=fast.autocast, ranks=ranks))
             update_ema(model, tcfg.ema_decay, step)
             step += 1
             bar.update(1)
-            if first_step_at is None and fast.compile:
-                first_step_at = time.monotonic()
-                if show:
-                    tqdm.write(f"genforge: torch.compile and the first step took {first_step_at - last_time:.1f} s",
-                               file=sys.stderr)
-                log.log(step, {"compile_s": first_step_at - last_time})
-                last_log, last_time = step, first_step_at
+            if fast.compile and step == first_step:  # this process's first step compiled the phases
+                _report_compile(window, step, log, progress and ranks.main)
 
             if step % tcfg.log_every == 0 or step == tcfg.steps:
-                now = time.monotonic()
-                values = {key: float(sums[key]) / counts[key] for key in sums}  # the host sync
-                values["images_per_s"] = global_batch * (step - last_log) / max(now - last_time, 1e-9)
+                values = window.read(step, batches.global_batch)
                 log.log(step, values)
-                bar.set_postfix({k.split("/", 1)[-1] if k.count("/") else k: f"{v:.3g}" for k, v in values.items()})
-                sums, counts, last_log, last_time = {}, {}, step, now
+                bar.set_postfix({k.split("/", 1)[-1]: f"{v:.3g}" for k, v in values.items()})
             if step % tcfg.sample_every == 0:
                 sample_grid(f"step-{step:07d}")
             if step % tcfg.checkpoint_every == 0:
-                checkpoint()
+                state.save(step, log, device)
                 saved_step = step
                 if ranks.main:
                     with model.inference():
-                        values = model.checkpoint_metrics(train_data, step)
+                        values = checkpoint_metrics(model, train_data, step, device)
                     if values:
                         log.log(step, values)
             if evaluator is not None and step % tcfg.eval_every == 0:
-                values, warning = evaluator(model, step)  # samples split across the ranks
-                log.log(step, values)
-                if warning and ranks.main:
-                    tqdm.write(f"genforge: warning: {warning}", file=sys.stderr)
-                if values["eval/fid"] < best_fid:
-                    best_fid = values["eval/fid"]
-                    state = snapshot(eval_fid=best_fid)
-                    if ranks.main:
-                        save_best(run_dir, state)
+                evaluator(state, step, log)
         interrupted = sigint["stop"]
     bar.close()
 
     # The end: a last checkpoint, the final grid and curves, and the family's own report.
     missing = ranks.main and not (run_dir / "checkpoints" / "latest").exists()
     if ranks.any(step != saved_step or missing, device):
-        checkpoint()
+        state.save(step, log, device)
     if ranks.active:  # the ranks leave together
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     if not ranks.main:  # rank 0 draws, evaluates and reports
         return RunResult(run_dir, step, interrupted)
     sample_grid("final")
-    rows = viz.read_metrics(log.path)
-    loss_keys = sorted({k for row in rows for k in row if "/" in k and not k.startswith("eval/")})
-    viz.plot_curves(rows, loss_keys, run_dir / "plots" / "losses.png", title=f"{cfg.recipe}: training losses")
+    _plot_losses(log.path, run_dir, cfg.recipe)
     result = RunResult(run_dir, step, interrupted)
     if not interrupted:
-        test_data = load_data(cfg.data, "test", root)
-        ctx = Context(run_dir, train_data, test_data, device, tcfg.eval_samples, progress)
-        model.eval()
-        with model.ema_weights():
-            result.metrics = {f"eval/{k}": v for k, v in model.evaluate(ctx).items()}
-            model.report(ctx)
+        result.metrics = _final_report(cfg, model, train_data, root, device, run_dir, progress)
         if result.metrics:
             log.log(step, result.metrics)
     log.close()
     return result
+
+
+def _report_compile(window: LossWindow, step: int, log: MetricsLog | NullLog, show: bool) -> None:
+    """Log how long torch.compile and the first step took, and start the speed window after them."""
+    now = time.monotonic()
+    seconds = now - window.start_time
+    if show:
+        tqdm.write(f"genforge: torch.compile and the first step took {seconds:.1f} s", file=sys.stderr)
+    log.log(step, {"compile_s": seconds})
+    window.start_step, window.start_time = step, now
 
 
 def resume_config(run_dir: str | Path, steps: int | None = None, minutes: float | None = None) -> RunConfig:
