@@ -1,0 +1,65 @@
+"""Studio fixtures: a runs folder holding tiny finished runs, and test clients of the studio app.
+
+The runs train in-process in a second or two (tests.conftest's tiny configs); a client speaks to the
+app as a browser on the studio's own loopback address would (Host 127.0.0.1:8765).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the studio tests need the web extra: pip install -e '.[web]'")
+pytest.importorskip("httpx", reason="the studio tests need the web extra: pip install -e '.[web]'")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from tests.conftest import SHARED_DATASETS, tiny_overrides  # noqa: E402
+
+BASE = "http://127.0.0.1:8765"
+TOY = ["train.threads=1", "train.device=cpu", "train.log_every=5", "train.sample_every=10",
+       "train.checkpoint_every=1000", "model.hidden=16", "model.layers=1", "train.batch_size=32"]
+
+
+def train_tiny(run_dir: Path, recipe: str, overrides: list[str], steps: int) -> Path:
+    from genforge import api
+
+    api.train_run(api.check_config(recipe, overrides, steps=steps), run_dir, progress=False)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory) -> Path:
+    """A runs folder with finished tiny runs: dcgan (samples every 2 steps), vae (2-D latent), ring (toy points)."""
+    root = tmp_path_factory.mktemp("studio-runs")
+    train_tiny(root / "dcgan", "mnist-dcgan", tiny_overrides("mnist-dcgan", "train.sample_every=2"), steps=6)
+    train_tiny(root / "vae", "mnist-vae", tiny_overrides("mnist-vae", "model.latent_dim=2"), steps=4)
+    train_tiny(root / "toys" / "ring", "ring-8", TOY, steps=20)
+    return root
+
+
+@pytest.fixture
+def runs(trained_runs, tmp_path) -> Path:
+    """A private copy of the trained runs folder (tests may add, break or link runs in it)."""
+    root = tmp_path / "runs"
+    shutil.copytree(trained_runs, root, symlinks=True)
+    return root
+
+
+def make_client(root: Path, **options) -> TestClient:
+    from genforge.web.server import create_app
+
+    return TestClient(create_app(root, **options), base_url=BASE)
+
+
+@pytest.fixture
+def client(runs) -> TestClient:
+    with make_client(runs) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path | None:
+    return SHARED_DATASETS if (SHARED_DATASETS / "fashion-mnist").is_dir() else None
