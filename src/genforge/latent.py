@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genforge.atomic import atomic_output
 from genforge.errors import GenforgeError
 
 LATENT_SUFFIXES = (".safetensors", ".npy")
@@ -21,16 +22,16 @@ LATENT_SUFFIXES = (".safetensors", ".npy")
 def save_latents(z: torch.Tensor, path: str | Path) -> Path:
     """Write noise vectors ``z`` (N, latent) to ``.safetensors`` (key "z") or ``.npy``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    z = z.detach().float().cpu().contiguous()
-    if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
-
-        save_file({"z": z}, str(path))
-    elif path.suffix == ".npy":
-        np.save(path, z.numpy(), allow_pickle=False)
-    else:
+    if path.suffix not in LATENT_SUFFIXES:
         raise GenforgeError(f"{path}: save latent vectors as .safetensors or .npy")
+    z = z.detach().float().cpu().contiguous()
+    with atomic_output(path) as tmp:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file({"z": z}, str(tmp))
+        else:
+            np.save(tmp, z.numpy(), allow_pickle=False)
     return path
 
 

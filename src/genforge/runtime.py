@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from genforge.atomic import write_atomic
 from genforge.errors import GenforgeError
 
 
@@ -242,9 +243,7 @@ class MetricsLog:
         if resume_step is not None:
             # Rows past the checkpoint were written by the run that crashed: they are redone.
             kept = [line for line in _read_lines(self.path) if _row_step(line) <= resume_step]
-            tmp = self.path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            os.replace(tmp, self.path)
+            write_atomic(self.path, "".join(line + "\n" for line in kept))
         self._file = open(self.path, "a", buffering=1)
         from torch.utils.tensorboard import SummaryWriter  # slow import, only when training
 

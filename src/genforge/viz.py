@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from genforge.atomic import atomic_output
+
 
 def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2, pad_value: float = 1.0) -> torch.Tensor:
     """Tile (B, C, H, W) images in [0, 1] into one (C, H', W') image, ``nrow`` per row."""
@@ -56,8 +58,8 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, s
 def save_grid_image(grid: torch.Tensor, path: str | Path, scale: int = 2) -> Path:
     """Save an already tiled (C, H, W) grid as PNG; returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    to_pil(grid, scale).save(path)
+    with atomic_output(path) as tmp:
+        to_pil(grid, scale).save(tmp)
     return path
 
 
@@ -74,8 +76,8 @@ def _save_figure(fig, path: str | Path) -> Path:
     """Lay out, write (PNG, or PDF by suffix) and close a matplotlib figure."""
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp)
     _pyplot().close(fig)
     return path
 
@@ -194,6 +196,6 @@ def save_gif(frames: Sequence[str | Path], path: str | Path, duration_ms: int = 
     size = images[0].size
     images = [im if im.size == size else im.resize(size) for im in images]
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
+    with atomic_output(path) as tmp:
+        images[0].save(tmp, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
     return path
