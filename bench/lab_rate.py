@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import cpu_name  # noqa: E402
 
-from genforge.lab import LAB_RECIPES, ToyLab  # noqa: E402
+from genforge.lab import LAB_RECIPES, LAB_THREADS, ToyLab  # noqa: E402
 
 
 def measure(lab: ToyLab, steps: int, state_every: int, grid: int, arrows: int) -> dict[str, float]:
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--grid", type=int, default=40)
     parser.add_argument("--arrows", type=int, default=100)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
+    parser.add_argument("--threads", type=int, default=0, help="the process's torch threads (a server's); 0 = torch's default")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -60,7 +60,8 @@ def main() -> None:
     measure(lab, 20, args.state_every, args.grid, args.arrows)  # warm-up
     rounds = [measure(lab, args.steps, args.state_every, args.grid, args.arrows) for _ in range(args.rounds)]
     median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
-    print(f"cpu: {cpu_name()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    print(f"cpu: {cpu_name()}, {torch.get_num_threads()} torch threads in the process (the lab computes on "
+          f"{LAB_THREADS}), torch {torch.__version__}")
     print(f"{args.recipe}: {median['updates_per_s']:.1f} updates/s (median of {args.rounds} x {args.steps} steps, "
           f"state() every {args.state_every} at grid {args.grid} with {args.arrows} arrows); "
           f"step {median['step_ms']:.2f} ms, state() {median['state_ms']:.2f} ms")

@@ -200,6 +200,18 @@ def test_a_seeded_lab_repeats_itself_and_leaves_the_global_rng_alone():
     assert torch.equal(torch.get_rng_state(), outside)
 
 
+def test_the_lab_computes_on_its_own_thread_count_and_gives_the_processs_back():
+    lab = ToyLab("ring-8")
+    outside = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        lab.step()
+        lab.state(grid=4, arrows=4)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(outside)
+
+
 # --- set -----------------------------------------------------------------------------------
 
 def test_set_changes_loss_and_rates_keeping_weights_and_moments():

@@ -53,6 +53,7 @@ LOSS_KEY = {"gan": "loss", "discogan": "gan_loss"}  # the model config key that 
 D_OPTIMIZER, G_OPTIMIZER = "discriminator", "generator"
 WHICH = ("both", "d", "g")
 
+LAB_THREADS = 1  # torch threads while a lab computes: its MLPs are too small to share among cores
 _GLOBAL_RNG = threading.Lock()  # the global torch RNG is one per process: labs take turns with it
 
 
@@ -211,6 +212,22 @@ def rows(points: torch.Tensor, decimals: int = 4) -> list:
 def _finite(value: Any) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+@contextmanager
+def _threads(count: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``count`` inside the block, then back. The lab's networks are
+    so small that splitting a matrix product between cores costs more than it saves, and with a
+    training beside it on a 2-core CPU two threads ran the lab 5 times slower than one (bench/lab_rate.py)."""
+    before = torch.get_num_threads()
+    if before == count:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @contextmanager
@@ -477,7 +494,7 @@ class ToyLab:
         with self._lock:
             wanted = {"d": D_OPTIMIZER, "g": G_OPTIMIZER}.get(which)
             only = None if wanted is None else {p.name for p in self.phases if p.optimizer == wanted}
-            with self._own_rng():
+            with self._own_rng(), _threads(LAB_THREADS):
                 for _ in range(n):
                     logged = train_step(self.model, self.optimizers, self.phases, self._next_batch, only=only)
                     self.steps += 1
@@ -553,7 +570,7 @@ class ToyLab:
         mode metrics and the latest losses, the config. Reads the model only (no training RNG)."""
         grid = _whole("grid", grid, 2, MAX_GRID)
         arrows = _whole("arrows", arrows, 0, FAKE_SHOWN)
-        with self._lock, self.model.inference():
+        with self._lock, _threads(LAB_THREADS), self.model.inference():
             picture = self.view.picture(self.model, grid, arrows)
             metrics = self.view.metrics(self.model)
         metrics.update(self._losses())
