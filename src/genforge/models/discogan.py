@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genforge import losses, viz
-from genforge.config import opt
+from genforge.config import check_ranges, opt
 from genforge.data.datasets import BAG as BAG_CLASS, SHOES as SHOE_CLASSES
 from genforge.errors import GenforgeError
 from genforge.models.base import Batch, Capabilities, Context, GenerativeModel, Phase, relayout
@@ -231,22 +231,42 @@ class DiscoGAN(GenerativeModel):
     family = "discogan"
     Config = DiscoGANConfig
 
+    # Ranges of the family's keys (one line each: key, value, what is allowed).
+    RANGES = {"hidden": ">= 1", "width": ">= 1", "cycle_weight": ">= 0", "feature_matching": "[0, 1]",
+              "recon_weight": "[0, 1]", "recon_weight_start": "[0, 1]", "curriculum_steps": ">= 0", "g_steps": ">= 1"}
+
+    @classmethod
+    def check_config(cls, cfg: Any, data_shape: tuple[int, ...] | None = None, num_classes: int | None = None) -> None:
+        """Refuse a run config (a ``RunConfig``) this family cannot train, before anything is built or
+        written (``genforge.config.validate`` calls it); ``data_shape`` adds the data's checks once known."""
+        cls.check_model(cfg.model, data_shape)
+
+    @classmethod
+    def check_model(cls, cfg: DiscoGANConfig, data_shape: tuple[int, ...] | None = None) -> None:
+        """The model section's checks, also run whenever the networks are built."""
+        check_ranges(cfg, cls.RANGES, "model.")
+        if data_shape is None:
+            return
+        points = len(data_shape) == 1
+        if cfg.arch == "mlp" and not points:
+            raise GenforgeError("model.arch=mlp is for 2-D point data; use conv for images")
+        if cfg.arch == "conv" and points:
+            raise GenforgeError("model.arch=conv needs images; the toy datasets need mlp (or auto)")
+        if not points and data_shape[1] % 16:
+            raise GenforgeError(f"the conv DiscoGAN needs an image size divisible by 16 (data.image_size=32), "
+                                f"not {data_shape[1]}")
+
     def __init__(self, cfg: DiscoGANConfig, image_shape: tuple[int, ...], num_classes: int):
         super().__init__(cfg, image_shape, num_classes)
+        self.check_model(cfg, image_shape)
         self.points = len(image_shape) == 1  # toy data: float points (B, D) instead of images
         arch = cfg.arch if cfg.arch != "auto" else ("mlp" if self.points else "conv")
         if arch == "mlp":
             dim = int(np.prod(image_shape))
-            if not self.points:
-                raise GenforgeError("model.arch=mlp is for 2-D point data; use conv for images")
             self.G_AB, self.G_BA = MLP(dim, cfg.hidden, dim), MLP(dim, cfg.hidden, dim)
             self.D_A, self.D_B = PointCritic(dim, cfg.hidden), PointCritic(dim, cfg.hidden)
         else:
-            if self.points:
-                raise GenforgeError("model.arch=conv needs images; the toy datasets need mlp (or auto)")
             channels, size, _ = image_shape
-            if size % 16:
-                raise GenforgeError(f"the conv DiscoGAN needs an image size divisible by 16 (data.image_size=32), not {size}")
             self.G_AB, self.G_BA = ConvTranslator(channels, cfg.width), ConvTranslator(channels, cfg.width)
             self.D_A, self.D_B = ConvCritic(channels, cfg.width, size), ConvCritic(channels, cfg.width, size)
             dcgan_init(self)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genforge import losses
-from genforge.config import opt
+from genforge.config import check_ranges, opt
 from genforge.errors import GenforgeError
 from genforge.models.base import Batch, Capabilities, Context, FlattenFrom, GenerativeModel, Phase, memory_format_of, relayout
 
@@ -105,6 +105,12 @@ def stride2_padding(kernel: int) -> tuple[int, int]:
     exactly and the transposed conv doubles it: 4 -> (1, 0), 5 -> (2, 1), like TF's 'SAME'."""
     padding = (kernel - 1) // 2
     return padding, 2 + 2 * padding - kernel
+
+
+def _fits_dcgan(image_size: int) -> bool:
+    """Whether the DCGAN networks reach ``image_size``: 7 or 4 times a power of two (at least 2)."""
+    return any(image_size % base == 0 and image_size // base >= 2 and (image_size // base).bit_count() == 1
+               for base in (7, 4))
 
 
 def _base_size(image_size: int) -> int:
@@ -227,10 +233,6 @@ class MLPDiscriminator(nn.Module):
 
     def __init__(self, dim: int, hidden: int, layers: int, norm: str = "none", maxout: int = 1):
         super().__init__()
-        if norm == "instance":
-            raise GenforgeError("model.d_norm=instance needs images; use none, layer or batch with arch=mlp")
-        if maxout < 1:
-            raise GenforgeError(f"model.maxout must be 1 (LeakyReLU) or more pieces, not {maxout}")
         blocks: list[nn.Module] = []
         width = dim
         for _ in range(layers):
@@ -306,31 +308,73 @@ class GAN(GenerativeModel):
     Config = GANConfig
     ema_networks = ("generator",)
 
-    def __init__(self, cfg: GANConfig, image_shape: tuple[int, ...], num_classes: int):
-        super().__init__(cfg, image_shape, num_classes)
-        self.points = len(image_shape) == 1  # toy data: float points (B, D) instead of images
-        self.classes = num_classes if cfg.conditional != "none" else 0  # one-hot entries joined to z
+    # Ranges of the family's keys that the checks below do not cover (one line each: key, value, what is allowed).
+    RANGES = {"latent_dim": ">= 1", "clip": ">= 0", "gp_weight": ">= 0", "r1_gamma": ">= 0", "real_label": "(0, 1]",
+              "d_steps": ">= 1", "hidden": ">= 1", "layers": ">= 1"}
+
+    @classmethod
+    def check_config(cls, cfg: Any, data_shape: tuple[int, ...] | None = None, num_classes: int | None = None) -> None:
+        """Refuse a run config (a ``RunConfig``) this family cannot train, before anything is built or
+        written (``genforge.config.validate`` calls it); ``data_shape`` ((C, H, W) images or (D,) points)
+        and ``num_classes`` add the checks that need the data, once it is known."""
+        cls.check_model(cfg.model, data_shape, num_classes)
+        if cfg.train.batch_size % cfg.model.pack:
+            raise GenforgeError(f"model.pack={cfg.model.pack} needs train.batch_size divisible by it, not "
+                                f"{cfg.train.batch_size}: set train.batch_size to a multiple of {cfg.model.pack}")
+
+    @classmethod
+    def check_model(cls, cfg: GANConfig, data_shape: tuple[int, ...] | None = None,
+                    num_classes: int | None = None) -> None:
+        """The model section's checks, also run whenever the networks are built."""
+        check_ranges(cfg, cls.RANGES, "model.")
+        conditional = cfg.conditional != "none"
         if cfg.schedule == "threshold" and cfg.loss not in BCE_LOSSES:
             raise GenforgeError(f"schedule=threshold gates on BCE losses; it does not fit loss={cfg.loss}")
-        if self.classes and num_classes < 2:
+        if conditional and num_classes is not None and num_classes < 2:
             raise GenforgeError("a conditional GAN needs labelled data with at least 2 classes")
-        if self.points != (cfg.arch == "mlp"):
+        if data_shape is not None and (len(data_shape) == 1) != (cfg.arch == "mlp"):
             raise GenforgeError("arch=mlp is for toy points (N, D) and toy points need arch=mlp; "
-                                f"this data has shape {tuple(image_shape)}")
-        if self.classes and cfg.arch != "dcgan":
+                                f"this data has shape {tuple(data_shape)}")
+        if conditional and cfg.arch != "dcgan":
             raise GenforgeError(f"model.conditional={cfg.conditional} is implemented for arch=dcgan only")
-        if cfg.pack < 1 or (cfg.pack > 1 and (self.classes or cfg.arch == "livestream")):
+        if cfg.pack < 1 or (cfg.pack > 1 and (conditional or cfg.arch == "livestream")):
             raise GenforgeError(f"model.pack={cfg.pack}: packing takes 1 or more, on unconditional dcgan or mlp nets")
         if not 0 < cfg.top_k <= 1 or not 0 <= cfg.top_k_until <= 1:
             raise GenforgeError(f"model.top_k must be in (0, 1] and model.top_k_until in [0, 1], not {cfg.top_k} and "
                                 f"{cfg.top_k_until}")
-        self.set_reject(cfg.reject)
-        self.progress = 0.0
+        cls.check_reject(cfg, cfg.reject)
         if cfg.width < 1 or cfg.g_width < 0:
             raise GenforgeError(f"model.width must be at least 1 and model.g_width 0 (= width) or more, not "
                                 f"{cfg.width} and {cfg.g_width}")
         if cfg.kernel not in KERNELS:
             raise GenforgeError(f"model.kernel must be {KERNELS.start} to {KERNELS.stop - 1}, not {cfg.kernel}")
+        if cfg.arch == "mlp" and cfg.d_norm == "instance":
+            raise GenforgeError("model.d_norm=instance needs images; use none, layer or batch with arch=mlp")
+        if cfg.maxout < 1:
+            raise GenforgeError(f"model.maxout must be 1 (LeakyReLU) or more pieces, not {cfg.maxout}")
+        if data_shape is not None and len(data_shape) == 3:
+            size = data_shape[1]
+            if cfg.arch == "livestream" and size % 4:
+                raise GenforgeError(f"data.image_size={size}: the livestream networks need a size divisible by 4")
+            if cfg.arch == "dcgan" and not _fits_dcgan(size):
+                raise GenforgeError(f"data.image_size={size}: the dcgan networks need 7 or 4 times a power of two "
+                                    "(e.g. 28, 32 or 64)")
+
+    @staticmethod
+    def check_reject(cfg: GANConfig, quantile: float) -> None:
+        """Refuse a rejection-sampling quantile this GAN cannot use (at config time and at sampling time)."""
+        if not 0 <= quantile < 1:
+            raise GenforgeError(f"model.reject is a quantile in [0, 1) (0 = off, e.g. 0.99), not {quantile}")
+        if quantile and (cfg.loss not in BCE_LOSSES or cfg.pack > 1 or cfg.conditional != "none"):
+            raise GenforgeError("model.reject reads D's logit as log p_data/p_G: it needs a BCE loss (nonsaturating or "
+                                "minimax), model.pack=1 and an unconditional GAN")
+
+    def __init__(self, cfg: GANConfig, image_shape: tuple[int, ...], num_classes: int):
+        super().__init__(cfg, image_shape, num_classes)
+        self.check_model(cfg, image_shape, num_classes)
+        self.points = len(image_shape) == 1  # toy data: float points (B, D) instead of images
+        self.classes = num_classes if cfg.conditional != "none" else 0  # one-hot entries joined to z
+        self.progress = 0.0
         norm = cfg.d_norm
         if norm == "auto":
             norm = "layer" if cfg.loss == "wgan-gp" else ("none" if self.points else "batch")
@@ -340,8 +384,6 @@ class GAN(GenerativeModel):
             return
         channels, size, _ = image_shape
         if cfg.arch == "livestream":
-            if size % 4:
-                raise ValueError(f"the livestream networks need an image size divisible by 4, not {size}")
             self.generator = LivestreamGenerator(cfg.latent_dim, channels, size)
             self.discriminator = LivestreamDiscriminator(channels, size)
             self.output_range = "sigmoid"  # the original's G ends in a sigmoid: data scaled to [0, 1]
@@ -407,11 +449,7 @@ class GAN(GenerativeModel):
 
     def set_reject(self, quantile: float) -> None:
         """Switch discriminator rejection sampling on (``quantile`` in (0, 1)) or off (0) for ``sample``."""
-        if not 0 <= quantile < 1:
-            raise GenforgeError(f"model.reject is a quantile in [0, 1) (0 = off, e.g. 0.99), not {quantile}")
-        if quantile and (self.cfg.loss not in BCE_LOSSES or self.cfg.pack > 1 or self.classes):
-            raise GenforgeError("model.reject reads D's logit as log p_data/p_G: it needs a BCE loss (nonsaturating or "
-                                "minimax), model.pack=1 and an unconditional GAN")
+        self.check_reject(self.cfg, quantile)
         self.cfg.reject = quantile
 
     @torch.no_grad()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from genforge import viz
-from genforge.config import opt
+from genforge.config import check_ranges, opt
 from genforge.models.base import Batch, Capabilities, Context, GenerativeModel, Phase
 
 
@@ -51,8 +52,18 @@ class VAE(GenerativeModel):
     Config = VAEConfig
     output_range = "sigmoid"
 
+    # Ranges of the family's keys (one line each: key, value, what is allowed).
+    RANGES = {"latent_dim": ">= 1", "hidden": ">= 1"}
+
+    @classmethod
+    def check_config(cls, cfg: Any, data_shape: tuple[int, ...] | None = None, num_classes: int | None = None) -> None:
+        """Refuse a run config (a ``RunConfig``) this family cannot train, before anything is built or
+        written (``genforge.config.validate`` calls it); the VAE has no check that needs the data."""
+        check_ranges(cfg.model, cls.RANGES, "model.")
+
     def __init__(self, cfg: VAEConfig, image_shape: tuple[int, int, int], num_classes: int):
         super().__init__(cfg, image_shape, num_classes)
+        check_ranges(cfg, self.RANGES, "model.")
         pixels = math.prod(image_shape)
         self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(pixels, cfg.hidden), nn.Tanh(),
                                      nn.Linear(cfg.hidden, 2 * cfg.latent_dim))
