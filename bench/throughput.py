@@ -112,6 +112,10 @@ def sampling_rate(cfg: RunConfig, fast, device: torch.device, n: int = 2000, cha
     return n / (time.perf_counter() - start)
 
 
+class Stopped(Exception):
+    """SIGTERM or Ctrl-C arrived while the loop trained: the loop stopped its run, and the benchmark stops too."""
+
+
 def genforge_rate(recipe: str, overrides: list[str], steps: int, extra: tuple[str, ...] = ()) -> float:
     """Median images/s of the real loop's logged windows after the first (warm-up) one."""
     every = max(1, steps // 5)
@@ -119,7 +123,8 @@ def genforge_rate(recipe: str, overrides: list[str], steps: int, extra: tuple[st
                                f"train.sample_every={10 * steps}", f"train.checkpoint_every={10 * steps}",
                                "train.eval_samples=1", *extra])
     with tempfile.TemporaryDirectory() as run_dir:
-        train(cfg, run_dir, progress=False)
+        if train(cfg, run_dir, progress=False).interrupted:  # train() took the signal to end its run cleanly
+            raise Stopped
         rates = [row["images_per_s"] for row in viz.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
                  if "images_per_s" in row]
     return statistics.median(rates[1:] or rates)
@@ -197,6 +202,15 @@ def percent(share: float | None) -> str:
 
 
 def main() -> None:
+    """Measure and print; a SIGTERM or Ctrl-C stops the whole benchmark (exit 130), not just the run it hit."""
+    try:
+        run(sys.argv[1:])
+    except (Stopped, KeyboardInterrupt):
+        print("# stopped by a signal: no figures", file=sys.stderr)
+        sys.exit(130)
+
+
+def run(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", action="append", choices=sorted(CASES), help="a named case (repeatable)")
     parser.add_argument("--recipe", action="append", default=[], help="any recipe, with --set overrides")
@@ -206,7 +220,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = resolve_device(args.device)
     set_threads(args.threads)
     cases = [(c, *CASES[c]) for c in (args.case or ([] if args.recipe else CASES))]
