@@ -267,7 +267,7 @@ def config_from_json(path) -> RunConfig:
 
 # What each general key allows (families hold their own model.* table beside ``check_config``).
 RANGES = {
-    "data.image_size": "[8, 1024]", "data.channels": "[1, 3]", "data.brightness": "[0, 1]", "data.contrast": "[0, 1]",
+    "data.image_size": "[8, 1024]", "data.brightness": "[0, 1]", "data.contrast": "[0, 1]",
     "optim.lr": "> 0", "optim.beta1": "[0, 1)", "optim.beta2": "[0, 1)", "optim.weight_decay": ">= 0",
     "optim.final_lr": "[0, 1]",
     "train.steps": ">= 0", "train.minutes": ">= 0", "train.batch_size": ">= 1", "train.seed": "[0, 4294967295]",
@@ -308,6 +308,8 @@ def validate(cfg: RunConfig, data_shape: tuple[int, ...] | None = None, num_clas
     for section in ("data", "optim", "train"):
         check_ranges(getattr(cfg, section), {k.split(".", 1)[1]: rule for k, rule in RANGES.items()
                                              if k.startswith(section + ".")}, section + ".")
+    if cfg.data.channels not in (1, 3):
+        raise GenforgeError(f"data.channels={cfg.data.channels}: must be 1 (grey) or 3 (RGB)")
     tcfg = cfg.train
     if tcfg.steps <= 0 and tcfg.minutes <= 0:
         raise GenforgeError("no budget: set train.steps (--steps) or train.minutes (--minutes)")
