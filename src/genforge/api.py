@@ -343,15 +343,19 @@ class Loaded:
 
 
 def load(run_dir: str | Path, device: str = "cpu") -> Loaded:
-    """The newest complete checkpoint of a run, as a ready model (sampling uses its EMA weights, if any)."""
+    """The newest complete checkpoint of a run, as a ready model (sampling uses its EMA weights, if any);
+    or a model folder written by ``genforge export RUN --format folder`` (see :mod:`genforge.export`)."""
     import torch
 
+    from genforge import export
     from genforge.checkpoint import latest_checkpoint, load_checkpoint
     from genforge.models import build_model
     from genforge.runtime import resolve_device
     from genforge.train import attach_ema
 
     run_dir = Path(run_dir)
+    if export.is_export(run_dir):
+        return export.load_folder(run_dir, device)
     cfg = open_run(run_dir).config
     folder = latest_checkpoint(run_dir)
     where = resolve_device(device) if isinstance(device, str) else device
@@ -616,3 +620,10 @@ def compare_runs(*args, **kwargs):
     from genforge import translate as translation
 
     return translation.compare_runs(*args, **kwargs)
+
+
+def export(*args, **kwargs):
+    """Export a run's sampling networks (ONNX, TorchScript or a model folder): see :func:`genforge.export.export`."""
+    from genforge import export as exporting
+
+    return exporting.export(*args, **kwargs)

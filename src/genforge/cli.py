@@ -62,6 +62,11 @@ EPILOGS = {
     "compare": """examples:
   genforge compare runs/ring-gan runs/ring-recongan runs/ring-discogan --out variants.png
   genforge compare runs/bags-gan runs/bags-discogan --n 6 --out bags.png""",
+    "export": """examples:
+  genforge export runs/dcgan --format onnx --out dcgan-onnx          # generator.onnx: noise -> images in [0, 1]
+  genforge export runs/vae --format torchscript --out vae-ts          # decoder.pt and encoder.pt for libtorch
+  genforge export runs/dcgan --format folder --out dcgan-model --live # safetensors + config + model card
+  genforge export runs/dcgan --format folder --out dcgan-model --force   # replace an earlier export""",
 }
 
 
@@ -205,6 +210,17 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--n", type=int, default=8, help="test images per run for image datasets (default 8)")
     compare.add_argument("--seed", type=int, default=0, help="which test images (default 0)")
     compare.add_argument("--data-root", help="folder with datasets")
+
+    export = command("export", "export a run's sampling networks: ONNX, TorchScript, or a model folder with a card")
+    export.add_argument("run_dir", help="a run directory with a checkpoint")
+    export.add_argument("--format", required=True, help="onnx, torchscript or folder (safetensors + config.json + "
+                                                        "README.md model card; genforge.load reads it)")
+    export.add_argument("--out", required=True, help="the folder to write (refused if it exists, without --force)")
+    weights = export.add_mutually_exclusive_group()
+    weights.add_argument("--ema", dest="weights", action="store_const", const="ema",
+                         help="the EMA weights (the default where the run kept them; refused where it did not)")
+    weights.add_argument("--live", dest="weights", action="store_const", const="live", help="the live weights")
+    export.add_argument("--force", action="store_true", help="replace --out (a file, an empty folder or an earlier export)")
 
     studio = command("studio", "the local web studio: watch, train, explore and evaluate runs in the browser")
     studio.add_argument("--runs", default="runs", help="the runs folder it shows (default ./runs)")
@@ -520,6 +536,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from genforge import api
+
+    result = api.export(args.run_dir, args.format, args.out, weights=args.weights or "auto", force=args.force)
+    print(f"genforge: exported {result.line()}", file=sys.stderr)
+    return 0
+
+
 def cmd_studio(args: argparse.Namespace) -> int:
     try:
         from genforge.web.server import serve
@@ -534,7 +558,8 @@ def cmd_studio(args: argparse.Namespace) -> int:
 
 COMMANDS = {"compare": cmd_compare, "runs": cmd_runs, "train": cmd_train, "sample": cmd_sample, "recipes": cmd_recipes, "data": cmd_data,
             "eval": cmd_eval, "evaluator": cmd_evaluator, "translate": cmd_translate,
-            "interpolate": cmd_interpolate, "arithmetic": cmd_arithmetic, "bench": cmd_bench, "studio": cmd_studio}
+            "interpolate": cmd_interpolate, "arithmetic": cmd_arithmetic, "bench": cmd_bench, "studio": cmd_studio,
+            "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:
