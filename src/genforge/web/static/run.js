@@ -33,8 +33,12 @@ function chartPanel(getRows) {
     for (const [title, keys] of GF.metricGroups(rows)) {
       const canvas = GF.el("canvas", { width: 460, height: 220, class: "chart", "data-title": title });
       charts.append(canvas);
-      GF.lineChart(canvas, { title, series: keys.map((k) => GF.seriesOf(rows, k)), smooth: +smooth.value,
-                             log: log.checked, refLines: title === "GAN value" ? [{ y: LOG4, label: "-log 4" }] : [] });
+      const series = keys.map((k) => GF.seriesOf(rows, k));
+      // A log axis only where every value is positive (the GAN value is negative: it stays linear).
+      const positive = series.every((ser) => ser.points.every(([, y]) => y > 0));
+      GF.lineChart(canvas, { title: title + (log.checked && !positive ? " (linear: values <= 0)" : ""), series,
+                             smooth: +smooth.value, log: log.checked && positive,
+                             refLines: title === "GAN value" ? [{ y: LOG4, label: "-log 4" }] : [] });
     }
     if (!rows.length) charts.append(GF.el("p", { class: "muted", text: "no metrics logged yet" }));
   };
@@ -83,6 +87,17 @@ function metricsTable(result) {
     GF.el("tr", {}, GF.el("th", { text: k }), GF.el("td", { text: typeof v === "number" ? GF.fmt(v) : v }))));
 }
 
+// eval.json's numbers beside the real-data floor (held-out real images scored the same way): the best a model can do.
+function evalTable(result) {
+  const floor = result.floor || {}, units = result.units || {};
+  const keys = Object.keys(result).filter((k) => typeof result[k] === "number");
+  return GF.el("table", { class: "kv eval", id: "eval-table" },
+    GF.el("tr", {}, GF.el("th", { text: "metric" }), GF.el("th", { text: "this run" }), GF.el("th", { text: "real-data floor" }),
+          GF.el("th", { text: "" })),
+    ...keys.map((k) => GF.el("tr", {}, GF.el("th", { text: k }), GF.el("td", { text: GF.fmt(result[k]) }),
+      GF.el("td", { text: typeof floor[k] === "number" ? GF.fmt(floor[k]) : "" }), GF.el("td", { class: "muted", text: units[k] || "" }))));
+}
+
 function evalPanel(runId, onDone) {
   const result = GF.el("div", { id: "eval-result" }), note = GF.el("div", {});
   const bar = GF.el("progress", { id: "eval-progress", max: 1, value: 0, hidden: true });
@@ -101,9 +116,10 @@ function evalPanel(runId, onDone) {
   } }, "Evaluate");
   const show = (evalResult, finals) => {
     result.replaceChildren();
-    if (evalResult) result.append(GF.el("h3", {}, "eval.json"), metricsTable(evalResult));
-    if (finals && Object.keys(finals).length) result.append(GF.el("h3", {}, "headline"), metricsTable(finals));
-    if (evalResult && evalResult.floor) result.append(GF.el("h3", {}, "real-data floor"), metricsTable(evalResult.floor));
+    if (finals && Object.keys(finals).length) result.append(GF.el("h3", {}, "final metrics (training's end)"), metricsTable(finals));
+    if (evalResult) result.append(GF.el("h3", {}, `eval.json (${evalResult.samples || "?"} samples, ${evalResult.reference || ""})`),
+                                  evalTable(evalResult));
+    if (!evalResult) result.append(GF.el("p", { class: "muted", text: "not evaluated yet" }));
   };
   const node = GF.el("section", {}, GF.el("h2", {}, "Evaluation"),
     GF.el("div", { class: "controls" }, GF.el("label", {}, "samples ", n), start, bar, stage), note, result);

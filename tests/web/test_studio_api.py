@@ -1,0 +1,265 @@
+"""The studio's endpoints over real tiny runs: runs, streams, run pages, training, explore, lab, eval."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from genforge.web.server import STATIC
+
+
+def events(client, url, **params) -> list[dict]:
+    """The data of each event of a stream that ends (the tests pass limit=)."""
+    with client.stream("GET", url, params=params) as stream:
+        assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
+        text = stream.read().decode()
+    return [json.loads(line[len("data: "):]) for line in text.splitlines() if line.startswith("data: ")]
+
+
+def picture(url: str) -> Image.Image:
+    assert url.startswith("data:image/png;base64,")
+    return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+
+
+def png_upload(size=(28, 28), value=128) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", size, value).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# --- the page ----------------------------------------------------------------------------------
+
+def test_the_page_and_its_scripts_are_served(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "genforge studio" in page.text
+    for name in ("app.js", "chart.js", "run.js", "train.js", "lab.js", "lab_page.js", "explore.js", "style.css"):
+        assert f"/static/{name}" in page.text
+        assert client.get(f"/static/{name}").status_code == 200
+
+
+def test_the_page_fetches_nothing_from_elsewhere():
+    for path in STATIC.iterdir():
+        text = path.read_text()
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text, path.name
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+def test_runs_list_every_run_with_status_step_and_newest_sample(client):
+    listed = {r["id"]: r for r in client.get("/api/runs").json()["runs"]}
+    assert set(listed) == {"dcgan", "vae", "toys/ring"}
+    dcgan = listed["dcgan"]
+    assert dcgan["status"] == "finished" and dcgan["step"] == 6 and dcgan["recipe"] == "mnist-dcgan"
+    assert dcgan["newest_sample"] == "samples/final.png" and "path" not in dcgan
+    shown = client.get("/api/run/file", params={"run": "dcgan", "name": dcgan["newest_sample"]})
+    assert shown.status_code == 200 and shown.headers["content-type"] == "image/png"
+
+
+def test_the_runs_stream_sends_the_list_and_again_when_a_run_appears(client, runs):
+    first = events(client, "/api/events/runs", limit=1)
+    assert {r["id"] for r in first[0]["runs"]} == {"dcgan", "vae", "toys/ring"}
+
+    def add_run():
+        time.sleep(0.3)
+        (runs / "new").mkdir()
+        (runs / "new" / "config.json").write_text((runs / "dcgan" / "config.json").read_text())
+
+    threading.Thread(target=add_run).start()
+    two = events(client, "/api/events/runs", limit=2, interval=0.1)
+    assert "new" not in {r["id"] for r in two[0]["runs"]} and "new" in {r["id"] for r in two[1]["runs"]}
+
+
+def test_a_run_page_has_summary_config_timeline_and_plots(client):
+    page = client.get("/api/run", params={"run": "dcgan"}).json()
+    assert page["summary"]["id"] == "dcgan" and page["summary"]["status"] == "finished"
+    assert page["config"]["recipe"] == "mnist-dcgan"
+    steps = [frame["step"] for frame in page["timeline"]]
+    assert steps[:3] == [2, 4, 6] and page["timeline"][-1]["name"] == "samples/final.png"
+    for frame in page["timeline"] + [{"name": p} for p in page["plots"]]:
+        assert client.get("/api/run/file", params={"run": "dcgan", "name": frame["name"]}).status_code == 200
+
+
+def test_metrics_since_a_step_give_only_the_newer_rows(client):
+    rows = client.get("/api/run/metrics", params={"run": "dcgan"}).json()["rows"]
+    assert [r["step"] for r in rows] == [2, 4, 6] and "g/loss" in rows[0]
+    newer = client.get("/api/run/metrics", params={"run": "dcgan", "since": 4}).json()["rows"]
+    assert [r["step"] for r in newer] == [6]
+
+
+def test_the_metrics_stream_sends_rows_as_they_are_written(client, runs):
+    metrics = runs / "dcgan" / "metrics.jsonl"
+
+    def write_row():
+        time.sleep(0.3)
+        with metrics.open("a") as out:
+            out.write(json.dumps({"step": 8, "g/loss": 0.5}) + "\n")
+
+    first = events(client, "/api/events/metrics", run="dcgan", since=6, limit=1)
+    assert first[0]["rows"] == [] and first[0]["status"] == "finished"  # the status, no rows yet
+    threading.Thread(target=write_row).start()
+    later = events(client, "/api/events/metrics", run="dcgan", since=6, limit=2, interval=0.1)
+    assert later[1]["rows"] == [{"step": 8, "g/loss": 0.5}] and later[1]["step"] == 8
+
+
+def test_compare_overlays_runs_and_diffs_their_configs(client):
+    answer = client.get("/api/compare", params=[("runs", "dcgan"), ("runs", "vae")]).json()
+    assert [r["id"] for r in answer["runs"]] == ["dcgan", "vae"]
+    assert all(r["metrics"] and r["timeline"] for r in answer["runs"])
+    diff = {row["key"]: row["values"] for row in answer["diff"]}
+    assert diff["recipe"] == ["mnist-dcgan", "mnist-vae"] and "train.batch_size" not in diff
+
+
+def test_compare_needs_two_runs(client):
+    assert client.get("/api/compare", params={"runs": "dcgan"}).status_code == 422
+
+
+# --- training from the browser ---------------------------------------------------------------------
+
+def test_recipes_and_a_schema_with_types_choices_and_help(client):
+    names = {r["name"] for r in client.get("/api/recipes").json()["recipes"]}
+    assert {"ring-8", "mnist-dcgan", "mnist-vae"} <= names
+    fields = {f["key"]: f for f in client.get("/api/recipes/mnist-dcgan").json()["fields"]}
+    assert fields["optim.lr"]["type"] == "float" and "wgan-gp" in fields["model.loss"]["choices"]
+    assert fields["model.loss"]["help"]
+    assert client.get("/api/recipes/no-such-recipe").status_code == 400
+
+
+def test_check_names_the_bad_key_for_the_form(client):
+    bad = client.post("/api/check", json={"recipe": "ring-8", "overrides": {"optim.lr": "-1", "train.batch_size": "8"}})
+    assert bad.status_code == 400 and bad.json()["key"] == "optim.lr" and "optim.lr" in bad.json()["error"]
+    wrong_type = client.post("/api/check", json={"recipe": "ring-8", "overrides": {"train.steps": "many"}})
+    assert wrong_type.status_code == 400 and wrong_type.json()["key"] == "train.steps"
+    assert client.post("/api/check", json={"recipe": "ring-8", "overrides": {"optim.lr": "0.01"}}).json() == {"ok": True}
+
+
+def test_a_refused_config_starts_nothing(client, runs):
+    answer = client.post("/api/train", json={"recipe": "ring-8", "overrides": {"model.loss": "nope"}, "name": "bad"})
+    assert answer.status_code == 400 and answer.json()["key"] == "model.loss"
+    assert not (runs / "bad").exists()
+
+
+def wait_for(predicate, seconds=60.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def run_status(client, run_id):
+    answer = client.get("/api/run", params={"run": run_id})
+    return answer.json()["summary"]["status"] if answer.status_code == 200 else None  # 404 until config.json
+
+
+def test_train_stop_and_resume_a_child_process(client, runs):
+    """The studio's training is `genforge train` in its own process: stop checkpoints, resume continues."""
+    overrides = {"model.hidden": "16", "model.layers": "1", "train.batch_size": "32", "train.threads": "1",
+                 "train.log_every": "50", "train.checkpoint_every": "100000", "train.sample_every": "100000"}
+    started = client.post("/api/train", json={"recipe": "ring-8", "overrides": overrides, "steps": 1_000_000,
+                                              "name": "live"})
+    assert started.status_code == 200, started.text
+    assert started.json()["run"] == "live"
+    wait_for(lambda: run_status(client, "live") == "training" and (runs / "live" / "metrics.jsonl").exists())
+    assert client.post("/api/resume", json={"run": "live"}).status_code == 409  # it trains already
+    assert client.post("/api/stop", json={"run": "live"}).json() == {"stopped": True}
+    wait_for(lambda: run_status(client, "live") == "interrupted")
+    stopped_at = client.get("/api/run", params={"run": "live"}).json()["summary"]["step"]
+    resumed = client.post("/api/resume", json={"run": "live", "steps": stopped_at + 60})
+    assert resumed.status_code == 200, resumed.text
+    wait_for(lambda: run_status(client, "live") == "finished")
+    assert client.get("/api/run", params={"run": "live"}).json()["summary"]["step"] == stopped_at + 60
+    assert client.post("/api/stop", json={"run": "live"}).json() == {"stopped": False}
+
+
+# --- explore ---------------------------------------------------------------------------------------
+
+def test_explore_info_says_what_a_model_can_do(client):
+    gan = client.get("/api/explore/info", params={"run": "dcgan"}).json()
+    assert gan["capabilities"]["latent"] and gan["latent_dim"] == 16 and gan["step"] == 6
+    vae = client.get("/api/explore/info", params={"run": "vae"}).json()
+    assert vae["capabilities"]["encoder"] and vae["latent_dim"] == 2
+
+
+def test_samples_by_seed_are_reproducible(client):
+    one = client.post("/api/explore/sample", json={"run": "dcgan", "seed": 3, "n": 4}).json()
+    again = client.post("/api/explore/sample", json={"run": "dcgan", "seed": 3, "n": 4}).json()
+    other = client.post("/api/explore/sample", json={"run": "dcgan", "seed": 4, "n": 4}).json()
+    assert one["kind"] == "images" and len(one["images"]) == 4 and one["images"] == again["images"]
+    assert one["images"] != other["images"]
+    assert picture(one["images"][0]).size[0] >= 28
+
+
+def test_rejection_sampling_and_its_refusal_where_it_does_not_apply(client):
+    kept = client.post("/api/explore/sample", json={"run": "dcgan", "seed": 0, "n": 4, "reject": 0.5})
+    assert kept.status_code == 200 and len(kept.json()["images"]) == 4
+    assert client.post("/api/explore/sample", json={"run": "vae", "n": 4, "reject": 0.5}).status_code == 400
+    assert client.post("/api/explore/sample", json={"run": "dcgan", "n": 4, "by_class": True}).status_code == 400
+
+
+def test_interpolation_between_two_clicked_samples_starts_and_ends_at_them(client):
+    grid = client.post("/api/explore/sample", json={"run": "dcgan", "seed": 5, "n": 4}).json()["images"]
+    body = {"run": "dcgan", "a": {"seed": 5, "n": 4, "index": 1}, "b": {"seed": 5, "n": 4, "index": 3}, "steps": 5}
+    for spherical in (False, True):
+        strip = client.post("/api/explore/interpolate", json={**body, "spherical": spherical}).json()["images"]
+        assert len(strip) == 5 and strip[0] == grid[1] and strip[-1] == grid[3]
+    past = {**body, "b": {"seed": 5, "n": 4, "index": 4}}
+    assert client.post("/api/explore/interpolate", json=past).status_code == 400
+
+
+def test_arithmetic_of_clicked_samples(client):
+    ref = lambda i: {"seed": 1, "n": 6, "index": i}  # noqa: E731
+    strip = client.post("/api/explore/arithmetic", json={"run": "dcgan", "a": [ref(0), ref(1)], "b": [ref(2)],
+                                                         "c": [ref(3)]}).json()["images"]
+    assert len(strip) == 4
+
+
+def test_a_vae_decodes_clicked_latent_points_and_reconstructs_uploads(client):
+    decoded = client.post("/api/explore/decode", json={"run": "vae", "z": [[0.0, 0.0], [1.5, -1.0]]}).json()
+    assert len(decoded["images"]) == 2 and decoded["images"][0] != decoded["images"][1]
+    assert client.post("/api/explore/decode", json={"run": "vae", "z": [[0, 0, 0]]}).status_code == 400
+    pair = client.post("/api/explore/reconstruct", params={"run": "vae"}, content=png_upload()).json()["images"]
+    assert len(pair) == 2 and picture(pair[1]).size == picture(pair[0]).size
+
+
+def test_bad_uploads_get_one_line(client):
+    broken = client.post("/api/explore/reconstruct", params={"run": "vae"}, content=b"not an image")
+    assert broken.status_code == 400 and "\n" not in broken.json()["error"]
+    assert client.post("/api/explore/reconstruct", params={"run": "dcgan"}, content=png_upload()).status_code == 400
+    assert client.post("/api/explore/translate", params={"run": "vae"}, content=png_upload()).status_code == 400
+
+
+def test_nearest_training_image_beside_each_sample(client):
+    found = client.post("/api/explore/nearest", json={"run": "dcgan", "seed": 0, "n": 3}).json()
+    assert len(found["images"]) == len(found["nearest"]) == len(found["distances"]) == 3
+    assert all(d >= 0 for d in found["distances"])
+
+
+def test_a_toy_run_samples_as_a_scatter_picture(client):
+    answer = client.post("/api/explore/sample", json={"run": "toys/ring", "n": 64}).json()
+    assert answer["kind"] == "points" and len(answer["images"]) == 1
+    assert picture(answer["images"][0]).size[0] > 100
+
+
+# --- evaluation ------------------------------------------------------------------------------------
+
+def test_evaluate_reports_progress_and_writes_eval_json(client, runs):
+    job = client.post("/api/eval", json={"run": "vae", "n": 20}).json()
+    assert job["state"] in ("queued", "running")
+    state, deadline = job, time.monotonic() + 120
+    while state["state"] not in ("done", "failed") and time.monotonic() < deadline:
+        time.sleep(0.1)
+        state = client.get("/api/eval/job", params={"id": job["id"]}).json()
+    assert state["state"] == "done", state["error"]
+    assert state["total"] > 0 and state["done"] == state["total"]
+    assert (runs / "vae" / "eval.json").is_file()
+    assert client.get("/api/run", params={"run": "vae"}).json()["eval"] == state["result"]
+    assert client.get("/api/eval/job", params={"id": "999"}).status_code == 404

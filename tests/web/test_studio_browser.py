@@ -1,0 +1,164 @@
+"""The studio in Debian's chromium: runs, a ring-8 run trained, stopped and resumed from the page, the toy
+lab playing, a finished mnist-dcgan run's timeline, sampling by seed, interpolation and evaluation.
+
+Screenshots are checked for non-emptiness and kept as artefacts (see tests/web/browser.py).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.web.browser import ARGS, CHROMIUM, LiveStudio, require_browser, screenshot
+
+require_browser()
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+LAB_RATE = {}  # the toy lab's measured update rate, printed at the end
+
+
+@pytest.fixture(scope="module")
+def studio(trained_runs, tmp_path_factory):
+    import shutil
+
+    root = tmp_path_factory.mktemp("browser") / "runs"
+    shutil.copytree(trained_runs, root)
+    with LiveStudio(root) as live:
+        live.root = root
+        yield live
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser, studio):
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    opened = context.new_page()
+    errors = []
+    opened.on("pageerror", lambda e: errors.append(str(e)))
+    opened.set_default_timeout(30_000)
+    yield opened
+    context.close()
+    assert not errors, errors
+
+
+def test_the_runs_page_lists_every_run(page, studio):
+    page.goto(studio.url + "/")
+    for run_id in ("dcgan", "vae", "toys/ring"):
+        expect(page.locator(f'tr[data-run="{run_id}"]')).to_be_visible()
+    expect(page.locator('tr[data-run="dcgan"] .badge')).to_have_text("finished")
+    expect(page.locator('tr[data-run="dcgan"] img.thumb')).to_be_visible()
+    screenshot(page, "runs")
+
+
+def test_the_toy_lab_plays_ring_8_and_its_picture_changes(page, studio):
+    page.goto(studio.url + "/#/lab")
+    canvas = page.locator("#lab-canvas")
+    expect(page.locator("#lab-step-count")).to_contain_text("step 0")
+    before = canvas.screenshot()
+    page.click("#lab-play")
+    expect(page.locator("#lab-step-count")).to_contain_text(re.compile(r"step [1-9]\d{2,}"), timeout=60_000)
+    page.wait_for_function("document.querySelector('#lab-rate').dataset.rate !== undefined")
+    page.wait_for_timeout(1500)  # a steady rate over the last two seconds
+    LAB_RATE["ring-8"] = float(page.locator("#lab-rate").get_attribute("data-rate"))
+    page.click("#lab-play")  # pause
+    assert canvas.screenshot() != before  # points, heatmap and arrows moved
+    screenshot(page, "lab")
+    steps = page.locator("#lab-step-count").inner_text()
+    page.click("#lab-step-d")
+    expect(page.locator("#lab-step-count")).not_to_have_text(steps)
+    page.select_option("#lab-loss", "wgan-gp")
+    page.click("#lab-apply")
+    expect(page.locator(".notice.ok")).to_have_text("changed")
+    print(f"\ntoy lab: {LAB_RATE['ring-8']:.1f} updates/s on ring-8 (5 steps per update, 40x40 heatmap)")
+    assert LAB_RATE["ring-8"] > 0
+
+
+def test_train_ring_8_from_the_form_then_stop_and_resume(page, studio):
+    page.goto(studio.url + "/#/train?recipe=ring-8")
+    expect(page.locator("#train-form")).to_be_visible()
+    page.fill('[name="optim.lr"]', "-1")
+    expect(page.locator('[data-error-for="optim.lr"]')).to_contain_text("optim.lr")
+    page.fill('[name="optim.lr"]', "0.001")
+    expect(page.locator('[data-error-for="optim.lr"]')).to_be_empty()
+    for key, value in (("model.hidden", "16"), ("model.layers", "1"), ("train.log_every", "20"),
+                       ("train.threads", "1"), ("train.sample_every", "200")):
+        page.fill(f'[name="{key}"]', value)
+    page.fill("#budget", "1000000")
+    page.fill("#run-name", "browser-ring")
+    screenshot(page, "train")
+    page.click("#start")
+    page.wait_for_url(re.compile(r"#/run\?id=browser-ring"))
+    expect(page.locator("#run-status .badge")).to_have_text("training", timeout=60_000)
+    expect(page.locator('canvas[data-title="losses"]')).to_be_visible(timeout=60_000)
+    screenshot(page, "run-live")
+    page.click("#stop")
+    expect(page.locator("#run-status .badge")).to_have_text("interrupted", timeout=60_000)
+    page.click("#resume")
+    expect(page.locator("#run-status .badge")).to_have_text("training", timeout=60_000)
+    page.click("#stop")
+    expect(page.locator("#run-status .badge")).to_have_text("interrupted", timeout=60_000)
+
+
+def test_a_finished_dcgan_run_s_timeline_slider_moves_through_the_steps(page, studio):
+    page.goto(studio.url + "/#/run?id=dcgan")
+    expect(page.locator("#timeline-step")).to_contain_text("step 6")
+    last = page.locator(".timeline-img").get_attribute("src")
+    page.locator("#timeline").fill("0")
+    expect(page.locator("#timeline-step")).to_contain_text("step 2")
+    assert page.locator(".timeline-img").get_attribute("src") != last
+    expect(page.locator('canvas[data-title="GAN value"]')).to_be_visible()
+    page.check("#logscale")
+    screenshot(page, "run")
+
+
+def test_sample_by_seed_in_the_url_then_interpolate_two_clicked_samples(page, studio):
+    page.goto(studio.url + "/#/explore?id=dcgan&seed=7&n=16")
+    expect(page.locator("#sample-grid img.sample")).to_have_count(16)
+    assert page.locator("#seed").input_value() == "7"
+    first = page.locator("#sample-grid img.sample").first.get_attribute("src")
+    page.fill("#seed", "8")
+    page.click("#sample")
+    expect(page).to_have_url(re.compile(r"seed=8"))
+    expect(page.locator("#sample-grid img.sample").first).not_to_have_attribute("src", first)
+    page.locator("#sample-grid img.sample").nth(0).click()
+    page.locator("#sample-grid img.sample").nth(5).click()
+    page.click("#interpolate")
+    expect(page.locator("#explore-out .strip img")).to_have_count(10)
+    screenshot(page, "explore")
+
+
+def test_evaluate_from_the_run_page_with_a_progress_bar(page, studio):
+    page.goto(studio.url + "/#/run?id=vae")
+    page.fill("#eval-n", "20")
+    page.click("#evaluate")
+    expect(page.locator("#eval-progress")).to_be_visible()
+    expect(page.locator("#eval-table")).to_be_visible(timeout=120_000)
+    expect(page.locator("#eval-table")).to_contain_text("real-data floor")
+    expect(page.locator("#eval-table")).to_contain_text("fid")
+    screenshot(page, "eval")
+
+
+def test_a_vae_s_latent_map_decodes_a_click(page, studio):
+    page.goto(studio.url + "/#/explore?id=vae")
+    page.locator("#latent-map").click(position={"x": 100, "y": 300})
+    expect(page.locator("#explore-out h3")).to_contain_text("decoded z")
+    screenshot(page, "latent-map")
+
+
+def test_compare_two_runs(page, studio):
+    page.goto(studio.url + "/")
+    page.locator('tr[data-run="dcgan"] input.pick').check()
+    page.locator('tr[data-run="vae"] input.pick').check()
+    page.click("text=Compare ticked runs")
+    expect(page.locator("#config-diff")).to_contain_text("mnist-vae")
+    expect(page.locator(".grids img")).to_have_count(2)
+    screenshot(page, "compare")
