@@ -1,11 +1,14 @@
-"""Pictures: image grids (Pillow) and plots (matplotlib, Agg backend, imported lazily)."""
+"""Pictures: image grids (Pillow) and plots (matplotlib, Agg backend, imported lazily); the
+toys' progress pictures; and the end-of-run pictures of a trained model, by registry (``REPORTS``).
+"""
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -199,3 +202,216 @@ def save_gif(frames: Sequence[str | Path], path: str | Path, duration_ms: int = 
     with atomic_output(path) as tmp:
         images[0].save(tmp, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
     return path
+
+
+# --- the toys' progress pictures: one function per kind of data --------------------------
+
+SHOWN_POINTS = 2500  # data points drawn behind the generated ones
+
+
+def _span(points: torch.Tensor, margin: float) -> tuple[float, float]:
+    """Square plot limits around ``points`` (N, D), widened by ``margin`` of their extent."""
+    lo, hi = float(points.min()), float(points.max())
+    pad = margin * (hi - lo) + 1e-3
+    return lo - pad, hi + pad
+
+
+def toy_progress(data, generated: torch.Tensor, critic=None, note: str = "") -> torch.Tensor:
+    """A GAN toy's progress picture (3, H, W): ``data`` (the train split of toy points) against
+    ``generated`` points, titled with the modes captured and % high quality on a known mixture.
+    On 1-D data ``critic(xs)`` -> (values, name) draws the discriminator's curve over the axis."""
+    from genforge.data.toy import MIXTURES
+    from genforge.metrics.modes import mode_metrics
+
+    title = data.name + note
+    real = data.images[:SHOWN_POINTS]
+    spec = MIXTURES.get(data.name)
+    if spec is not None:
+        found = mode_metrics(generated, torch.tensor(spec.means), spec.std)
+        title += f": {found['modes']:.0f}/{len(spec.means)} modes, {found['hq']:.1f}% HQ"
+    curve = None
+    if real.shape[1] == 1:
+        limits = (-0.25, 1.25) if data.name == "duck-cow" else _span(real, 0.3)
+        if critic is not None:
+            xs = torch.linspace(*limits, 241, device=generated.device).unsqueeze(1)  # (241, 1)
+            values, name = critic(xs)
+            curve = (xs[:, 0].cpu().numpy(), values.cpu().numpy(), name)
+    else:
+        limits = _span(real, 0.25)
+    return render_points(real, generated, title, curve, limits)
+
+
+def _hue_by_angle(points: torch.Tensor) -> np.ndarray:
+    """A colour per source point from its angle around the source mean (modes get distinct colours)."""
+    centred = (points - points.mean(0)).cpu().numpy()
+    return (np.arctan2(centred[:, 1], centred[:, 0]) + np.pi) / (2 * np.pi)
+
+
+def translation_progress(a: torch.Tensor, b: torch.Tensor, fake_b: torch.Tensor, fake_a: torch.Tensor) -> torch.Tensor:
+    """Two panels of a two-domain toy, A -> B over real B and B -> A over real A, as a (1, 3, H, W) image."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.5), dpi=80)
+    for ax, title, real, source, fake in ((axes[0], "A -> B", b, a, fake_b), (axes[1], "B -> A", a, b, fake_a)):
+        real, fake = real.cpu().numpy(), fake.cpu().numpy()
+        ax.scatter(real[:, 0], real[:, 1], s=3, color="0.8")
+        ax.scatter(fake[:, 0], fake[:, 1], s=3, c=_hue_by_angle(source), cmap="hsv", vmin=0, vmax=1)
+        ax.set_title(title)
+        ax.set_aspect("equal", adjustable="datalim")
+    fig.tight_layout()
+    image = _figure_tensor(fig)
+    plt.close(fig)
+    return image.unsqueeze(0)
+
+
+def plot_translations(data, a: torch.Tensor, b: torch.Tensor, model, path: str | Path) -> Path:
+    """The original toy's scatter plots: data A, data B, A -> B and B -> A coloured by source mode,
+    and both reconstructions (``model`` translates; ``a``, ``b`` in its network space)."""
+    plt = _pyplot()
+    fake_b, recon_a = model.translate(a, "a2b")
+    fake_a, recon_b = model.translate(b, "b2a")
+    la, lb = data.labels.numpy(), data.labels_b.numpy()
+    panels = [("data A", a, la, None), ("data B", b, lb, None), ("A -> B (colour: A mode)", fake_b, la, b),
+              ("B -> A (colour: B mode)", fake_a, lb, a), ("A -> B -> A", recon_a, la, a), ("B -> A -> B", recon_b, lb, b)]
+    fig, axes = plt.subplots(2, 3, figsize=(12, 8), dpi=100)
+    cmap = plt.get_cmap("tab10")
+    for ax, (title, points, labels, backdrop) in zip(axes.flat, panels):
+        if backdrop is not None:  # the real domain the points should land on, in grey behind
+            backdrop = backdrop.cpu().numpy()
+            ax.scatter(backdrop[:, 0], backdrop[:, 1], s=3, color="0.85")
+        points = points.cpu().numpy()
+        for k in np.unique(labels):
+            mask = labels == k
+            ax.scatter(points[mask, 0], points[mask, 1], s=3, color=cmap(int(k) % 10), label=str(k))
+        ax.set_title(title)
+        ax.set_aspect("equal", adjustable="datalim")
+    axes.flat[2].legend(markerscale=3, frameon=False, fontsize=7, title="source mode")
+    return _save_figure(fig, path)
+
+
+# --- end-of-run pictures by registry ------------------------------------------------------
+# Each entry draws some pictures of a trained model into RUN_DIR/plots and applies where the
+# model's declared capabilities say (the model is in inference mode; ``ctx`` is a
+# genforge.models.base.Context). Training's end calls write_report (via genforge.metrics.evaluate).
+
+@dataclass(frozen=True)
+class Report:
+    name: str
+    draw: Callable[[Any, Any], list]  # (model, ctx) -> the paths written (None: nothing to draw)
+    applies: Callable[[Any], bool]  # on the model (its capabilities)
+    help: str
+
+
+REPORTS: dict[str, Report] = {}
+LOG4 = math.log(4.0)  # at the optimum D = 1/2 everywhere and the value function is -log 4
+
+
+def report(name: str, help: str, applies: Callable[[Any], bool] = lambda model: True):
+    """Register ``draw(model, ctx) -> [paths]`` as end-of-run picture ``name``."""
+    def wrap(draw: Callable[[Any, Any], list]):
+        REPORTS[name] = Report(name, draw, applies, help)
+        return draw
+    return wrap
+
+
+def write_report(model, ctx) -> list[Path]:
+    """Every registered picture that applies to ``model``; returns the paths written."""
+    written = [path for entry in REPORTS.values() if entry.applies(model) for path in entry.draw(model, ctx)]
+    return [path for path in written if path is not None]
+
+
+def _rows(ctx) -> list[dict]:
+    return read_metrics(Path(ctx.run_dir) / "metrics.jsonl")
+
+
+@report("progress_gif", "the toy's progress pictures over training as an animated GIF",
+        lambda model: model.capabilities.data == "points" and not model.capabilities.translator)
+def _progress_gif(model, ctx) -> list:
+    samples = Path(ctx.run_dir) / "samples"
+    frames = sorted(samples.glob("step-*.png")) + [samples / "final.png"]
+    return [save_gif([f for f in frames if f.is_file()], Path(ctx.run_dir) / "plots" / "progress.gif")]
+
+
+@report("value_function", "BCE games: the value function against -log 4, and D's mean outputs against 1/2")
+def _value_function(model, ctx) -> list:
+    rows, plots = _rows(ctx), Path(ctx.run_dir) / "plots"
+    if not any("d/value" in row for row in rows):  # only the BCE games log it
+        return []
+    return [plot_curves(rows, ["d/value"], plots / "value.png", ylabel="V(D, G)",
+                        title="value function E log D(x) + E log(1 - D(G(z)))", hline=(-LOG4, "-log 4 (the optimum)")),
+            plot_curves(rows, ["d/d_real", "d/d_fake"], plots / "d_output.png", ylabel="mean D output",
+                        title="D's mean output on real and fake", hline=(0.5, "1/2 (the optimum)"))]
+
+
+@report("class_histogram", "the generated class histogram logged at the checkpoints, over training")
+def _class_histogram(model, ctx) -> list:
+    rows = _rows(ctx)
+    shares = sorted({k for row in rows for k in row if k.startswith("eval/class_share_")},
+                    key=lambda k: int(k.rsplit("_", 1)[1]))
+    if not shares:
+        return []
+    return [plot_curves(rows, shares, Path(ctx.run_dir) / "plots" / "class_histogram.png", ylabel="share of samples",
+                        title="generated class histogram over training (mode collapse)",
+                        hline=(1.0 / len(shares), "uniform"))]
+
+
+@report("by_class", "a conditional generator's grid, one class a row", lambda model: model.capabilities.classes > 0)
+def _by_class(model, ctx) -> list:
+    grid = model.class_grid(10, torch.Generator().manual_seed(0))
+    return [save_grid(grid, Path(ctx.run_dir) / "plots" / "by_class.png", nrow=10)]
+
+
+@report("translation_curves", "a translator's learning curves (D, the GAN terms, both reconstructions)",
+        lambda model: model.capabilities.translator)
+def _translation_curves(model, ctx) -> list:
+    return [plot_curves(_rows(ctx), ["d/loss", "g/gan_a2b", "g/gan_b2a", "g/recon_a", "g/recon_b"],
+                        Path(ctx.run_dir) / "plots" / "curves.png",
+                        title=f"DiscoGAN ({model.cfg.variant}): learning curves")]
+
+
+@report("translations", "test translations: the toy's scatter plots, or source | translation | reconstruction grids",
+        lambda model: model.capabilities.translator)
+def _translations(model, ctx) -> list:
+    from genforge.metrics.translation import prepared_domains
+
+    plots = Path(ctx.run_dir) / "plots"
+    a, b = prepared_domains(model, ctx.test_data, ctx.device)
+    if model.capabilities.data == "points":
+        return [plot_translations(ctx.test_data, a, b, model, plots / "translations.png")]
+    return [save_grid(model.triplets(source, direction), plots / f"translations_{direction}.png", nrow=3)
+            for direction, source in (("a2b", a[:16]), ("b2a", b[:16]))]
+
+
+@report("vae", "a VAE's reconstructions, prior samples, latent map of the test split (and the manifold at latent 2), "
+        "ELBO curves", lambda model: model.capabilities.encoder)
+def _vae_pictures(model, ctx) -> list:
+    plots, test = Path(ctx.run_dir) / "plots", ctx.test_data
+    shape = model.image_shape
+    x = model.prepare(test.images[:32].to(ctx.device))
+    recon = model.decode(model.encode(x)[0]).cpu()
+    # Originals left, reconstructions right: 8 rows of (4 originals | 4 reconstructions).
+    pairs = torch.cat([x.cpu().view(8, 4, *shape), recon.view(8, 4, *shape)], dim=1)
+    paths = [save_grid(pairs.flatten(0, 1), plots / "reconstructions.png", nrow=8, scale=3),
+             save_grid(model.sample(64, torch.Generator().manual_seed(0)), plots / "prior_samples.png", nrow=8, scale=3),
+             _latent_map(model, test, ctx.device, plots / "latent_scatter.png")]
+    if model.cfg.latent_dim == 2:  # the classic manifold: decode a grid of Gaussian quantiles
+        from scipy.stats import norm
+
+        ticks = torch.tensor(norm.ppf(np.linspace(0.05, 0.95, 20)), dtype=torch.float32)
+        grid_z = torch.stack(torch.meshgrid(ticks, ticks.flip(0), indexing="xy"), dim=-1).view(-1, 2)
+        paths.append(save_grid(model.decode(grid_z.to(ctx.device)).cpu(), plots / "manifold.png", nrow=20, scale=2))
+    paths.append(plot_curves(_rows(ctx), ["vae/loss", "vae/recon", "vae/kl"], plots / "elbo_curves.png",
+                             title="negative ELBO = reconstruction + KL", ylabel="nats per image"))
+    return paths
+
+
+def _latent_map(model, test, device, path: Path) -> Path:
+    """The test split's codes mu in 2-D (PCA beyond 2 dimensions), coloured by class."""
+    mu = model.encode(model.prepare(test.images.to(device)))[0].cpu().numpy()
+    if mu.shape[1] > 2:  # PCA of mu to 2-D
+        centred = mu - mu.mean(0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        points, how = centred @ vt[:2].T, "PCA of mu"
+    else:
+        points, how = mu, "mu"
+    return plot_scatter(points, test.labels.numpy(), path, title=f"test digits in latent space ({how})",
+                        class_names=test.classes)

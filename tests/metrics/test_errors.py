@@ -9,7 +9,7 @@ import pytest
 
 from genforge.cli import main
 from genforge.errors import GenforgeError
-from genforge.metrics.evaluate import evaluate_run
+from genforge.metrics.evaluate import evaluate_loaded
 from genforge.metrics.extractor import load_extractor, weights_path
 
 
@@ -25,7 +25,7 @@ def test_run_dir_without_checkpoints(tmp_path, capsys):
     err = one_line_error(capsys, ["eval", str(tmp_path), "--n", "10"])
     assert "no complete checkpoint" in err
     err = one_line_error(capsys, ["eval", str(tmp_path / "nothing"), "--n", "10"])
-    assert "not a genforge run directory" in err
+    assert "no such run folder" in err
 
 
 def test_checkpoint_of_another_family_or_an_unknown_one(tiny_gan_run, tmp_path, capsys):
@@ -56,8 +56,11 @@ def test_tampered_extractor_file(tmp_path):
 
 def test_bad_arguments(tiny_gan_run, capsys):
     assert "one of them" in one_line_error(capsys, ["eval"])
-    assert "at least 2" in one_line_error(capsys, ["eval", str(tiny_gan_run), "--n", "1"])
+    assert "--n must be 2 to" in one_line_error(capsys, ["eval", str(tiny_gan_run), "--n", "1"])
     assert "no feature extractor for dataset 'ring-8'" in one_line_error(capsys, ["eval", "--real", "ring-8"])
     assert "image folder 'pokemon' has neither" in one_line_error(capsys, ["eval", "--real", "pokemon"])
-    with pytest.raises(GenforgeError):
-        evaluate_run(tiny_gan_run, n=0)
+    from genforge import api
+
+    loaded = api.load(tiny_gan_run)
+    with pytest.raises(GenforgeError, match="at least 2"):
+        evaluate_loaded(loaded.cfg, loaded.model, loaded.step, None, n=0)

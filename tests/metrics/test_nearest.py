@@ -14,7 +14,7 @@ from genforge.config import DataConfig, load_recipe
 from genforge.data.datasets import load_data
 from genforge.errors import GenforgeError
 from genforge.metrics import evaluate
-from genforge.metrics.evaluate import EvalInputs, compute_metrics, pixel_set
+from genforge.metrics.evaluate import EvalInputs, feature_metrics, pixel_set
 from genforge.metrics.nearest import (embedding_for, nearest, nearest_training, pixel_vectors, projection_id,
                                       projection_matrix)
 
@@ -110,11 +110,11 @@ def _pixel_inputs(real: torch.Tensor, fake: torch.Tensor) -> EvalInputs:
 def test_copies_are_caught_and_new_images_are_not(images_folder, monkeypatch):
     monkeypatch.setattr(evaluate, "KID_SUBSETS", 5)
     train = load_data(DataConfig(dataset=f"folder:{images_folder}", image_size=32)).images
-    copies = compute_metrics(_pixel_inputs(train, train[torch.arange(64) % len(train)]), "gan", "pixel")
+    copies = feature_metrics(_pixel_inputs(train, train[torch.arange(64) % len(train)]), "image-folder")
     assert copies["near_copies"] == 1.0 and copies["nn_sample_to_train"] < 1e-5 and copies["nn_ratio"] < 1e-5
     assert copies["pixel_fid"] < 1.0 and copies["colour_mean_diff"] < 0.01
     noise = torch.rand(64, 3, 32, 32)
-    fresh = compute_metrics(_pixel_inputs(train, noise), "gan", "pixel")
+    fresh = feature_metrics(_pixel_inputs(train, noise), "image-folder")
     assert fresh["near_copies"] == 0.0 and fresh["nn_ratio"] > 1.0
     assert fresh["pixel_fid"] > 10 * copies["pixel_fid"] + 1 and fresh["pixel_kid"] > copies["pixel_kid"]
     assert fresh["colour_mean_diff"] > 0.1
@@ -124,7 +124,7 @@ def test_colour_statistics_per_channel():
     red = torch.zeros(6, 3, 8, 8)
     red[:, 0] = 1.0
     half = torch.full((6, 3, 8, 8), 0.5)
-    values = compute_metrics(_pixel_inputs(red, half), "gan", "pixel")
+    values = feature_metrics(_pixel_inputs(red, half), "image-folder")
     assert values["colour_mean_train"] == [1.0, 0.0, 0.0] and values["colour_mean"] == [0.5, 0.5, 0.5]
     assert values["colour_mean_diff"] == pytest.approx(0.5) and values["colour_std_diff"] == pytest.approx(0.0)
 
@@ -167,7 +167,10 @@ def test_eval_of_a_folder_run_reports_pixel_metrics_and_what_is_missing(folder_r
 
 
 def test_eval_of_an_mnist_run_says_why_pixel_metrics_are_absent(gan_run):
-    result = evaluate.evaluate_run(gan_run, n=200, write=False)
+    from genforge import api
+
+    loaded = api.load(gan_run)
+    result = evaluate.evaluate_loaded(loaded.cfg, loaded.model, loaded.step, None, n=200)
     assert result["feature_space"] == "classifier" and "fid" in result["metrics_available"]
     assert "has one" in result["metrics_unavailable"]["pixel_fid"]
 

@@ -6,7 +6,7 @@ import torch
 
 from genforge.config import load_recipe
 from genforge.metrics import core
-from genforge.metrics.evaluate import EvalInputs, FeatureSet, compute_metrics
+from genforge.metrics.evaluate import EvalInputs, FeatureSet, feature_metrics
 from genforge.metrics.extractor import extract
 from genforge.models import build_model
 
@@ -35,8 +35,8 @@ def test_one_digit_scores_worse_than_all_ten(extractor, digits):
     reference = feature_set(extractor, test.images)
     threes = train.images[train.labels == 3][:500]
     mixed = train.images[:500]
-    one = compute_metrics(EvalInputs(reference, feature_set(extractor, threes)), family=None)
-    ten = compute_metrics(EvalInputs(reference, feature_set(extractor, mixed)), family=None)
+    one = feature_metrics(EvalInputs(reference, feature_set(extractor, threes)))
+    ten = feature_metrics(EvalInputs(reference, feature_set(extractor, mixed)))
     assert one["fid"] > 5 * ten["fid"]
     assert one["kid"] > ten["kid"]
     assert one["recall"] < ten["recall"]

@@ -82,7 +82,7 @@ def test_dcgan_prepares_data_to_minus_one_one():
 
 
 def test_unsupported_image_size():
-    with pytest.raises(ValueError, match="image size 30"):
+    with pytest.raises(GenforgeError, match="image_size=30"):
         _gan(30)
 
 

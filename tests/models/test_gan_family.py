@@ -287,7 +287,10 @@ def test_cgan_recipes_train_two_steps(recipe, tmp_path):
 def test_class_histogram_at_checkpoints_is_opt_in():
     from genforge.data.datasets import load_images
 
+    from genforge.metrics.evaluate import checkpoint_metrics
+
     data = load_images("mnist-10k", "train")
-    assert _gan().checkpoint_metrics(data, 1) == {}
-    shares = _gan(class_histogram=True).checkpoint_metrics(data, 1)
+    assert checkpoint_metrics(_gan(), data, 1) == {}
+    shares = checkpoint_metrics(_gan(class_histogram=True), data, 1)
     assert len(shares) == 10 and sum(shares.values()) == pytest.approx(1.0)
+    assert all(key.startswith("eval/class_share_") for key in shares)

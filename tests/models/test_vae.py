@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from genforge.data.datasets import load_images
+from genforge.metrics.evaluate import final_metrics, write_report
 from genforge.models.base import Context
 from genforge.models.vae import VAE, VAEConfig, bernoulli_nll, gaussian_kl
 
@@ -153,7 +154,7 @@ def test_evaluate_returns_the_named_metrics(tmp_path):
     model = _vae().eval()
     test = load_images("mnist-10k", "test")
     ctx = Context(tmp_path, load_images("mnist-10k", "train"), test, torch.device("cpu"), 3, progress=False)
-    metrics = model.evaluate(ctx)
+    metrics = final_metrics(model, ctx)
     assert set(metrics) == {"test_neg_elbo", "test_recon", "test_kl", "test_nll", "nll_importance_samples"}
     assert metrics["nll_importance_samples"] == 3.0
     assert metrics["test_neg_elbo"] == pytest.approx(metrics["test_recon"] + metrics["test_kl"], rel=1e-4)
@@ -163,7 +164,7 @@ def test_evaluate_returns_the_named_metrics(tmp_path):
 def test_report_with_2d_latent_draws_the_manifold(tmp_path):
     model = _vae(latent_dim=2).eval()
     ctx = Context(tmp_path, None, load_images("mnist-10k", "test"), torch.device("cpu"), 1, progress=False)
-    paths = model.report(ctx)
+    paths = write_report(model, ctx)
     names = {p.name for p in paths}
     assert {"reconstructions.png", "prior_samples.png", "latent_scatter.png", "manifold.png"} <= names
     assert all(p.is_file() for p in paths)

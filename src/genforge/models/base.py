@@ -16,44 +16,8 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-
-def memory_format_of(tensor: torch.Tensor) -> torch.memory_format:
-    """channels_last for a 4-D tensor laid out NHWC (and not also NCHW), else contiguous."""
-    if tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
-
-
-class _Relayout(torch.autograd.Function):
-    """``x`` copied into ``layout``; its gradient is copied back into ``x``'s own layout."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:
-        ctx.source = memory_format_of(x)
-        return x.contiguous(memory_format=layout)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # differentiable: WGAN-GP and R1 backpropagate through it
-        return grad.contiguous(memory_format=ctx.source), None
-
-
-def relayout(x: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:
-    """``x`` in memory layout ``layout``, with gradients that come back in ``x``'s layout.
-
-    Where a network changes layout (a channels-last feature map flattened for a linear layer,
-    or a linear layer's output unflattened for channels-last convolutions), autograd would
-    hand the activation functions gradients in the other layout than their saved outputs,
-    and CPU kernels on mixed layouts run up to 30x slower than on matching ones."""
-    if memory_format_of(x) == layout or not x.requires_grad:
-        return x.contiguous(memory_format=layout)
-    return _Relayout.apply(x, layout)
-
-
-class FlattenFrom(nn.Flatten):
-    """``nn.Flatten`` whose gradient keeps the layout of its (possibly channels-last) input."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(relayout(x, torch.contiguous_format))
+from genforge.errors import GenforgeError
+from genforge.nets import FlattenFrom, memory_format_of, relayout  # noqa: F401 (their home was here)
 
 
 @dataclass
@@ -96,7 +60,8 @@ class Capabilities:
     latent: bool = True  # noise -> samples (sample_noise / generate): sampling, interpolation, arithmetic
     translator: bool = False  # two domains: ``translate(x, direction)`` with directions a2b and b2a
     rejection: bool = False  # discriminator rejection sampling when sampling (``reject``)
-    encoder: bool = False  # images -> latent codes (``encode``) and reconstructions: a VAE
+    encoder: bool = False  # images -> latent codes (``encode``, ``decode``) and reconstructions: a VAE
+    likelihood: bool = False  # a test ELBO and an importance-weighted NLL (``test_elbo``, ``importance_nll``)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -173,14 +138,14 @@ class GenerativeModel(nn.Module):
 
         return make_grid(self.generate(fixed).float().cpu())
 
-    def checkpoint_metrics(self, data: Any, step: int) -> dict[str, float]:
-        """Cheap metrics logged at every checkpoint (e.g. the toys' modes captured); none by default.
-        Must not draw from the global RNG (a resumed run must continue bit for bit)."""
-        return {}
-
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, batch_size: int = 500) -> torch.Tensor:
-        """``n`` images in [0, 1] on the CPU, generated in eval mode in chunks."""
+    def sample(self, n: int, generator: torch.Generator | None = None, batch_size: int = 500,
+               reject: float | None = None) -> torch.Tensor:
+        """``n`` images in [0, 1] on the CPU, generated in eval mode in chunks. ``reject``: the
+        quantile of discriminator rejection sampling, for families that declare ``rejection``."""
+        if reject:
+            raise GenforgeError(f"rejection sampling needs a GAN with a BCE loss; a {self.family} model has no "
+                                "discriminator to reject with")
         device = next(self.parameters()).device
         was_training = self.training
         self.eval()
@@ -190,14 +155,6 @@ class GenerativeModel(nn.Module):
             chunks.append(self.generate(noise).cpu())
         self.train(was_training)
         return torch.cat(chunks) if chunks else torch.empty(0, *self.image_shape)
-
-    def evaluate(self, ctx: Context) -> dict[str, float]:
-        """Final metrics of a trained model (e.g. test ELBO); families override."""
-        return {}
-
-    def report(self, ctx: Context) -> list[Path]:
-        """Family-specific pictures written at the end of training; returns their paths."""
-        return []
 
     @contextmanager
     def inference(self):

@@ -14,14 +14,14 @@ arXiv 1703.10593): least-squares GAN + 10 * L1 cycle loss.
 
 Networks: MLPs (2 hidden x 256, ReLU) for the 2-D toys; for images a conv encoder-decoder
 G (4 strided convs down, 4 transposed convs up, BN, LeakyReLU 0.2 / ReLU, tanh) and a
-conv D (4 strided convs, BN, one logit) as in the official code, at 32x32.
+conv D (4 strided convs, BN, one logit) as in the official code, at 32x32, built from the
+blocks of :mod:`genforge.nets`. The translation metrics live in :mod:`genforge.metrics.translation`,
+the scatter plots and grids in :mod:`genforge.viz`.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,12 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genforge import losses, viz
+from genforge import losses
 from genforge.config import check_ranges, opt
-from genforge.data.datasets import BAG as BAG_CLASS, SHOES as SHOE_CLASSES
 from genforge.errors import GenforgeError
-from genforge.models.base import Batch, Capabilities, Context, GenerativeModel, Phase, relayout
-from genforge.models.gan import dcgan_init, frozen
+from genforge.models.base import Batch, Capabilities, GenerativeModel, Phase
+from genforge.nets import MLP, dcgan_init, down_block, frozen, relayout, up_block, up_to_image
 
 
 @dataclass
@@ -58,25 +57,6 @@ class DiscoGANConfig:
 
 # --- networks -------------------------------------------------------------------------
 
-class MLP(nn.Module):
-    """in -> hidden (ReLU) -> hidden (ReLU) -> out, linear output; also returns the hidden activations."""
-
-    def __init__(self, dim_in: int, hidden: int, dim_out: int):
-        super().__init__()
-        self.layers = nn.ModuleList([nn.Linear(dim_in, hidden), nn.Linear(hidden, hidden)])
-        self.out = nn.Linear(hidden, dim_out)
-
-    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        feats = []
-        for layer in self.layers:
-            x = F.relu(layer(x))
-            feats.append(x)
-        return self.out(x), feats
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)[0]
-
-
 class PointCritic(MLP):
     """(B, 2) -> (logit (B,), hidden features) for feature matching."""
 
@@ -91,11 +71,6 @@ class PointCritic(MLP):
         return self.features(x)[0]
 
 
-def _down(c_in: int, c_out: int, norm: bool) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=not norm), *([nn.BatchNorm2d(c_out)] if norm else []),
-            nn.LeakyReLU(0.2, True)]
-
-
 class ConvTranslator(nn.Module):
     """Encoder-decoder: (B, C, S, S) -> 4 x (conv 4/2, BN, lrelu) -> (B, 8w, S/16, S/16)
     -> 4 x (transposed conv 4/2, BN, ReLU; tanh last) -> (B, C, S, S)."""
@@ -103,12 +78,12 @@ class ConvTranslator(nn.Module):
     def __init__(self, channels: int, width: int):
         super().__init__()
         w = width
-        self.encoder = nn.Sequential(*_down(channels, w, False), *_down(w, 2 * w, True), *_down(2 * w, 4 * w, True),
-                                     *_down(4 * w, 8 * w, True))
+        self.encoder = nn.Sequential(*down_block(channels, w), *down_block(w, 2 * w, norm="batch"),
+                                     *down_block(2 * w, 4 * w, norm="batch"), *down_block(4 * w, 8 * w, norm="batch"))
         up: list[nn.Module] = []
         for c_in, c_out in ((8 * w, 4 * w), (4 * w, 2 * w), (2 * w, w)):
-            up += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True)]
-        self.decoder = nn.Sequential(*up, nn.ConvTranspose2d(w, channels, 4, 2, 1), nn.Tanh())
+            up += up_block(c_in, c_out)
+        self.decoder = nn.Sequential(*up, *up_to_image(w, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
@@ -121,8 +96,8 @@ class ConvCritic(nn.Module):
     def __init__(self, channels: int, width: int, image_size: int):
         super().__init__()
         w = width
-        self.blocks = nn.ModuleList([nn.Sequential(*_down(channels, w, False)), nn.Sequential(*_down(w, 2 * w, True)),
-                                     nn.Sequential(*_down(2 * w, 4 * w, True)), nn.Sequential(*_down(4 * w, 8 * w, True))])
+        self.blocks = nn.ModuleList([nn.Sequential(*down_block(channels, w))] +
+                                    [nn.Sequential(*down_block(c, 2 * c, norm="batch")) for c in (w, 2 * w, 4 * w)])
         self.out = nn.Conv2d(8 * w, 1, image_size // 16)
 
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -134,93 +109,6 @@ class ConvCritic(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)[0]
-
-
-# --- metrics on translated toy points (pure functions, tested on constructed cases) ---
-
-def mode_stats(points: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Per-label means (K, 2) and the pooled per-axis standard deviation of labelled points."""
-    classes = int(labels.max()) + 1
-    means = torch.stack([points[labels == k].mean(0) for k in range(classes)])
-    std = float((points - means[labels]).pow(2).mean().sqrt())
-    return means, std
-
-
-def mode_metrics(translated: torch.Tensor, source_labels: torch.Tensor, target_means: torch.Tensor, std: float,
-                 min_share: float = 0.01) -> dict[str, float]:
-    """How translated points (N, 2) sit on the target mixture.
-
-    - ``high_quality``: share of points within 3 std (Euclidean) of a target mode;
-    - ``modes_covered``: target modes nearest to at least ``min_share`` of the points (and one);
-    - ``distinct_modes``: source modes whose high-quality points mostly land on different target
-      modes (5 for a one-to-one map of 5 modes, 1 when all collapse onto one), with
-      ``distinct_fraction`` = that / number of source modes;
-    - ``mapping_purity``: mean share of each source mode's points on its most common target mode.
-    """
-    distance, nearest = torch.cdist(translated.double(), target_means.double()).min(dim=1)
-    good = distance <= 3 * std
-    counts = torch.bincount(nearest[good], minlength=len(target_means))
-    covered = int((counts >= max(1.0, min_share * len(translated))).sum())
-    sources = source_labels.unique()
-    majority, purity = set(), []
-    for k in sources.tolist():
-        hits = nearest[good & (source_labels == k)]
-        if hits.numel():
-            target_counts = torch.bincount(hits, minlength=len(target_means))
-            majority.add(int(target_counts.argmax()))
-            purity.append(float(target_counts.max()) / int((source_labels == k).sum()))
-        else:
-            purity.append(0.0)
-    return {"high_quality": float(good.double().mean()), "modes_covered": float(covered),
-            "target_modes": float(len(target_means)), "distinct_modes": float(len(majority)),
-            "distinct_fraction": len(majority) / len(sources), "mapping_purity": float(np.mean(purity))}
-
-
-def pairwise_diversity(images: torch.Tensor) -> float:
-    """Mean pairwise Euclidean distance between flattened images (mode collapse drives it to 0)."""
-    flat = images.flatten(1).double()
-    distances = torch.cdist(flat, flat)
-    n = flat.shape[0]
-    return float(distances.sum() / max(n * (n - 1), 1))
-
-
-def fashion_translation_metrics(extractor: nn.Module, fake: torch.Tensor, real_target: torch.Tensor,
-                                direction: str) -> dict[str, float]:
-    """Translations judged by genforge's Fashion-MNIST extractor (images in [0, 1]): the share
-    classified as the target domain's classes (bag = 8; shoes = 5, 7, 9), the target-domain
-    FID against real target images, and the diversity of translations in feature space
-    (mean pairwise feature distance, as a ratio to that of the real target images)."""
-    from genforge.metrics import core
-    from genforge.metrics.extractor import extract
-
-    fake_features, logits = extract(extractor, fake.float(), with_logits=True)
-    real_features = extract(extractor, real_target.float())
-    wanted = torch.tensor(SHOE_CLASSES if direction == "a2b" else (BAG_CLASS,))
-    real_diversity = pairwise_diversity(real_features)
-    return {f"{direction}_fashion_classifier_acc": float(torch.isin(logits.argmax(1), wanted).float().mean()),
-            f"{direction}_feature_fid": core.frechet_distance(*core.feature_stats(real_features),
-                                                              *core.feature_stats(fake_features)),
-            f"{direction}_feature_diversity_ratio": pairwise_diversity(fake_features) / max(real_diversity, 1e-12)}
-
-
-def train_domain_classifier(images_a: torch.Tensor, images_b: torch.Tensor, seed: int = 0, steps: int = 300) -> nn.Module:
-    """A small MLP telling domain A (class 0) from B (class 1), trained on balanced batches of
-    network-space images; the judge of translated images (a translated bag should say "B")."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]), torch.enable_grad():  # callers may be under no_grad
-        torch.manual_seed(seed)
-        net = nn.Sequential(nn.Flatten(), nn.Linear(images_a[0].numel(), 64), nn.ReLU(), nn.Linear(64, 2))
-        optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-        for _ in range(steps):
-            ia = torch.randint(len(images_a), (128,), generator=generator)
-            ib = torch.randint(len(images_b), (128,), generator=generator)
-            x = torch.cat([images_a[ia], images_b[ib]])
-            y = torch.cat([torch.zeros(128, dtype=torch.long), torch.ones(128, dtype=torch.long)])
-            loss = F.cross_entropy(net(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return net.eval().requires_grad_(False)
 
 
 # --- the family ---------------------------------------------------------------------
@@ -323,7 +211,9 @@ class DiscoGAN(GenerativeModel):
         a, b = inputs[:half], inputs[half:]
         fake_b, fake_a = self.G_AB(a), self.G_BA(b)
         if self.points:
-            return _render_progress(a, b, fake_b, fake_a)
+            from genforge import viz
+
+            return viz.translation_progress(a, b, fake_b, fake_a)
         pairs = torch.stack([torch.cat([a, b]), torch.cat([fake_b, fake_a])], dim=1)  # (2 half, 2, C, H, W)
         return self.to_unit(pairs.flatten(0, 1))
 
@@ -399,136 +289,12 @@ class DiscoGAN(GenerativeModel):
 
         return [Phase("d", "discriminator", d_step), Phase("g", "generator", self.g_terms, repeats=self.cfg.g_steps)]
 
-    # --- evaluation and report ------------------------------------------------------
-    @torch.no_grad()
-    def evaluate(self, ctx: Context) -> dict[str, float]:
-        if self.points:
-            result = self._evaluate_points(ctx)
-        else:
-            result = self._evaluate_images(ctx)
-        (ctx.run_dir / "translation_metrics.json").write_text(json.dumps(result, indent=2))
-        return result
-
-    def _test_domains(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
-        data = ctx.test_data
-        return self.prepare(data.images).to(ctx.device), self.prepare(data.images_b).to(ctx.device)
-
-    def _evaluate_points(self, ctx: Context) -> dict[str, float]:
-        data = ctx.test_data
-        a, b = self._test_domains(ctx)
-        result: dict[str, float] = {}
-        for direction, source, source_labels, target, target_labels in (
-                ("a2b", a, data.labels, b, data.labels_b), ("b2a", b, data.labels_b, a, data.labels)):
-            fake, recon = self.translate(source, direction)
-            means, std = mode_stats(target.cpu(), target_labels)
-            for key, value in mode_metrics(fake.cpu(), source_labels, means, std).items():
-                result[f"{direction}_{key}"] = value
-            result[f"recon_{direction[0]}"] = float(F.mse_loss(recon, source))
-        return result
-
-    def _evaluate_images(self, ctx: Context) -> dict[str, float]:
-        size = self.image_shape[-1]
-        train = ctx.train_data.resized(size)
-        judge = train_domain_classifier(self.prepare(train.images), self.prepare(train.images_b))
-        a, b = self._test_domains(ctx)
-        a, b = a[:1000], b[:1000]
-        result = {"classifier_real_acc": float(torch.cat([judge(a.cpu()).argmax(1) == 0,
-                                                          judge(b.cpu()).argmax(1) == 1]).float().mean())}
-        extractor = self._fashion_extractor(ctx)
-        for direction, source, target, want in (("a2b", a, b, 1), ("b2a", b, a, 0)):
-            fake, recon = self._translate_in_chunks(source, direction)
-            result[f"{direction}_domain_acc"] = float((judge(fake).argmax(1) == want).float().mean())
-            result[f"recon_{direction[0]}"] = float(F.mse_loss(recon, source.cpu()))
-            real_unit = self.to_unit(target.cpu())
-            real_diversity = pairwise_diversity(real_unit)
-            fake_unit = self.to_unit(fake)
-            result[f"{direction}_diversity"] = pairwise_diversity(fake_unit)
-            result[f"{direction}_diversity_ratio"] = result[f"{direction}_diversity"] / max(real_diversity, 1e-12)
-            if extractor is not None:
-                result.update(fashion_translation_metrics(extractor, fake_unit, real_unit, direction))
-        return result
-
-    def _fashion_extractor(self, ctx: Context):
-        """genforge's Fashion-MNIST extractor for the bags/shoes domains (grey images only), else None."""
-        if ctx.train_data.name != "fashion-bags-shoes" or self.image_shape[0] != 1:
-            return None
-        from genforge.metrics.extractor import load_extractor
-
-        return load_extractor("fashion-mnist")
-
-    def _translate_in_chunks(self, x: torch.Tensor, direction: str, chunk: int = 250):
-        parts = [self.translate(x[i:i + chunk], direction) for i in range(0, len(x), chunk)]
-        return torch.cat([p[0] for p in parts]).cpu(), torch.cat([p[1] for p in parts]).cpu()
-
-    @torch.no_grad()
-    def report(self, ctx: Context) -> list[Path]:
-        plots = ctx.run_dir / "plots"
-        rows = viz.read_metrics(ctx.run_dir / "metrics.jsonl")
-        written = [viz.plot_curves(rows, ["d/loss", "g/gan_a2b", "g/gan_b2a", "g/recon_a", "g/recon_b"],
-                                   plots / "curves.png", title=f"DiscoGAN ({self.cfg.variant}): learning curves")]
-        a, b = self._test_domains(ctx)
-        if self.points:
-            written.append(_plot_points(ctx.test_data, a, b, self, plots / "translations.png"))
-        else:
-            for direction, source in (("a2b", a[:16]), ("b2a", b[:16])):
-                written.append(viz.save_grid(self.triplets(source, direction), plots / f"translations_{direction}.png", nrow=3))
-        return [p for p in written if p is not None]
-
     def triplets(self, source: torch.Tensor, direction: str) -> torch.Tensor:
         """Network-space images (B, C, H, W) -> rows source | translation | reconstruction in [0, 1], (3B, C, H, W)."""
         fake, recon = self.translate(source, direction)
         return self.to_unit(torch.stack([source, fake, recon], dim=1).flatten(0, 1)).cpu()
 
-
-# --- pictures of the toy ----------------------------------------------------------------
-
-def _hue_by_angle(points: torch.Tensor) -> np.ndarray:
-    """A colour per source point from its angle around the source mean (modes get distinct colours)."""
-    centred = (points - points.mean(0)).cpu().numpy()
-    return (np.arctan2(centred[:, 1], centred[:, 0]) + np.pi) / (2 * np.pi)
-
-
-def _render_progress(a, b, fake_b, fake_a) -> torch.Tensor:
-    """Two panels, A -> B over real B and B -> A over real A, rendered to a (1, 3, H, W) image."""
-    plt = viz._pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(7, 3.5), dpi=80)
-    for ax, title, real, source, fake in ((axes[0], "A -> B", b, a, fake_b), (axes[1], "B -> A", a, b, fake_a)):
-        real, fake = real.cpu().numpy(), fake.cpu().numpy()
-        ax.scatter(real[:, 0], real[:, 1], s=3, color="0.8")
-        ax.scatter(fake[:, 0], fake[:, 1], s=3, c=_hue_by_angle(source), cmap="hsv", vmin=0, vmax=1)
-        ax.set_title(title)
-        ax.set_aspect("equal", adjustable="datalim")
-    fig.tight_layout()
-    fig.canvas.draw()
-    pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
-    return torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0).float() / 255.0
-
-
-def _plot_points(data, a: torch.Tensor, b: torch.Tensor, model: DiscoGAN, path: Path) -> Path:
-    """The original toy's scatter plots: data A, data B, A -> B and B -> A coloured by source mode,
-    and both reconstructions."""
-    plt = viz._pyplot()
-    fake_b, recon_a = model.translate(a, "a2b")
-    fake_a, recon_b = model.translate(b, "b2a")
-    la, lb = data.labels.numpy(), data.labels_b.numpy()
-    panels = [("data A", a, la, None), ("data B", b, lb, None), ("A -> B (colour: A mode)", fake_b, la, b),
-              ("B -> A (colour: B mode)", fake_a, lb, a), ("A -> B -> A", recon_a, la, a), ("B -> A -> B", recon_b, lb, b)]
-    fig, axes = plt.subplots(2, 3, figsize=(12, 8), dpi=100)
-    cmap = plt.get_cmap("tab10")
-    for ax, (title, points, labels, backdrop) in zip(axes.flat, panels):
-        if backdrop is not None:  # the real domain the points should land on, in grey behind
-            backdrop = backdrop.cpu().numpy()
-            ax.scatter(backdrop[:, 0], backdrop[:, 1], s=3, color="0.85")
-        points = points.cpu().numpy()
-        for k in np.unique(labels):
-            mask = labels == k
-            ax.scatter(points[mask, 0], points[mask, 1], s=3, color=cmap(int(k) % 10), label=str(k))
-        ax.set_title(title)
-        ax.set_aspect("equal", adjustable="datalim")
-    axes.flat[2].legend(markerscale=3, frameon=False, fontsize=7, title="source mode")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    def translate_batches(self, x: torch.Tensor, direction: str, chunk: int = 250) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`translate` ``chunk`` inputs at a time; (translations, reconstructions) on the CPU."""
+        parts = [self.translate(x[i:i + chunk], direction) for i in range(0, len(x), chunk)]
+        return torch.cat([p[0] for p in parts]).cpu(), torch.cat([p[1] for p in parts]).cpu()

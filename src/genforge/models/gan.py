@@ -11,16 +11,15 @@ Wasserstein with weight clipping (Arjovsky et al. 2017) and WGAN-GP (Gulrajani e
 2017, whose critic has no batch norm: ``d_norm=auto`` gives it layer norm). Conditional
 GANs (Mirza & Osindero 2014, arXiv 1411.1784): z is joined by the one-hot class, and D
 sees the class as extra input maps (``concat``) or by projection (Miyato & Koyama 2018,
-arXiv 1802.05637). On toy points (N, D) both networks are MLPs (``arch=mlp``), and the
-progress pictures, checkpoint metrics and final evaluation are those of the GAN toys.
+arXiv 1802.05637). On toy points (N, D) both networks are MLPs (``arch=mlp``). Shared blocks
+come from :mod:`genforge.nets`; the metrics and end-of-run pictures of a trained GAN are
+registered in :mod:`genforge.metrics.registry` and :mod:`genforge.viz`.
 """
 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,11 +29,12 @@ from torch import nn
 from genforge import losses
 from genforge.config import check_ranges, opt
 from genforge.errors import GenforgeError
-from genforge.models.base import Batch, Capabilities, Context, FlattenFrom, GenerativeModel, Phase, memory_format_of, relayout
+from genforge.models.base import Batch, Capabilities, GenerativeModel, Phase
+from genforge.nets import (KERNELS, FlattenFrom, Maxout, dcgan_init, down_block, frozen, memory_format_of, relayout,
+                           stride2_padding, up_block, up_to_image)
 
 BCE_LOSSES = ("nonsaturating", "minimax")  # the BCE game of Goodfellow et al.: D outputs logits
 REJECT_POOL = 10_000  # model.reject: samples whose D logits set the acceptance threshold
-LOG4 = math.log(4.0)  # at the optimum D = 1/2 everywhere and the value function is -log 4
 
 
 @dataclass
@@ -85,28 +85,6 @@ class GANConfig:
                                 "checkpoint (mode collapse over training; MNIST / Fashion-MNIST)")
 
 
-def dcgan_init(module: nn.Module) -> None:
-    """Radford et al.: every conv/linear weight from N(0, 0.02); BN scale from N(1, 0.02)."""
-    for layer in module.modules():
-        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.normal_(layer.weight, 0.0, 0.02)
-            if layer.bias is not None:
-                nn.init.zeros_(layer.bias)
-        elif isinstance(layer, nn.BatchNorm2d):
-            nn.init.normal_(layer.weight, 1.0, 0.02)
-            nn.init.zeros_(layer.bias)
-
-
-KERNELS = range(3, 8)
-
-
-def stride2_padding(kernel: int) -> tuple[int, int]:
-    """(padding, output_padding) with which a stride-2 conv of ``kernel`` halves an even side
-    exactly and the transposed conv doubles it: 4 -> (1, 0), 5 -> (2, 1), like TF's 'SAME'."""
-    padding = (kernel - 1) // 2
-    return padding, 2 + 2 * padding - kernel
-
-
 def _fits_dcgan(image_size: int) -> bool:
     """Whether the DCGAN networks reach ``image_size``: 7 or 4 times a power of two (at least 2)."""
     return any(image_size % base == 0 and image_size // base >= 2 and (image_size // base).bit_count() == 1
@@ -130,7 +108,6 @@ class DCGANGenerator(nn.Module):
 
     def __init__(self, latent_dim: int, channels: int, image_size: int, width: int, kernel: int = 4):
         super().__init__()
-        padding, extra = stride2_padding(kernel)
         base = _base_size(image_size)
         ups = int(math.log2(image_size // base))
         first = width * 2 ** (ups - 1)
@@ -140,28 +117,15 @@ class DCGANGenerator(nn.Module):
         blocks: list[nn.Module] = []
         ch = first
         for _ in range(ups - 1):
-            blocks += [nn.ConvTranspose2d(ch, ch // 2, kernel, 2, padding, extra, bias=False), nn.BatchNorm2d(ch // 2),
-                       nn.ReLU(True)]
+            blocks += up_block(ch, ch // 2, kernel)
             ch //= 2
-        blocks += [nn.ConvTranspose2d(ch, channels, kernel, 2, padding, extra), nn.Tanh()]
+        blocks += up_to_image(ch, channels, kernel)
         self.main = nn.Sequential(*blocks)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         maps = self.project[:2](z)  # FC, unflattened: (B, C0, s, s) NCHW
         maps = relayout(maps, memory_format_of(self.main[0].weight))  # the convs' layout, for BN and ReLU too
         return self.main(self.project[2:](maps))
-
-
-def conv_norm(kind: str, channels: int) -> nn.Module:
-    """D's normalisation after a hidden conv: batch (DCGAN), layer or instance (GroupNorm with one
-    group or one group per channel: no batch statistics, so WGAN-GP's per-sample gradient is clean)."""
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
-    if kind == "layer":
-        return nn.GroupNorm(1, channels)
-    if kind == "instance":
-        return nn.GroupNorm(channels, channels)
-    return nn.Identity()
 
 
 class DCGANDiscriminator(nn.Module):
@@ -176,12 +140,10 @@ class DCGANDiscriminator(nn.Module):
         super().__init__()
         self.conditional, self.num_classes = conditional, num_classes
         extra = num_classes if conditional == "concat" else 0
-        padding, _ = stride2_padding(kernel)
-        layers: list[nn.Module] = [nn.Conv2d(channels + extra, width, kernel, 2, padding), nn.LeakyReLU(0.2, True)]
+        layers = down_block(channels + extra, width, kernel)
         ch, size = width, image_size // 2
         while size > 4 and size % 2 == 0 and size // 2 >= 4:
-            layers += [nn.Conv2d(ch, ch * 2, kernel, 2, padding, bias=norm == "none"), conv_norm(norm, ch * 2),
-                       nn.LeakyReLU(0.2, True)]
+            layers += down_block(ch, ch * 2, kernel, norm)
             ch, size = ch * 2, size // 2
         self.main = nn.Sequential(*layers, FlattenFrom(), nn.Linear(ch * size * size, 1))
         if conditional == "projection":
@@ -214,18 +176,6 @@ class MLPGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.main(z)
-
-
-class Maxout(nn.Module):
-    """The largest of ``pieces`` linear maps of the input, per unit (Goodfellow et al. 2013)."""
-
-    def __init__(self, width_in: int, width_out: int, pieces: int):
-        super().__init__()
-        self.pieces = pieces
-        self.linear = nn.Linear(width_in, width_out * pieces)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x).unflatten(-1, (-1, self.pieces)).amax(-1)
 
 
 class MLPDiscriminator(nn.Module):
@@ -287,18 +237,6 @@ class LivestreamDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.main(x).squeeze(-1)
-
-
-@contextmanager
-def frozen(module: nn.Module):
-    """No parameter gradients for ``module`` inside the block; gradients still flow through it."""
-    flags = [p.requires_grad for p in module.parameters()]
-    module.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(module.parameters(), flags):
-            p.requires_grad_(flag)
 
 
 class GAN(GenerativeModel):
@@ -447,16 +385,15 @@ class GAN(GenerativeModel):
         self._progress = value
         self._top_k_on = self.cfg.top_k < 1 and value < self.cfg.top_k_until
 
-    def set_reject(self, quantile: float) -> None:
-        """Switch discriminator rejection sampling on (``quantile`` in (0, 1)) or off (0) for ``sample``."""
-        self.check_reject(self.cfg, quantile)
-        self.cfg.reject = quantile
-
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, batch_size: int = 500) -> torch.Tensor:
-        """``n`` samples on the CPU; with ``model.reject``, those that discriminator rejection sampling keeps."""
-        if not self.cfg.reject:
+    def sample(self, n: int, generator: torch.Generator | None = None, batch_size: int = 500,
+               reject: float | None = None) -> torch.Tensor:
+        """``n`` samples on the CPU; with a rejection quantile (``reject``, None = ``model.reject``;
+        0 = off), those that discriminator rejection sampling keeps."""
+        quantile = self.cfg.reject if reject is None else reject
+        if not quantile:
             return super().sample(n, generator, batch_size)
+        self.check_reject(self.cfg, quantile)
         device = next(self.parameters()).device
         was_training = self.training
         self.eval()
@@ -467,7 +404,7 @@ class GAN(GenerativeModel):
             if threshold is None:
                 if len(pool) * batch_size < REJECT_POOL:
                     continue
-                threshold = torch.cat([logits for _, logits in pool]).quantile(self.cfg.reject)
+                threshold = torch.cat([logits for _, logits in pool]).quantile(quantile)
             for raw, logits in pool:
                 chosen = raw[self._accept(logits, threshold, generator)]
                 kept.append(self._output(chosen).cpu())
@@ -604,7 +541,7 @@ class GAN(GenerativeModel):
         return [Phase("d_fake", "discriminator", d_fake), Phase("g", "generator", g_step),
                 Phase("d_real", "discriminator", d_real)]
 
-    # --- pictures, checkpoint metrics and the final evaluation ----------------------------
+    # --- the loop's progress pictures (metrics and reports: genforge.metrics, genforge.viz) ---
     def fixed_inputs(self, data: Any, n: int, generator: torch.Generator) -> torch.Tensor:
         """Toy points: 2,500 noise vectors (a density needs more than a grid's 64). Conditional:
         classes 0, 1, ..., K-1, 0, ... so that each column of the progress grid is one class."""
@@ -616,96 +553,29 @@ class GAN(GenerativeModel):
         return self.sample_noise(n, generator, torch.device("cpu"), labels=labels)
 
     def progress_image(self, fixed: torch.Tensor, data: Any) -> torch.Tensor:
+        """Images: the grid of ``generate(fixed)`` (a column per class). Toy points: data against
+        generated points, as rejection sampling keeps them when ``model.reject`` is on, with D's
+        curve on 1-D data (:func:`genforge.viz.toy_progress`)."""
         from genforge import viz
 
         if not self.points:
             return viz.make_grid(self.generate(fixed).float().cpu(), nrow=self.classes or None)
-        generated = self.generate(fixed)
-        title = data.name
+        generated, note = self.generate(fixed), ""
         if self.cfg.reject:  # the points rejection sampling keeps, as sample() gives them
             logits = self._logit(generated)
             rng = torch.Generator(device=generated.device).manual_seed(0)  # never the training RNG
             generated = generated[self._accept(logits, logits.quantile(self.cfg.reject), rng)]
-            title += f" (rejection keeps {generated.shape[0]})"
-        real = data.images[:SHOWN_POINTS]
-        spec = _mixture(data)
-        if spec is not None:
-            from genforge.metrics.modes import mode_metrics
+            note = f" (rejection keeps {generated.shape[0]})"
+        return viz.toy_progress(data, generated, self.critic_curve if generated.shape[1] == 1 else None, note)
 
-            found = mode_metrics(generated, torch.tensor(spec.means), spec.std)
-            title += f": {found['modes']:.0f}/{len(spec.means)} modes, {found['hq']:.1f}% HQ"
-        critic = limits = None
-        if real.shape[1] == 1:
-            limits = (-0.25, 1.25) if data.name == "duck-cow" else _span(real, 0.3)
-            xs = torch.linspace(*limits, 241, device=fixed.device).unsqueeze(1)  # (241, 1)
-            scores = self.discriminator(xs.repeat(1, self.cfg.pack))  # a pack of m copies of x
-            bce = self.cfg.loss in BCE_LOSSES
-            critic = (xs[:, 0].cpu().numpy(), (torch.sigmoid(scores) if bce else scores).cpu().numpy(),
-                      "D(x)" if bce else "critic(x)")
-        else:
-            limits = _span(real, 0.25)
-        return viz.render_points(real, generated, title, critic, limits)
-
-    def checkpoint_metrics(self, data: Any, step: int) -> dict[str, float]:
-        """Toys: modes captured, % high quality, reverse KL of 2,500 samples. Unconditional image
-        GANs with an evaluation classifier: the class histogram of 1,000 samples (mode collapse)."""
-        generator = torch.Generator().manual_seed(1_000_003 + step)  # never the training RNG
-        if self.points:
-            return {f"eval/{k}": v for k, v in self._mode_metrics(data, generator).items()}
-        if self.classes or not self.cfg.class_histogram:
-            return {}
-        classifier = self._classifier(data.name)
-        if classifier is None:
-            return {}
-        shares = self._class_shares(classifier, self.sample(1000, generator))
-        return {f"eval/class_share_{k}": float(v) for k, v in enumerate(shares)}
-
-    def evaluate(self, ctx: Context) -> dict[str, float]:
-        """Toys: the mode metrics over 2,500 samples (seed 0). Conditional GANs: ``class_accuracy``,
-        the share of 1,000 samples (100 per class) that the evaluation classifier files under
-        the class asked for."""
-        if self.points:
-            return self._mode_metrics(ctx.train_data, torch.Generator().manual_seed(0))
-        if self.classes:
-            classifier = self._classifier(ctx.train_data.name)
-            if classifier is None:
-                return {}
-            labels = torch.arange(1000) % self.classes
-            images = self.sample_labels(labels, torch.Generator().manual_seed(0))
-            predicted = self._classify(classifier, images).argmax(1)
-            return {"class_accuracy": float((predicted == labels).float().mean())}
-        return {}
-
-    def report(self, ctx: Context) -> list[Path]:
-        """Toys: the progress pictures as a GIF. BCE games: the value function against -log 4 and D's
-        mean outputs against 1/2. Conditional: a class-by-row grid. Class histogram over training."""
-        from genforge import viz
-
-        plots = ctx.run_dir / "plots"
-        written: list[Path | None] = []
-        if self.points:
-            frames = sorted((ctx.run_dir / "samples").glob("step-*.png")) + [ctx.run_dir / "samples" / "final.png"]
-            written.append(viz.save_gif([f for f in frames if f.is_file()], plots / "progress.gif"))
-        rows = viz.read_metrics(ctx.run_dir / "metrics.jsonl")
+    def critic_curve(self, xs: torch.Tensor) -> tuple[torch.Tensor, str]:
+        """D over 1-D points ``xs`` (N, 1): (D(x) for BCE games, else the critic's score (N,), its name)."""
+        scores = self.discriminator(xs.repeat(1, self.cfg.pack))  # a pack of m copies of x
         if self.cfg.loss in BCE_LOSSES:
-            written.append(viz.plot_curves(rows, ["d/value"], plots / "value.png", ylabel="V(D, G)",
-                                           title="value function E log D(x) + E log(1 - D(G(z)))",
-                                           hline=(-LOG4, "-log 4 (the optimum)")))
-            written.append(viz.plot_curves(rows, ["d/d_real", "d/d_fake"], plots / "d_output.png",
-                                           ylabel="mean D output", title="D's mean output on real and fake",
-                                           hline=(0.5, "1/2 (the optimum)")))
-        shares = sorted({k for row in rows for k in row if k.startswith("eval/class_share_")},
-                        key=lambda k: int(k.rsplit("_", 1)[1]))
-        if shares:
-            written.append(viz.plot_curves(rows, shares, plots / "class_histogram.png", ylabel="share of samples",
-                                           title="generated class histogram over training (mode collapse)",
-                                           hline=(1.0 / len(shares), "uniform")))
-        if self.classes:
-            written.append(viz.save_grid(self.class_grid(10, torch.Generator().manual_seed(0)), plots / "by_class.png",
-                                         nrow=10))
-        return [path for path in written if path is not None]
+            return torch.sigmoid(scores), "D(x)"
+        return scores, "critic(x)"
 
-    # --- helpers of the above ---------------------------------------------------------
+    # --- sampling by class ------------------------------------------------------------
     @torch.no_grad()
     def sample_labels(self, labels: torch.Tensor, generator: torch.Generator | None = None,
                       batch_size: int = 500) -> torch.Tensor:
@@ -732,49 +602,3 @@ class GAN(GenerativeModel):
         images = self.generate(noise).cpu()
         self.train(was_training)
         return images
-
-    def _mode_metrics(self, data: Any, generator: torch.Generator) -> dict[str, float]:
-        from genforge.metrics.modes import SAMPLES, mode_metrics
-
-        spec = _mixture(data)
-        if spec is None:
-            return {}
-        return mode_metrics(self.sample(SAMPLES, generator), torch.tensor(spec.means), spec.std)
-
-    def _classifier(self, dataset: str):
-        """The evaluation classifier of ``dataset`` (cached, not a submodule), or None if there is none."""
-        cache = self.__dict__.setdefault("_classifiers", {})
-        if dataset not in cache:
-            from genforge.metrics.extractor import extractor_for, load_extractor
-
-            try:
-                cache[dataset] = load_extractor(extractor_for(dataset), device=next(self.parameters()).device)
-            except GenforgeError:
-                cache[dataset] = None
-        return cache[dataset]
-
-    @torch.no_grad()
-    def _classify(self, classifier: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        device = next(classifier.parameters()).device
-        return torch.cat([classifier.logits(part.to(device)).cpu() for part in images.split(500)])
-
-    def _class_shares(self, classifier: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        predicted = self._classify(classifier, images).argmax(1)
-        return torch.bincount(predicted, minlength=10).float() / max(len(predicted), 1)
-
-
-SHOWN_POINTS = 2500  # data points drawn behind the generated ones
-
-
-def _mixture(data: Any):
-    """The mixture spec of a toy dataset (genforge.data.toy.MIXTURES), or None."""
-    from genforge.data.toy import MIXTURES
-
-    return MIXTURES.get(getattr(data, "name", ""))
-
-
-def _span(points: torch.Tensor, margin: float) -> tuple[float, float]:
-    """Square plot limits around ``points`` (N, D), widened by ``margin`` of their extent."""
-    lo, hi = float(points.min()), float(points.max())
-    pad = margin * (hi - lo) + 1e-3
-    return lo - pad, hi + pad

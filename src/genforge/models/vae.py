@@ -5,24 +5,23 @@ The MLP VAE of the TensorFlow livestream, done right:
 - the encoder outputs a log-variance, z = mu + eps * exp(0.5 * logvar),
 - the Bernoulli likelihood is computed from logits (BCE with logits), never log(sigmoid + 1e-9).
 Loss = negative ELBO = -sum_pixels log p(x|z) + KL(q(z|x) || N(0, I)), averaged over the batch.
+Its test ELBO and NLL are judged by :mod:`genforge.metrics.registry`; its pictures
+(reconstructions, prior samples, latent map, manifold) are drawn by :mod:`genforge.viz`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from genforge import viz
 from genforge.config import check_ranges, opt
-from genforge.models.base import Batch, Capabilities, Context, GenerativeModel, Phase
+from genforge.models.base import Capabilities, GenerativeModel, Phase
 
 
 @dataclass
@@ -101,7 +100,7 @@ class VAE(GenerativeModel):
     # --- what the training loop needs ------------------------------------------------
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(encoder=True)
+        return Capabilities(encoder=True, likelihood=True)
 
     def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"vae": list(self.parameters())}
@@ -114,7 +113,11 @@ class VAE(GenerativeModel):
         return torch.randn(n, self.cfg.latent_dim, generator=generator, device=where).to(device or "cpu")
 
     def generate(self, noise: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.decode_logits(noise))  # Bernoulli means, as the original showed
+        return self.decode(noise)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, latent_dim) -> images in [0, 1] (B, C, H, W): the Bernoulli means, as the original showed."""
+        return torch.sigmoid(self.decode_logits(z))
 
     # --- evaluation --------------------------------------------------------------------
     @torch.no_grad()
@@ -155,46 +158,3 @@ class VAE(GenerativeModel):
             log_w = torch.cat(log_weights, dim=1)
             total += float((math.log(k) - torch.logsumexp(log_w, dim=1)).sum())
         return total / x.shape[0]
-
-    def evaluate(self, ctx: Context) -> dict[str, float]:
-        x = self.prepare(ctx.test_data.images.to(ctx.device))  # eval mode: rounded, fixed
-        elbo = self.test_elbo(x)
-        nll = self.importance_nll(x, k=ctx.num_importance, progress=ctx.progress)
-        return {"test_neg_elbo": elbo["loss"], "test_recon": elbo["recon"], "test_kl": elbo["kl"],
-                "test_nll": nll, "nll_importance_samples": float(ctx.num_importance)}
-
-    @torch.no_grad()
-    def report(self, ctx: Context) -> list[Path]:
-        plots = ctx.run_dir / "plots"
-        test = ctx.test_data
-        x = self.prepare(test.images[:32].to(ctx.device))
-        mu, _ = self.encode(x)
-        recon = torch.sigmoid(self.decode_logits(mu)).cpu()
-        # Originals left, reconstructions right: 8 rows of (4 originals | 4 reconstructions).
-        pairs = torch.cat([x.cpu().view(8, 4, *self.image_shape), recon.view(8, 4, *self.image_shape)], dim=1)
-        paths = [viz.save_grid(pairs.flatten(0, 1), plots / "reconstructions.png", nrow=8, scale=3)]
-        generator = torch.Generator().manual_seed(0)
-        paths.append(viz.save_grid(self.sample(64, generator), plots / "prior_samples.png", nrow=8, scale=3))
-
-        x_all = self.prepare(test.images.to(ctx.device))
-        mu_all = self.encode(x_all)[0].cpu().numpy()
-        labels = test.labels.numpy()
-        if mu_all.shape[1] > 2:  # PCA of mu to 2-D
-            centred = mu_all - mu_all.mean(0)
-            _, _, vt = np.linalg.svd(centred, full_matrices=False)
-            points, how = centred @ vt[:2].T, "PCA of mu"
-        else:
-            points, how = mu_all, "mu"
-        paths.append(viz.plot_scatter(points, labels, plots / "latent_scatter.png",
-                                      title=f"test digits in latent space ({how})", class_names=test.classes))
-        if self.cfg.latent_dim == 2:  # the classic manifold: decode a grid of Gaussian quantiles
-            from scipy.stats import norm
-
-            ticks = torch.tensor(norm.ppf(np.linspace(0.05, 0.95, 20)), dtype=torch.float32)
-            grid_z = torch.stack(torch.meshgrid(ticks, ticks.flip(0), indexing="xy"), dim=-1).view(-1, 2)
-            manifold = torch.sigmoid(self.decode_logits(grid_z.to(ctx.device))).cpu()
-            paths.append(viz.save_grid(manifold, plots / "manifold.png", nrow=20, scale=2))
-        rows = viz.read_metrics(ctx.run_dir / "metrics.jsonl")
-        paths.append(viz.plot_curves(rows, ["vae/loss", "vae/recon", "vae/kl"], plots / "elbo_curves.png",
-                                     title="negative ELBO = reconstruction + KL", ylabel="nats per image"))
-        return [p for p in paths if p is not None]
