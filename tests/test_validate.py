@@ -7,10 +7,9 @@ import dataclasses
 
 import pytest
 
-import genforge.models  # noqa: F401  (fills the family registry the config reads)
 from genforge.config import RANGES, allows, load_recipe, recipe_names, validate
 from genforge.errors import GenforgeError
-from genforge.registry import FAMILIES
+from genforge.models import FAMILIES
 
 
 def _outside(rule: str, kind: type) -> list:
@@ -109,3 +108,13 @@ def test_validate_leaves_the_config_as_it_was():
                                                    (">= 1", [1, 9], [0.5]), ("> 0", [1e-9], [0, -1])])
 def test_range_rules(rule, inside, outside):
     assert all(allows(rule, v) for v in inside) and not any(allows(rule, v) for v in outside)
+
+
+def test_recipes_load_in_a_fresh_process_that_never_imported_the_models():
+    import subprocess
+    import sys
+
+    code = ("import sys; from genforge.config import load_recipe, validate; "
+            "validate(load_recipe('mnist-dcgan')); print('genforge.models' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr  # the registry loaded them

@@ -19,14 +19,7 @@ from typing import Any
 
 from genforge import registry
 from genforge.errors import GenforgeError
-
-
-def opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
-    """A config field with its help line (and allowed values, for strings)."""
-    meta = {"help": help}
-    if choices:
-        meta["choices"] = choices
-    return field(default=default, metadata=meta)
+from genforge.fields import allows, check_ranges, opt  # noqa: F401  (re-exported: the config's field helpers)
 
 
 @dataclass
@@ -274,29 +267,6 @@ RANGES = {
     "train.threads": ">= 0", "train.log_every": ">= 1", "train.sample_every": ">= 1", "train.checkpoint_every": ">= 1",
     "train.ema_decay": "[0, 1)", "train.eval_samples": ">= 1", "train.eval_every": ">= 0", "train.eval_n": ">= 2",
 }
-_COMPARISONS = {">=": float.__ge__, ">": float.__gt__, "<=": float.__le__, "<": float.__lt__}
-
-
-def allows(rule: str, value: float) -> bool:
-    """Whether ``value`` lies in ``rule``: an interval such as "[0, 1)" or a bound such as ">= 1"."""
-    if rule[0] in "[(":
-        low, high = (float(part) for part in rule[1:-1].split(","))
-        above = value >= low if rule[0] == "[" else value > low
-        return above and (value <= high if rule[-1] == "]" else value < high)
-    for symbol, compare in _COMPARISONS.items():
-        if rule.startswith(symbol):
-            return compare(float(value), float(rule[len(symbol):]))
-    raise ValueError(f"not a range rule: {rule!r}")  # pragma: no cover - the tables are written by hand
-
-
-def check_ranges(section: Any, rules: dict[str, str], prefix: str = "") -> None:
-    """Refuse the first field of ``section`` outside its rule (``rules``: field name -> rule), with one
-    line naming the key, the value and what is allowed."""
-    for name, rule in rules.items():
-        value = getattr(section, name)
-        if not allows(rule, value):
-            allowed = f"in {rule}" if rule[0] in "[(" else rule
-            raise GenforgeError(f"{prefix}{name}={value}: must be {allowed}")
 
 
 def validate(cfg: RunConfig, data_shape: tuple[int, ...] | None = None, num_classes: int | None = None) -> RunConfig:

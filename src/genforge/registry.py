@@ -1,8 +1,9 @@
-"""The model families by name, filled by ``genforge.models`` and read by ``genforge.config``.
+"""The model families by name, for ``genforge.config``: the one seam between the config and the models.
 
-A module of its own so that the config never imports the models (the family files import
-``genforge.config`` for their typed fields): ``config`` builds a family's config section and
-runs its ``check_config`` through this table, and importing ``genforge.models`` fills it.
+``genforge.config`` builds a family's config section and runs its ``check_config`` through
+:func:`family`, and never imports ``genforge.models`` itself. The families are imported here,
+lazily (they import torch; reading or listing recipes must not), and they import only
+``genforge.fields`` of the config layer, so no import circle runs through this seam.
 """
 
 from __future__ import annotations
@@ -11,19 +12,12 @@ from typing import Any
 
 from genforge.errors import GenforgeError
 
-FAMILIES: dict[str, Any] = {}  # family name -> its GenerativeModel subclass (with .Config and .check_config)
-
-
-def register_family(cls: Any) -> Any:
-    """Add a family class (its ``family`` name, ``Config`` dataclass and ``check_config``); returns it."""
-    FAMILIES[cls.family] = cls
-    return cls
-
 
 def family(name: str) -> Any:
-    """The registered family class called ``name``; a clear error naming the known ones."""
-    if not FAMILIES:  # a programming error, not bad input: nothing imported the families yet
-        raise RuntimeError("no model family is registered: import genforge.models (or genforge.api) first")
+    """The family class called ``name`` (a ``GenerativeModel`` subclass with ``Config`` and
+    ``check_config``); a clear error naming the known ones."""
+    from genforge.models import FAMILIES  # lazy: the first config built imports the families
+
     try:
         return FAMILIES[name]
     except KeyError:

@@ -9,9 +9,8 @@ from genforge.models.base import GenerativeModel
 from genforge.models.discogan import DiscoGAN
 from genforge.models.gan import GAN
 from genforge.models.vae import VAE
-from genforge.registry import register_family
 
-FAMILIES: dict[str, type[GenerativeModel]] = {cls.family: register_family(cls) for cls in (VAE, GAN, DiscoGAN)}
+FAMILIES: dict[str, type[GenerativeModel]] = {cls.family: cls for cls in (VAE, GAN, DiscoGAN)}
 
 
 def family_class(name: str) -> type[GenerativeModel]:

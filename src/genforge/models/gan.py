@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genforge import losses
-from genforge.config import check_ranges, opt
+from genforge.fields import check_ranges, opt
 from genforge.errors import GenforgeError
 from genforge.models.base import Batch, Capabilities, GenerativeModel, Phase
 from genforge.nets import (KERNELS, FlattenFrom, Maxout, dcgan_init, down_block, frozen, memory_format_of, relayout,

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from genforge.config import check_ranges, opt
+from genforge.fields import check_ranges, opt
 from genforge.models.base import Capabilities, GenerativeModel, Phase
 
 
