@@ -66,3 +66,41 @@ def test_plot_scatter(tmp_path):
     path = viz.plot_scatter(rng.normal(size=(50, 2)), rng.integers(0, 3, 50), tmp_path / "s.png",
                             class_names=["a", "b", "c"])
     assert path.is_file() and Image.open(path).size[0] > 100
+
+
+def _applying(model) -> set[str]:
+    return {name for name, entry in viz.REPORTS.items() if entry.applies(model)}
+
+
+def test_end_of_run_pictures_by_capability():
+    from genforge.config import load_recipe
+    from genforge.models import build_model
+
+    toy = build_model(load_recipe("ring-8", ["model.hidden=8"]), (2,), 8)
+    cgan = build_model(load_recipe("mnist-cgan", ["model.width=4"]), (1, 28, 28), 10)
+    vae = build_model(load_recipe("mnist-vae", ["model.hidden=8"]), (1, 28, 28), 10)
+    disco = build_model(load_recipe("gmm-discogan", ["model.hidden=8"]), (2,), 5)
+    always = {"value_function", "class_histogram"}  # drawn from the metrics rows where the run logged them
+    assert _applying(toy) == always | {"progress_gif"}
+    assert _applying(cgan) == always | {"by_class"}
+    assert _applying(vae) == always | {"vae"}
+    assert _applying(disco) == always | {"translation_curves", "translations"}
+
+
+def test_toy_report_draws_the_value_function_and_the_progress_gif(tmp_path):
+    import json
+
+    from genforge.config import load_recipe
+    from genforge.models import build_model
+    from genforge.models.base import Context
+
+    model = build_model(load_recipe("ring-8", ["model.hidden=8"]), (2,), 8)
+    rows = [{"step": s, "d/value": -1.2, "d/d_real": 0.6, "d/d_fake": 0.4} for s in (1, 2)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    for name in ("step-0000001", "final"):
+        viz.save_grid(torch.rand(4, 3, 8, 8), tmp_path / "samples" / f"{name}.png")
+    ctx = Context(tmp_path, None, None, torch.device("cpu"), 1, progress=False)
+    with model.inference():
+        paths = viz.write_report(model, ctx)
+    assert {p.name for p in paths} == {"progress.gif", "value.png", "d_output.png"}
+    assert Image.open(tmp_path / "plots" / "progress.gif").n_frames == 2

@@ -204,6 +204,39 @@ def save_gif(frames: Sequence[str | Path], path: str | Path, duration_ms: int = 
     return path
 
 
+def render_paths(data: torch.Tensor, paths: torch.Tensor, title: str = "") -> torch.Tensor:
+    """Walks of generated points over the data, one (3, H, W) picture in [0, 1]: ``paths`` (R, T, D),
+    each walk a line from its first point (circle) to its last (square). 2-D points are drawn in the
+    plane; 1-D points as x against the step along the walk."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.2, 3.6), dpi=80)
+    data, paths = data.detach().cpu().float().numpy(), paths.detach().cpu().float().numpy()
+    colours = plt.get_cmap("tab10")
+    if data.shape[1] == 1:
+        steps = np.arange(paths.shape[1])
+        density = ax.twiny()  # the data's density along x, behind the walks
+        density.hist(data[:, 0], bins=60, orientation="horizontal", density=True, color="0.85")
+        density.set_xticks([])
+        ax.set_zorder(density.get_zorder() + 1)
+        ax.patch.set_visible(False)
+        for r, walk in enumerate(paths):
+            ax.plot(steps, walk[:, 0], "-o", markersize=3, color=colours(r % 10))
+        ax.set_xlabel("step along the walk")
+        ax.set_ylabel("x")
+    else:
+        ax.scatter(data[:, 0], data[:, 1], s=2, color="0.75", alpha=0.5, label="data")
+        for r, walk in enumerate(paths):
+            ax.plot(walk[:, 0], walk[:, 1], "-", linewidth=1.2, color=colours(r % 10))
+            ax.plot(*walk[0, :2], "o", color=colours(r % 10), markersize=5)
+            ax.plot(*walk[-1, :2], "s", color=colours(r % 10), markersize=5)
+        ax.set_aspect("equal", adjustable="datalim")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    image = _figure_tensor(fig)
+    plt.close(fig)
+    return image
+
+
 # --- the toys' progress pictures: one function per kind of data --------------------------
 
 SHOWN_POINTS = 2500  # data points drawn behind the generated ones

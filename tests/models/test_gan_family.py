@@ -199,8 +199,14 @@ def test_rejection_sampling_turns_g_into_the_density_d_points_at():
     assert kept.shape == (4000, 1)
     assert abs(kept.mean().item() - 1.0) < 0.1 and abs(kept.std().item() - 1.0) < 0.1
     assert torch.equal(kept, model.sample(4000, torch.Generator().manual_seed(0)))  # seeded: the same samples
+    plain = model.sample(4000, torch.Generator().manual_seed(0), reject=0.0)  # the quantile is a parameter
+    assert abs(plain.mean().item()) < 0.1  # G's own N(0, 1)
+    assert model.cfg.reject == 0.999  # sampling never rewrites the config
     model.cfg.reject = 0.0
-    assert abs(model.sample(4000, torch.Generator().manual_seed(0)).mean().item()) < 0.1  # G's own N(0, 1)
+    asked = model.sample(4000, torch.Generator().manual_seed(0), reject=0.999)
+    assert torch.equal(asked, kept)  # reject=q is model.reject=q
+    with pytest.raises(GenforgeError, match="quantile in"):
+        model.sample(10, reject=1.5)
 
 
 def test_rejection_sampling_on_images_gives_images_in_unit_range():

@@ -172,9 +172,11 @@ def _modes(judging: Judging) -> dict[str, Any]:
 
 
 TRANSLATION_UNITS = {"high_quality": "share of translations within 3 std of a target mode",
-                     "modes_covered": "target modes reached", "distinct_modes": "source modes on distinct targets",
+                     "modes_covered": "target modes reached", "target_modes": "modes of the target mixture",
+                     "distinct_modes": "source modes on distinct targets",
                      "distinct_fraction": "share 0-1", "mapping_purity": "share 0-1", "recon": "MSE, network space",
                      "domain_acc": "share 0-1 the domain classifier files under the target",
+                     "classifier_real_acc": "the domain classifier on real test images, share 0-1",
                      "diversity": "mean pairwise pixel distance", "diversity_ratio": "vs real target images; 1 = as varied",
                      "fashion_classifier_acc": "share 0-1 of target classes", "feature_fid": f"extractor features, {LOWER}",
                      "feature_diversity_ratio": "vs real target features; 1 = as varied"}

@@ -69,7 +69,9 @@ class Capabilities:
 
 @dataclass
 class Context:
-    """What a family's end-of-run report may use: the run folder, data and device."""
+    """What training's end gives the metrics and pictures registered for a model
+    (:func:`genforge.metrics.evaluate.final_metrics`, :func:`genforge.metrics.evaluate.write_report`):
+    the run folder, both splits, the device and the VAE's importance samples per test image."""
 
     run_dir: Path
     train_data: Any  # genforge.data.datasets.ImageData
