@@ -157,7 +157,7 @@ def _noise_graph(model: nn.Module, caps: Any, name: str, noise_kind: str) -> Gra
 def _encoder_graph(model: nn.Module) -> Graph:
     """A VAE's ``encoder``: images in [0, 1] -> the latent means (what api.encode gives)."""
     def run(images: torch.Tensor) -> torch.Tensor:
-        return model.encode(model.prepare(_pixels(images)))[0]
+        return model.encode(model.prepare(_pixels(images)))[0].contiguous()  # (the means are a view of mu|logvar)
 
     width = model.sample_noise(1, torch.Generator().manual_seed(0)).shape[1]
     source = _data_port(model, "images", False, "images in [0, 1], (batch, channels, height, width)")
@@ -302,9 +302,9 @@ def _stamp_onnx(path: Path, graph: Graph) -> int:
 
 def _torchscript_file(graph: Graph, path: Path, spec: dict[str, Any]) -> dict[str, Any]:
     """Trace one graph (checked against a second batch size, so the batch axis stays free) and save it."""
-    with _quiet():
+    with _quiet():  # (torch 2.13 calls TorchScript deprecated; libtorch and mobile runtimes still load it)
         traced = torch.jit.trace(graph.module, graph.example(2), check_inputs=[graph.example(3, seed=1)])
-    torch.jit.save(traced, str(path), _extra_files={"genforge.json": json.dumps(spec)})
+        torch.jit.save(traced, str(path), _extra_files={"genforge.json": json.dumps(spec)})
     return {"exporter": "torch.jit.trace"}
 
 
@@ -512,7 +512,7 @@ def load_folder(path: str | Path, device: str = "cpu") -> Loaded:
     path = Path(path)
     meta = read_export(path)
     if meta["kind"] != "folder":
-        raise GenforgeError(f"{path} holds a {meta['kind']} export, for its own runtime; genforge.load reads model "
+        raise GenforgeError(f"{path} holds a '{meta['kind']}' export, for its own runtime; genforge.load reads model "
                             "folders (genforge export RUN --format folder) and run folders")
     cfg = build_config(meta["config"])
     model = build_model(cfg, tuple(meta["image_shape"]), meta["num_classes"])
@@ -630,14 +630,25 @@ def _card_training(run: Loaded, meta: dict[str, Any]) -> list[str]:
             "- Training time and machine: not recorded in the run folder", ""]
 
 
-def _metrics_table(result: dict[str, Any], floor: dict[str, Any], units: dict[str, str]) -> list[str]:
-    lines = ["| metric | this model | real-data floor | unit |", "|---|---:|---:|---|"]
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _metrics_table(result: dict[str, Any], floor: dict[str, Any] | None = None,
+                   units: dict[str, str] | None = None) -> list[str]:
+    """A Markdown table of the figures in ``result`` (beside the floor's, with units, when given)."""
+    full = floor is not None
+    lines = (["| metric | this model | real-data floor | unit |", "|---|---:|---:|---|"] if full
+             else ["| metric | this model |", "|---|---:|"])
     for key, value in result.items():
-        if key in BOOKKEEPING or isinstance(value, bool) or not isinstance(value, (int, float)):
+        if key in BOOKKEEPING or not _number(value):
+            continue
+        if not full:
+            lines.append(f"| {key} | {value + 0.0:.4g} |")  # (+ 0.0: -0.0 shows as 0)
             continue
         other = floor.get(key)
-        shown = f"{other:.4g}" if isinstance(other, (int, float)) and not isinstance(other, bool) else "-"
-        lines.append(f"| {key} | {value:.4g} | {shown} | {units.get(key, '')} |")
+        shown = f"{other + 0.0:.4g}" if _number(other) else "-"
+        lines.append(f"| {key} | {value + 0.0:.4g} | {shown} | {(units or {}).get(key, '')} |")
     return lines
 
 
@@ -667,7 +678,7 @@ def _card_metrics(run: Loaded, meta: dict[str, Any]) -> list[str]:
         figures = {k[len("eval/"):]: v for k, v in last.items() if k.startswith("eval/")}
         lines += [f"Logged by training's evaluation at step {last['step']} (metrics.jsonl); no `genforge eval` "
                   "result (eval.json), so no real-data floor beside them.", ""]
-        return lines + _metrics_table(figures, {}, {}) + [""]
+        return lines + _metrics_table(figures) + [""]
     return lines + ["Not evaluated: no metric was measured for this run. `genforge eval RUN` scores it "
                     "beside the real-data floor; export again after it to have the figures here.", ""]
 
@@ -684,7 +695,9 @@ def _card_use(meta: dict[str, Any], picture: tuple[str, str] | None) -> list[str
     graphs = ", ".join(f"`{name}` ({' + '.join(p['name'] for p in g['inputs'])} -> "
                        f"{' + '.join(p['name'] for p in g['outputs'])})" for name, g in meta["graphs"].items())
     lines = ["## Using it", "",
-             f"Networks: {graphs}. Images are floats in [0, 1], (batch, channels, height, width).", "",
+             f"Networks: {graphs}. " + ("Points are floats (batch, dimensions), as the training data's." if
+                                          meta["capabilities"]["data"] == "points" else
+                                          "Images are floats in [0, 1], (batch, channels, height, width)."), "",
              "```python", "import genforge", "from genforge import api", "",
              "model = genforge.load(\"THIS_FOLDER\")",
              "images = api.sample(model, 16, seed=0)" if meta["capabilities"]["latent"] else
