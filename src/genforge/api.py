@@ -141,10 +141,8 @@ def check_config(recipe: str, overrides: Iterable[str] | dict[str, Any] = (), st
 
 
 def _validate(cfg: RunConfig) -> None:
-    try:  # TRANSITIONAL until config.validate lands
-        from genforge.config import validate
-    except ImportError:
-        return
+    from genforge.config import validate
+
     validate(cfg)
 
 

@@ -373,10 +373,3 @@ def list_runs(root: str | Path = "runs") -> list[RunSummary]:
             continue  # a folder whose config.json is being written or is not genforge's
     return sorted(summaries, key=lambda s: s.updated, reverse=True)
 
-
-def load_model(run_dir, device="cpu"):
-    """Transitional: (config, model, step) of a run; use :func:`genforge.api.load`."""
-    from genforge.api import load
-
-    loaded = load(run_dir, device)
-    return loaded.cfg, loaded.model, loaded.step
