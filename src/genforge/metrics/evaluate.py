@@ -33,6 +33,7 @@ KID_SUBSETS = 100  # as StyleGAN2 and torchmetrics (tests lower it for speed)
 PIXEL_NN_QUERIES = 2_000  # samples in the nearest-neighbour copy check (an (M, N) distance matrix)
 PIXEL_NN_REFERENCES = 10_000  # training images it searches at most (a seeded subset beyond that)
 NEAR_COPY_QUANTILE = 0.05  # a "near copy" is as close to a training image as the closest 5% of training pairs
+KID_SUBSET_SIZE = 1000  # core.kid's subset size (smaller where a side has fewer)
 FID_TRUSTED = 2_000  # images per side below which FID's upward bias (~1/N) dominates a comparison
 CHECKPOINT_SEED = 1_000_003  # checkpoint metrics sample from seed CHECKPOINT_SEED + step, never the training RNG
 
@@ -481,7 +482,8 @@ def small_data_notes(result: dict[str, Any], kind: str) -> dict[str, Any]:
     smallest = min(result["samples"], result.get("reference_images", result["samples"]))
     if smallest < FID_TRUSTED:
         notes.append(f"{fid} is biased upward with {smallest:,} images on a side (fewer than {FID_TRUSTED:,}); compare "
-                     f"runs by {kid}, unbiased at any size: {result[kid]:.4g} +- {result[kid + '_std']:.2g}")
+                     f"runs by {kid}, unbiased at any size: {result[kid]:.4g} +- {result[kid + '_std']:.2g} (the spread "
+                     f"over subsets of {min(KID_SUBSET_SIZE, smallest):,} images; 0 when a subset is the whole set)")
     floor = result.get("floor") or {}
     if fid in floor and floor.get("samples", FID_TRUSTED) < FID_TRUSTED and result[fid] < floor[fid]:
         notes.append(f"the real floor compares two halves of {floor['samples']} images, so its {fid} "
@@ -549,10 +551,13 @@ def evaluate_real(dataset: str, n: int = 10_000, seed: int = 0, image_size: int 
             return json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             pass
+    from genforge.data.datasets import load_images, resize_images
+
     real = reference_features(dataset, "test", image_size, extractor, name, root)
-    train = reference_features(dataset, "train", image_size, extractor, name, root)
-    index = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
-    values = feature_metrics(EvalInputs(real, train.subset(index), seed))
+    train = load_images(dataset, "train", root)
+    index = torch.randperm(len(train.images), generator=torch.Generator().manual_seed(seed))[:n]
+    held_out = FeatureSet(*extract(extractor, resize_images(train.images[index], image_size), with_logits=True))
+    values = feature_metrics(EvalInputs(real, held_out, seed))  # only the n drawn images go through the extractor
     result = {**values, "dataset": dataset, "samples": n, "reference": f"{dataset}/test ({len(real)})",
               "extractor": name, "extractor_sha256": EXTRACTOR_SHA256[name], "seed": seed,
               "units": units_of([m for m in METRICS.values() if m.on_features and "named-images" in m.kinds])}
