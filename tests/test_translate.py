@@ -14,7 +14,8 @@ from genforge.cli import main
 from genforge.config import load_recipe
 from genforge.errors import GenforgeError
 from genforge.models import build_model
-from genforge.translate import load_image, translate_files
+from genforge.api import translate_files
+from genforge.translate import load_image
 
 from .conftest import SHARED_DATASETS
 

@@ -4,7 +4,7 @@
 (see docs/api.md). Nothing heavy is imported until it is used, so the command starts fast.
 """
 
-__version__ = "0.1.0"
+from genforge._version import __version__
 
 
 def load(path, device: str = "cpu"):

@@ -599,25 +599,29 @@ def real_floor(dataset: str, n: int = 10_000, seed: int = 0, device: str = "cpu"
     return evaluate_real(dataset, n, seed, root=data_root, device=resolve_device(device))
 
 
-def translate_files(*args, **kwargs):
-    """Translate image files and folders with a DiscoGAN run: see :func:`genforge.translate.translate_files`."""
+def translate_files(run_dir: str | Path, inputs: list[str | Path], direction: str = "a2b",
+                    out_dir: str | Path = "translated", device: str = "cpu", invert: bool = False):
+    """Translate image files and folders with a DiscoGAN run: one PNG per input and a grid; unusable
+    files are skipped and listed (see :mod:`genforge.translate`)."""
     from genforge import translate as translation
 
-    return translation.translate_files(*args, **kwargs)
+    return translation.translate_files(load(run_dir, device), inputs, direction, out_dir, invert)
 
 
-def translate_test(*args, **kwargs):
-    """Translate test images of the source domain: see :func:`genforge.translate.translate_test`."""
+def translate_test(run_dir: str | Path, n: int = 16, direction: str = "a2b", out_dir: str | Path = "translated",
+                   seed: int = 0, device: str = "cpu", data_root: str | None = None):
+    """Translate ``n`` test images of the run's source domain (chosen by ``seed``)."""
     from genforge import translate as translation
 
-    return translation.translate_test(*args, **kwargs)
+    return translation.translate_test(load(run_dir, device), n, direction, out_dir, seed, data_root)
 
 
-def compare_runs(*args, **kwargs):
-    """DiscoGAN runs side by side: see :func:`genforge.translate.compare_runs`."""
+def compare_runs(run_dirs: list[str | Path], out: str | Path, n: int = 8, seed: int = 0,
+                 data_root: str | None = None):
+    """DiscoGAN runs of one dataset side by side in one picture (see :func:`genforge.translate.compare_runs`)."""
     from genforge import translate as translation
 
-    return translation.compare_runs(*args, **kwargs)
+    return translation.compare_runs([load(run_dir) for run_dir in run_dirs], out, n, seed, data_root)
 
 
 def export(*args, **kwargs):

@@ -233,7 +233,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from genforge import __version__
+    from genforge._version import __version__
 
     return f"genforge {__version__}"
 

@@ -101,11 +101,12 @@ def translate_images(model, images: torch.Tensor, direction: str, out_dir: Path,
     return result
 
 
-def translate_files(run_dir: str | Path, inputs: list[str | Path], direction: str, out_dir: str | Path,
-                    device: torch.device | str = "cpu", invert: bool = False) -> TranslateResult:
-    """Translate image files/folders with the run's model; unusable files are skipped and listed."""
+def translate_files(loaded, inputs: list[str | Path], direction: str, out_dir: str | Path,
+                    invert: bool = False) -> TranslateResult:
+    """Translate image files/folders with a loaded DiscoGAN run (genforge.api.Loaded); unusable files
+    are skipped and listed."""
     _check_direction(direction)
-    model = _load_translator(run_dir, device)
+    model = _translator(loaded)
     channels, size = model.image_shape[0], model.image_shape[-1]
     files, skipped = collect_files(inputs)
     images, names, used = [], [], set()
@@ -124,17 +125,16 @@ def translate_files(run_dir: str | Path, inputs: list[str | Path], direction: st
     return result
 
 
-def translate_test(run_dir: str | Path, n: int, direction: str, out_dir: str | Path, seed: int = 0,
-                   device: torch.device | str = "cpu", data_root: str | None = None) -> TranslateResult:
+def translate_test(loaded, n: int, direction: str, out_dir: str | Path, seed: int = 0,
+                   data_root: str | None = None) -> TranslateResult:
     """Translate ``n`` test images of the source domain (chosen with ``seed``) of the run's dataset."""
-    from genforge.config import config_from_json
     from genforge.data.datasets import load_images
 
     _check_direction(direction)
     if n <= 0:
         raise GenforgeError(f"--n must be positive, not {n}")
-    model = _load_translator(run_dir, device)
-    cfg = config_from_json(Path(run_dir) / "config.json")
+    model = _translator(loaded)
+    cfg = loaded.cfg
     data = load_images(cfg.data.dataset, "test", cfg.data.root or data_root).resized(model.image_shape[-1])
     pool = data.images if direction == "a2b" else data.images_b
     pick = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:n]
@@ -142,15 +142,14 @@ def translate_test(run_dir: str | Path, n: int, direction: str, out_dir: str | P
     return translate_images(model, pool[pick], direction, Path(out_dir), names)
 
 
-def _load_translator(run_dir, device):
-    from genforge.api import load
-
-    loaded = load(run_dir, device)
+def _translator(loaded):
+    """The model of a loaded run, once it is known to translate images."""
     if not loaded.capabilities.translator:
-        raise GenforgeError(f"{run_dir}: a '{loaded.cfg.family}' run; translate needs a DiscoGAN run "
+        raise GenforgeError(f"{loaded.run_dir}: a '{loaded.cfg.family}' run; translate needs a DiscoGAN run "
                             "(e.g. fashion-discogan)")
     if loaded.capabilities.data != "images":
-        raise GenforgeError(f"{run_dir}: this run translates 2-D points ({loaded.cfg.data.dataset}), not images")
+        raise GenforgeError(f"{loaded.run_dir}: this run translates 2-D points ({loaded.cfg.data.dataset}), "
+                            "not images")
     return loaded.model
 
 
@@ -159,28 +158,24 @@ def _check_direction(direction: str) -> None:
         raise GenforgeError(f"unknown direction '{direction}'; use a2b or b2a")
 
 
-def compare_runs(run_dirs: list[str | Path], out: str | Path, n: int = 8, seed: int = 0,
-                 data_root: str | None = None) -> Path:
-    """DiscoGAN runs side by side, one column each, titled with the run's variant: on 2-D toys,
-    A -> B coloured by source mode over the real B, and A -> B -> A over the real A; on
-    images, the rows source | A -> B | A -> B -> A of the same ``n`` test images of domain A.
+def compare_runs(runs: list, out: str | Path, n: int = 8, seed: int = 0, data_root: str | None = None) -> Path:
+    """DiscoGAN runs (loaded, genforge.api.Loaded) side by side, one column each, titled with the run's
+    variant: on 2-D toys, A -> B coloured by source mode over the real B, and A -> B -> A over the real
+    A; on images, the rows source | A -> B | A -> B -> A of the same ``n`` test images of domain A.
     All runs must share a dataset, so the columns show the same inputs."""
-    from genforge.config import config_from_json
-    from genforge.api import load
     from genforge.data.datasets import load_data
 
-    if len(run_dirs) < 1:
+    if len(runs) < 1:
         raise GenforgeError("name at least one DiscoGAN run directory to compare")
     loaded = []
-    for run_dir in run_dirs:
-        run = load(run_dir)
+    for run in runs:
         if not run.capabilities.translator:
-            raise GenforgeError(f"{run_dir}: a '{run.cfg.family}' run; compare shows DiscoGAN runs")
-        loaded.append((Path(run_dir), run.cfg, run.model, run.step))
+            raise GenforgeError(f"{run.run_dir}: a '{run.cfg.family}' run; compare shows DiscoGAN runs")
+        loaded.append((Path(run.run_dir), run.cfg, run.model, run.step))
     datasets = {cfg.data.dataset for _, cfg, _, _ in loaded}
     if len(datasets) != 1:
         raise GenforgeError(f"the runs use different datasets ({', '.join(sorted(datasets))}); compare runs of one")
-    first_cfg = config_from_json(loaded[0][0] / "config.json")
+    first_cfg = loaded[0][1]
     data = load_data(first_cfg.data, "test", first_cfg.data.root or data_root)
     plt = viz._pyplot()
     points = loaded[0][2].capabilities.data == "points"
