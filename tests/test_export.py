@@ -159,6 +159,28 @@ def test_a_conditional_generator_takes_the_class_as_a_label_input(cgan_run, expo
         ("noise", "float32", ["batch", 16]), ("label", "int64", ["batch"])]
 
 
+def test_where_the_dynamo_exporter_fails_the_torchscript_based_one_exports_and_says_why(gan_run, tmp_path,
+                                                                                          monkeypatch):
+    real_export = torch.onnx.export
+
+    def dynamo_fails(*args, dynamo=True, **kwargs):
+        if dynamo:
+            raise RuntimeError("unsupported operator (a stand-in)")
+        return real_export(*args, dynamo=False, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", dynamo_fails)
+    result = export(gan_run, "onnx", tmp_path / "onnx")
+    spec = _graphs(result)["generator"]
+    assert "TorchScript-based" in spec["exporter"] and "TorchScript-based" in result.line()
+    assert "unsupported operator (a stand-in)" in spec["dynamo_failed"] and spec["opset"] == OPSET
+    loaded = api.load(gan_run)
+    session = onnxruntime.InferenceSession(str(result.out / spec["file"]), providers=["CPUExecutionProvider"])
+    for n in BATCHES:
+        inputs = _inputs(loaded, spec, n, seed=n)
+        out = session.run(None, {key: value.numpy() for key, value in inputs.items()})[0]
+        _assert_close(torch.from_numpy(out), _genforge_output(loaded, "generator", inputs), images=True)
+
+
 # --- TorchScript ------------------------------------------------------------------------------------
 
 CHILD = """
