@@ -149,25 +149,28 @@ class GenerativeModel(nn.Module):
             raise GenforgeError(f"rejection sampling needs a GAN with a BCE loss; a {self.family} model has no "
                                 "discriminator to reject with")
         device = next(self.parameters()).device
+        chunks = []
+        with self.eval_mode():
+            for start in range(0, n, batch_size):
+                noise = self.sample_noise(min(batch_size, n - start), generator, device)
+                chunks.append(self.generate(noise).cpu())
+        return torch.cat(chunks) if chunks else torch.empty(0, *self.image_shape)
+
+    @contextmanager
+    def eval_mode(self):
+        """Eval mode (batch norm's running statistics) inside the block; the previous mode after."""
         was_training = self.training
         self.eval()
-        chunks = []
-        for start in range(0, n, batch_size):
-            noise = self.sample_noise(min(batch_size, n - start), generator, device)
-            chunks.append(self.generate(noise).cpu())
-        self.train(was_training)
-        return torch.cat(chunks) if chunks else torch.empty(0, *self.image_shape)
+        try:
+            yield self
+        finally:
+            self.train(was_training)
 
     @contextmanager
     def inference(self):
         """Eval mode, no gradients and the EMA weights inside the block; the previous mode after."""
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad(), self.ema_weights():
-                yield self
-        finally:
-            self.train(was_training)
+        with self.eval_mode(), torch.no_grad(), self.ema_weights():
+            yield self
 
     @contextmanager
     def ema_weights(self):

@@ -395,22 +395,20 @@ class GAN(GenerativeModel):
             return super().sample(n, generator, batch_size)
         self.check_reject(self.cfg, quantile)
         device = next(self.parameters()).device
-        was_training = self.training
-        self.eval()
-        pool, threshold, kept, count = [], None, [], 0
-        while count < n:
-            raw = self.generator(self.sample_noise(batch_size, generator, device))
-            pool.append((raw, self._logit(raw)))
-            if threshold is None:
-                if len(pool) * batch_size < REJECT_POOL:
-                    continue
-                threshold = torch.cat([logits for _, logits in pool]).quantile(quantile)
-            for raw, logits in pool:
-                chosen = raw[self._accept(logits, threshold, generator)]
-                kept.append(self._output(chosen).cpu())
-                count += chosen.shape[0]
-            pool = []
-        self.train(was_training)
+        pool, threshold, kept, count = [], None, [], 0  # the first REJECT_POOL samples' logits set the threshold
+        with self.eval_mode():
+            while count < n:
+                raw = self.generator(self.sample_noise(batch_size, generator, device))
+                pool.append((raw, self._logit(raw)))
+                if threshold is None:
+                    if len(pool) * batch_size < REJECT_POOL:
+                        continue
+                    threshold = torch.cat([logits for _, logits in pool]).quantile(quantile)
+                for raw, logits in pool:
+                    chosen = raw[self._accept(logits, threshold, generator)]
+                    kept.append(self._output(chosen).cpu())
+                    count += chosen.shape[0]
+                pool = []
         return torch.cat(kept)[:n]
 
     def _logit(self, raw: torch.Tensor) -> torch.Tensor:
@@ -583,12 +581,9 @@ class GAN(GenerativeModel):
         if not self.classes:
             raise GenforgeError("this GAN is not conditional (model.conditional=none): it cannot be asked for a class")
         device = next(self.parameters()).device
-        was_training = self.training
-        self.eval()
-        chunks = [self.generate(self.sample_noise(len(part), generator, device, labels=part)).cpu()
-                  for part in labels.split(batch_size)]
-        self.train(was_training)
-        return torch.cat(chunks)
+        with self.eval_mode():
+            return torch.cat([self.generate(self.sample_noise(len(part), generator, device, labels=part)).cpu()
+                              for part in labels.split(batch_size)])
 
     @torch.no_grad()
     def class_grid(self, per_class: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -597,8 +592,5 @@ class GAN(GenerativeModel):
         z = self.sample_noise(per_class, generator, device)[:, :self.cfg.latent_dim]  # (per_class, latent)
         labels = torch.arange(self.classes, device=device).repeat_interleave(per_class)
         noise = torch.cat([z.repeat(self.classes, 1), F.one_hot(labels, self.classes).to(z.dtype)], dim=1)
-        was_training = self.training
-        self.eval()
-        images = self.generate(noise).cpu()
-        self.train(was_training)
-        return images
+        with self.eval_mode():
+            return self.generate(noise).cpu()
