@@ -349,6 +349,9 @@ def test_genforge_load_refuses_an_onnx_export_and_a_damaged_folder(gan_run, expo
         genforge.load(exported(gan_run, "onnx").out)
     damaged = _copy_run(exported(gan_run, "folder").out, tmp_path / "damaged")
     config = json.loads((damaged / "config.json").read_text())
+    (damaged / "config.json").write_text(json.dumps({**config, "image_shape": [1, 32, 32]}))
+    with pytest.raises(GenforgeError, match="weights of 'generator' do not fit"):
+        genforge.load(damaged)
     del config["image_shape"]
     (damaged / "config.json").write_text(json.dumps(config))
     with pytest.raises(GenforgeError, match="damaged export description"):

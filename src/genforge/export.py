@@ -515,7 +515,10 @@ def load_folder(path: str | Path, device: str = "cpu") -> Loaded:
         raise GenforgeError(f"{path} holds a '{meta['kind']}' export, for its own runtime; genforge.load reads model "
                             "folders (genforge export RUN --format folder) and run folders")
     cfg = build_config(meta["config"])
-    model = build_model(cfg, tuple(meta["image_shape"]), meta["num_classes"])
+    try:
+        model = build_model(cfg, tuple(meta["image_shape"]), meta["num_classes"])
+    except (ValueError, TypeError, RuntimeError) as e:  # a shape the family's networks cannot take
+        raise GenforgeError(f"{path / 'config.json'}: its model cannot be built ({type(e).__name__}: {e})") from None
     where = resolve_device(device) if isinstance(device, str) else device
     try:
         tensors = load_file(str(path / "model.safetensors"), device=str(where))
@@ -537,10 +540,10 @@ def _load_networks(model: nn.Module, tensors: dict[str, torch.Tensor], networks:
         part = {key[len(name) + 1:]: value for key, value in tensors.items() if key.startswith(f"{name}.")}
         try:
             children[name].load_state_dict(part)
-        except RuntimeError as e:
-            first = str(e).splitlines()[0]
+        except RuntimeError as e:  # torch's first line says only "Error(s) in loading": the first mismatch
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
             raise GenforgeError(f"{path / 'model.safetensors'}: weights of '{name}' do not fit the model of "
-                                f"config.json ({first})") from None
+                                f"config.json ({lines[min(1, len(lines) - 1)]})") from None
 
 
 # --- the model card -------------------------------------------------------------------------------
