@@ -318,19 +318,35 @@ def phase_runner(model: GenerativeModel, phases: list[Phase], fast: FastPaths, r
     return ddp.__call__
 
 
-@dataclass
-class TrainingState:
-    """What a checkpoint holds, and where it goes: the loop's objects, gathered for :meth:`save`."""
+class TrainingRun:
+    """One training run's objects, set up by :func:`prepare_run`: the config, the data as batches,
+    the networks, their optimisers and phases, and how each phase runs (compiled, behind DDP). It
+    steps (:meth:`step`), saves and restores exactly what a checkpoint holds, and draws the
+    progress grid; :func:`train` runs the loop over it."""
 
-    run_dir: Path
-    cfg: RunConfig
-    model: GenerativeModel
-    optimizers: dict[str, torch.optim.Optimizer]
-    scalers: dict[str, torch.amp.GradScaler]
-    batches: BatchStream
-    ranks: Distributed
-    item_shape: tuple[int, ...]
-    num_classes: int
+    def __init__(self, cfg: RunConfig, run_dir: Path, ranks: Distributed, device: torch.device, fast: FastPaths,
+                 train_data: Any, root: str | None):
+        self.cfg, self.run_dir, self.ranks, self.device, self.fast = cfg, run_dir, ranks, device, fast
+        self.train_data, self.root = train_data, root
+        self.item_shape = tuple(train_data.images.shape[1:])  # (C, H, W) images at data.image_size, or (D,) points
+        self.num_classes = len(train_data.classes)
+        layout = torch.channels_last if fast.channels_last else torch.contiguous_format
+        self.model = build_model(cfg, self.item_shape, self.num_classes).to(device, memory_format=layout)
+        self.batches = BatchStream(train_data, cfg, self.model, ranks, device, layout)
+        attach_ema(self.model, cfg.train.ema_decay)
+        self.optimizers = make_optimizers(self.model, cfg.optim)
+        self.phases = self.model.phases()
+        # float16 needs loss scaling (one scaler per optimiser); bfloat16 has float32's range.
+        self.scalers = ({name: torch.amp.GradScaler(device.type) for name in self.optimizers}
+                        if fast.dtype is torch.float16 else {})
+        self.run_phase = phase_runner(self.model, self.phases, fast, ranks, device, cfg.train.seed)
+        self.fixed_inputs = self.model.fixed_inputs(train_data, FIXED_NOISE,
+                                                    torch.Generator().manual_seed(cfg.train.seed + 1)).to(device)
+
+    def step(self) -> dict[str, torch.Tensor]:
+        """One :func:`train_step` of every phase, as this run's fast paths and ranks run it."""
+        return train_step(self.model, self.optimizers, self.phases, self.batches, run_phase=self.run_phase,
+                          scalers=self.scalers, autocast=self.fast.autocast, ranks=self.ranks)
 
     def snapshot(self, step: int, **extra: Any) -> Checkpoint:
         """The full training state; under torchrun a collective (every rank's RNG is gathered)."""
@@ -341,9 +357,9 @@ class TrainingState:
             extra={**self.batches.state(), "config": self.cfg.to_dict(), "processes": self.ranks.world, **scalers,
                    "image_shape": list(self.item_shape), "num_classes": self.num_classes, **extra})
 
-    def restore(self, device: torch.device) -> int:
+    def restore(self) -> int:
         """Weights, optimiser moments, RNG, data order and loss scales of the newest checkpoint; its step."""
-        ckpt = load_checkpoint(latest_checkpoint(self.run_dir), map_location=device)
+        ckpt = load_checkpoint(latest_checkpoint(self.run_dir), map_location=self.device)
         self.model.load_state_dict(ckpt.model)
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(ckpt.optimizers[name])
@@ -357,48 +373,83 @@ class TrainingState:
                 scaler.load_state_dict(ckpt.extra["grad_scalers"][name])
         return ckpt.step
 
-    def save(self, step: int, log: MetricsLog | NullLog, device: torch.device) -> None:
+    def save(self, step: int, log: MetricsLog | NullLog) -> None:
         """A checkpoint of ``step`` (rank 0 writes it); under DDP also the check that the ranks agree."""
         state = self.snapshot(step)
         if self.ranks.main:
             save_checkpoint(self.run_dir, state)
         if self.ranks.active:  # DDP keeps every rank's weights identical: check it at each checkpoint
-            prints = self.ranks.gather(weight_fingerprint(self.model).to(device)[None])
+            prints = self.ranks.gather(weight_fingerprint(self.model).to(self.device)[None])
             in_sync = bool((prints == prints[0]).all())
             log.log(step, {"ddp/ranks_in_sync": float(in_sync)})
             if not in_sync and self.ranks.main:
                 tqdm.write(f"genforge: warning: step {step}: the ranks' weights differ", file=sys.stderr)
+
+    def sample_grid(self, name: str, step: int, log: MetricsLog | NullLog) -> None:
+        """The progress picture from the fixed inputs, as samples/NAME.png and in TensorBoard (rank 0)."""
+        if self.ranks.main:
+            with self.model.inference():
+                grid = self.model.progress_image(self.fixed_inputs, self.train_data)
+            log.image("samples", grid, step)
+            viz.save_grid_image(grid, self.run_dir / "samples" / f"{name}.png")
+
+    def checkpoint_metrics(self, step: int, log: MetricsLog | NullLog) -> None:
+        """The cheap metrics registered for a checkpoint (e.g. the toys' modes), logged by rank 0."""
+        if self.ranks.main:
+            with self.model.inference():
+                values = checkpoint_metrics(self.model, self.train_data, step, self.device)
+            if values:
+                log.log(step, values)
+
+
+def prepare_run(cfg: RunConfig, run_dir: Path, resume: bool, data_root: str | None) -> TrainingRun:
+    """Check the config whole, load the data and check the config against it, and only then create
+    the run folder (a refused config leaves none) and build the run's networks and phases."""
+    validate(cfg)
+    tcfg = cfg.train
+    ranks, device_name = init_distributed(tcfg.device)
+    device = resolve_device(device_name)
+    set_threads(tcfg.threads, ranks.local_world)
+    torch.manual_seed(tcfg.seed)
+    # Data: decoded once into a uint8 tensor (named sets resized, image folders decoded and cached).
+    root = cfg.data.root or data_root
+    train_data = load_data(cfg.data, "train", root)
+    validate(cfg, tuple(train_data.images.shape[1:]), len(train_data.classes))
+    long_run = tcfg.steps >= 2000 or tcfg.minutes >= 10 or (tcfg.steps <= 0 and tcfg.minutes <= 0)
+    fast = choose_fast_paths(tcfg.precision, tcfg.channels_last, tcfg.compile, cfg.optim.fused, device,
+                             images=train_data.images.ndim == 4, long_run=long_run)
+    if ranks.main:  # rank 0 alone writes the run folder
+        for sub in ("samples", "plots", "checkpoints"):
+            (run_dir / sub).mkdir(parents=True, exist_ok=True)
+        if not resume:
+            write_json_atomic(run_dir / "config.json", cfg.to_dict())
+    return TrainingRun(cfg, run_dir, ranks, device, fast, train_data, root)
 
 
 class TrainingEvalHook:
     """The optional cheap metric: FID of eval_n samples every eval_every steps, from its own RNG (the
     training stream is untouched); the best checkpoint by it is kept as checkpoints/best."""
 
-    def __init__(self, cfg: RunConfig, device: torch.device, root: str | None, ranks: Distributed,
-                 best_fid: float = math.inf):
+    def __init__(self, run: TrainingRun, resume: bool):
         from genforge.metrics.evaluate import TrainingEval
 
-        tcfg = cfg.train
-        self.evaluate = TrainingEval(cfg.data.dataset, cfg.data.image_size, tcfg.eval_n, tcfg.seed, device, root,
-                                     ranks=ranks)
-        self.best_fid, self.ranks = best_fid, ranks
+        cfg, tcfg = run.cfg, run.cfg.train
+        self.evaluate = TrainingEval(cfg.data.dataset, cfg.data.image_size, tcfg.eval_n, tcfg.seed, run.device,
+                                     run.root, ranks=run.ranks)
+        best_state = run.run_dir / "checkpoints" / "best" / "state.json"
+        self.best_fid = (json.loads(best_state.read_text()).get("eval_fid", math.inf)
+                         if resume and best_state.is_file() else math.inf)
 
-    def __call__(self, state: TrainingState, step: int, log: MetricsLog | NullLog) -> None:
-        values, warning = self.evaluate(state.model, step)  # samples split across the ranks
+    def __call__(self, run: TrainingRun, step: int, log: MetricsLog | NullLog) -> None:
+        values, warning = self.evaluate(run.model, step)  # samples split across the ranks
         log.log(step, values)
-        if warning and self.ranks.main:
+        if warning and run.ranks.main:
             tqdm.write(f"genforge: warning: {warning}", file=sys.stderr)
         if values["eval/fid"] < self.best_fid:
             self.best_fid = values["eval/fid"]
-            best = state.snapshot(step, eval_fid=self.best_fid)
-            if self.ranks.main:
-                save_best(state.run_dir, best)
-
-
-def best_fid_so_far(run_dir: Path) -> float:
-    """The FID of a resumed run's checkpoints/best (inf where there is none)."""
-    best_state = run_dir / "checkpoints" / "best" / "state.json"
-    return json.loads(best_state.read_text()).get("eval_fid", math.inf) if best_state.is_file() else math.inf
+            best = run.snapshot(step, eval_fid=self.best_fid)
+            if run.ranks.main:
+                save_best(run.run_dir, best)
 
 
 def set_learning_rate(optimizers: dict[str, torch.optim.Optimizer], lr: float) -> None:
@@ -432,40 +483,42 @@ class LossWindow:
         self.restart(step, now)
         return values
 
-
-def _run_folder(run_dir: Path, cfg: RunConfig, resume: bool, ranks: Distributed) -> None:
-    """The run folder's layout, and its config.json for a new run (rank 0 alone writes)."""
-    if ranks.main:
-        for sub in ("samples", "plots", "checkpoints"):
-            (run_dir / sub).mkdir(parents=True, exist_ok=True)
-        if not resume:
-            write_json_atomic(run_dir / "config.json", cfg.to_dict())
-
-
-def _announce(cfg: RunConfig, fast: FastPaths, ranks: Distributed, device: torch.device) -> None:
-    if ranks.main:
-        where = f"{ranks.world} processes on {device.type}" if ranks.active else str(device)
-        tqdm.write(f"genforge: {cfg.recipe} on {where}: {fast.describe()}", file=sys.stderr)
+    def after_compile(self, step: int, log: MetricsLog | NullLog, show: bool) -> None:
+        """Log how long torch.compile and the first step took, and time the speed from after them."""
+        now = time.monotonic()
+        seconds = now - self.start_time
+        if show:
+            tqdm.write(f"genforge: torch.compile and the first step took {seconds:.1f} s", file=sys.stderr)
+        log.log(step, {"compile_s": seconds})
+        self.start_step, self.start_time = step, now
 
 
-def _final_report(cfg: RunConfig, model: GenerativeModel, train_data: Any, root: str | None, device: torch.device,
-                  run_dir: Path, progress: bool) -> dict[str, float]:
-    """The metrics (logged as eval/*) and pictures registered for the family and its data, of a run
-    that reached its budget (:mod:`genforge.metrics.evaluate`'s registry: what ``genforge eval`` runs)."""
+def _announce(run: TrainingRun) -> None:
+    if run.ranks.main:
+        where = f"{run.ranks.world} processes on {run.device.type}" if run.ranks.active else str(run.device)
+        tqdm.write(f"genforge: {run.cfg.recipe} on {where}: {run.fast.describe()}", file=sys.stderr)
+
+
+def finish_run(run: TrainingRun, step: int, interrupted: bool, log: MetricsLog | NullLog, progress: bool) -> RunResult:
+    """Rank 0's end of a run: the final grid and loss curves, and for a run that reached its budget
+    the metrics and pictures registered for the family and its data (what ``genforge eval`` runs)."""
     from genforge.metrics.evaluate import final_metrics, write_report
 
-    test_data = load_data(cfg.data, "test", root)
-    ctx = Context(run_dir, train_data, test_data, device, cfg.train.eval_samples, progress)
-    model.eval()
-    metrics = {f"eval/{k}": v for k, v in final_metrics(model, ctx).items()}
-    write_report(model, ctx)
-    return metrics
-
-
-def _plot_losses(log_path: Path, run_dir: Path, recipe: str) -> None:
-    rows = viz.read_metrics(log_path)
+    result = RunResult(run.run_dir, step, interrupted)
+    run.sample_grid("final", step, log)
+    rows = viz.read_metrics(log.path)
     loss_keys = sorted({k for row in rows for k in row if "/" in k and not k.startswith("eval/")})
-    viz.plot_curves(rows, loss_keys, run_dir / "plots" / "losses.png", title=f"{recipe}: training losses")
+    viz.plot_curves(rows, loss_keys, run.run_dir / "plots" / "losses.png", title=f"{run.cfg.recipe}: training losses")
+    if not interrupted:
+        test_data = load_data(run.cfg.data, "test", run.root)
+        ctx = Context(run.run_dir, run.train_data, test_data, run.device, run.cfg.train.eval_samples, progress)
+        run.model.eval()
+        result.metrics = {f"eval/{k}": v for k, v in final_metrics(run.model, ctx).items()}
+        write_report(run.model, ctx)
+        if result.metrics:
+            log.log(step, result.metrics)
+    log.close()
+    return result
 
 
 def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_root: str | None = None,
@@ -474,59 +527,18 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
 
     The config is validated whole, and again with the data's shape once it is loaded, before
     anything is written: a refused config leaves no run folder behind."""
-    run_dir, tcfg = Path(run_dir), cfg.train
-
-    # Set-up: the config checked, then device, threads and seed.
-    validate(cfg)
-    ranks, device_name = init_distributed(tcfg.device)
-    device = resolve_device(device_name)
-    set_threads(tcfg.threads, ranks.local_world)
-    torch.manual_seed(tcfg.seed)
-
-    # Data: decoded once into a uint8 tensor (named sets resized, image folders decoded and cached),
-    # checked against the config, and only then the run folder with its resolved config.
-    root = cfg.data.root or data_root
-    train_data = load_data(cfg.data, "train", root)
-    item_shape = tuple(train_data.images.shape[1:])  # (C, H, W) images at data.image_size, or (D,) points
-    validate(cfg, item_shape, len(train_data.classes))
-    long_run = tcfg.steps >= 2000 or tcfg.minutes >= 10 or (tcfg.steps <= 0 and tcfg.minutes <= 0)
-    fast = choose_fast_paths(tcfg.precision, tcfg.channels_last, tcfg.compile, cfg.optim.fused, device,
-                             images=len(item_shape) == 3, long_run=long_run)
-    layout = torch.channels_last if fast.channels_last else torch.contiguous_format
-    _run_folder(run_dir, cfg, resume, ranks)
-
-    # Networks, one optimiser per group, the phases (compiled, behind DDP), EMA copies when asked for.
-    model = build_model(cfg, item_shape, len(train_data.classes)).to(device, memory_format=layout)
-    batches = BatchStream(train_data, cfg, model, ranks, device, layout)
-    attach_ema(model, tcfg.ema_decay)
-    optimizers = make_optimizers(model, cfg.optim)
-    phases = model.phases()
-    # float16 needs loss scaling (one scaler per optimiser); bfloat16 has float32's range.
-    scalers = ({name: torch.amp.GradScaler(device.type) for name in optimizers}
-               if fast.dtype is torch.float16 else {})
-    run_phase = phase_runner(model, phases, fast, ranks, device, tcfg.seed)
-    state = TrainingState(run_dir, cfg, model, optimizers, scalers, batches, ranks, item_shape,
-                          len(train_data.classes))
-
-    # Resume: weights, optimiser moments, RNG and data order exactly as saved.
-    step = state.restore(device) if resume else 0
-    fixed_noise = model.fixed_inputs(train_data, FIXED_NOISE, torch.Generator().manual_seed(tcfg.seed + 1)).to(device)
-    log = MetricsLog(run_dir, resume_step=step if resume else None) if ranks.main else NullLog()
-    evaluator = (TrainingEvalHook(cfg, device, root, ranks, best_fid_so_far(run_dir) if resume else math.inf)
-                 if tcfg.eval_every > 0 else None)
-
-    def sample_grid(name: str) -> None:
-        if ranks.main:
-            with model.inference():
-                grid = model.progress_image(fixed_noise, train_data)
-            log.image("samples", grid, step)
-            viz.save_grid_image(grid, run_dir / "samples" / f"{name}.png")
+    # Set-up: the config and data checked, the run folder, the networks; a resumed run's exact state.
+    run = prepare_run(cfg, Path(run_dir), resume, data_root)
+    tcfg, model, ranks, device = cfg.train, run.model, run.ranks, run.device
+    step = run.restore() if resume else 0
+    log = MetricsLog(run.run_dir, resume_step=step if resume else None) if ranks.main else NullLog()
+    evaluator = TrainingEvalHook(run, resume) if tcfg.eval_every > 0 else None
 
     # The loop: one train_step (every phase, each repeat on a fresh batch), EMA, then the periodic work.
     deadline = time.monotonic() + tcfg.minutes * 60 if tcfg.minutes > 0 else math.inf
     last_step = tcfg.steps if tcfg.steps > 0 else math.inf
     window, saved_step, first_step = LossWindow(step), step, step + 1
-    _announce(cfg, fast, ranks, device)
+    _announce(run)
     bar = tqdm(total=tcfg.steps or None, initial=step, disable=not (progress and ranks.main), unit="step",
                dynamic_ncols=True, desc=cfg.recipe)
     with stop_on_sigint() as sigint:
@@ -537,62 +549,39 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
                     break
             model.progress = step / tcfg.steps if tcfg.steps else 0.0
             if cfg.optim.schedule != "constant":
-                set_learning_rate(optimizers, cfg.optim.lr * lr_factor(cfg.optim, model.progress))
-            window.add(train_step(model, optimizers, phases, batches, run_phase=run_phase, scalers=scalers,
-                                  autocast=fast.autocast, ranks=ranks))
+                set_learning_rate(run.optimizers, cfg.optim.lr * lr_factor(cfg.optim, model.progress))
+            window.add(run.step())
             update_ema(model, tcfg.ema_decay, step)
             step += 1
             bar.update(1)
-            if fast.compile and step == first_step:  # this process's first step compiled the phases
-                _report_compile(window, step, log, progress and ranks.main)
+            if run.fast.compile and step == first_step:  # this process's first step compiled the phases
+                window.after_compile(step, log, progress and ranks.main)
 
             if step % tcfg.log_every == 0 or step == tcfg.steps:
-                values = window.read(step, batches.global_batch)
+                values = window.read(step, run.batches.global_batch)
                 log.log(step, values)
                 bar.set_postfix({k.split("/", 1)[-1]: f"{v:.3g}" for k, v in values.items()})
             if step % tcfg.sample_every == 0:
-                sample_grid(f"step-{step:07d}")
+                run.sample_grid(f"step-{step:07d}", step, log)
             if step % tcfg.checkpoint_every == 0:
-                state.save(step, log, device)
+                run.save(step, log)
                 saved_step = step
-                if ranks.main:
-                    with model.inference():
-                        values = checkpoint_metrics(model, train_data, step, device)
-                    if values:
-                        log.log(step, values)
+                run.checkpoint_metrics(step, log)
             if evaluator is not None and step % tcfg.eval_every == 0:
-                evaluator(state, step, log)
+                evaluator(run, step, log)
         interrupted = sigint["stop"]
     bar.close()
 
-    # The end: a last checkpoint, the final grid and curves, and the family's own report.
-    missing = ranks.main and not (run_dir / "checkpoints" / "latest").exists()
+    # The end: a last checkpoint, and rank 0's final grid, curves and the family's report.
+    missing = ranks.main and not (run.run_dir / "checkpoints" / "latest").exists()
     if ranks.any(step != saved_step or missing, device):
-        state.save(step, log, device)
+        run.save(step, log)
     if ranks.active:  # the ranks leave together
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
-    if not ranks.main:  # rank 0 draws, evaluates and reports
-        return RunResult(run_dir, step, interrupted)
-    sample_grid("final")
-    _plot_losses(log.path, run_dir, cfg.recipe)
-    result = RunResult(run_dir, step, interrupted)
-    if not interrupted:
-        result.metrics = _final_report(cfg, model, train_data, root, device, run_dir, progress)
-        if result.metrics:
-            log.log(step, result.metrics)
-    log.close()
-    return result
-
-
-def _report_compile(window: LossWindow, step: int, log: MetricsLog | NullLog, show: bool) -> None:
-    """Log how long torch.compile and the first step took, and start the speed window after them."""
-    now = time.monotonic()
-    seconds = now - window.start_time
-    if show:
-        tqdm.write(f"genforge: torch.compile and the first step took {seconds:.1f} s", file=sys.stderr)
-    log.log(step, {"compile_s": seconds})
-    window.start_step, window.start_time = step, now
+    if not ranks.main:
+        return RunResult(run.run_dir, step, interrupted)
+    return finish_run(run, step, interrupted, log, progress)
 
 
 def resume_config(run_dir: str | Path, steps: int | None = None, minutes: float | None = None) -> RunConfig:
