@@ -113,6 +113,15 @@ def test_config_never_imports_the_models():
     assert not {target for target in graph["genforge.config"] if target.startswith("genforge.models")}
 
 
+def test_the_config_layer_imports_no_torch_until_a_family_is_needed():
+    import subprocess
+
+    code = ("import sys, genforge.config as c; names = c.recipe_names(); c.load_recipe_dict(names[0]); "
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr  # `genforge recipes` stays fast
+
+
 def test_no_module_imports_in_a_circle():
     assert circles(import_graph()) == []
 
