@@ -23,10 +23,12 @@ TOY = ["train.threads=1", "train.device=cpu", "train.log_every=5", "train.sample
        "train.checkpoint_every=1000", "model.hidden=16", "model.layers=1", "train.batch_size=32"]
 
 
-def train_tiny(run_dir: Path, recipe: str, overrides: list[str], steps: int) -> Path:
+def train_tiny(run_dir: Path, recipe: str, overrides: list[str], steps: int, data_root: Path | None = None) -> Path:
+    import genforge.models  # noqa: F401  (registers the families for check_config)
     from genforge import api
 
-    api.train_run(api.check_config(recipe, overrides, steps=steps), run_dir, progress=False)
+    api.train_run(api.check_config(recipe, overrides, steps=steps), run_dir, progress=False,
+                  data_root=str(data_root) if data_root else None)
     return run_dir
 
 
@@ -61,5 +63,11 @@ def client(runs) -> TestClient:
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path | None:
-    return SHARED_DATASETS if (SHARED_DATASETS / "fashion-mnist").is_dir() else None
+def discogan_run(tmp_path_factory) -> Path:
+    """A 2-step tiny DiscoGAN (Fashion-MNIST bags <-> shoes), from the shared datasets."""
+    if not (SHARED_DATASETS / "fashion-mnist").is_dir():
+        pytest.skip(f"needs Fashion-MNIST under {SHARED_DATASETS}")
+    root = tmp_path_factory.mktemp("studio-disco")
+    overrides = ["model.width=4", "train.batch_size=8", "train.threads=1", "train.device=cpu", "train.log_every=2",
+                 "train.sample_every=1000", "train.checkpoint_every=1000"]
+    return train_tiny(root / "disco", "fashion-discogan", overrides, steps=2, data_root=SHARED_DATASETS)

@@ -263,3 +263,16 @@ def test_evaluate_reports_progress_and_writes_eval_json(client, runs):
     assert (runs / "vae" / "eval.json").is_file()
     assert client.get("/api/run", params={"run": "vae"}).json()["eval"] == state["result"]
     assert client.get("/api/eval/job", params={"id": "999"}).status_code == 404
+
+
+def test_a_discogan_takes_an_upload_a_to_b_and_back(discogan_run):
+    from tests.web.conftest import make_client
+
+    with make_client(discogan_run.parent) as c:
+        assert c.get("/api/explore/info", params={"run": "disco"}).json()["capabilities"]["translator"]
+        images = c.post("/api/explore/translate", params={"run": "disco"}, content=png_upload((40, 30))).json()
+        assert len(images["images"]) == 3  # A, A -> B, A -> B -> A
+        assert len({picture(url).size for url in images["images"]}) == 1
+        assert c.post("/api/explore/translate", params={"run": "disco", "direction": "sideways"},
+                      content=png_upload()).status_code == 422
+        assert c.post("/api/explore/sample", json={"run": "disco"}).status_code == 400  # no noise to sample

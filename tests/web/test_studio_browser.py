@@ -89,6 +89,7 @@ def test_train_ring_8_from_the_form_then_stop_and_resume(page, studio):
     expect(page.locator('[data-error-for="optim.lr"]')).to_contain_text("optim.lr")
     page.fill('[name="optim.lr"]', "0.001")
     expect(page.locator('[data-error-for="optim.lr"]')).to_be_empty()
+    page.locator("details", has=page.locator("summary", has_text="train")).locator("summary").click()  # folded
     for key, value in (("model.hidden", "16"), ("model.layers", "1"), ("train.log_every", "20"),
                        ("train.threads", "1"), ("train.sample_every", "200")):
         page.fill(f'[name="{key}"]', value)

@@ -147,14 +147,14 @@ function runHeader(runId, refresh) {
 
 GF.runView = function (view, params) {
   const runId = params.get("id");
-  let rows = [], lastRefresh = 0;
+  let rows = [], lastRefresh = 0, shownStatus = null;
   const refresh = () => GF.get(`/api/run?run=${GF.q(runId)}`).then(fill).catch((e) => GF.notice(header.note, e.message));
   const header = runHeader(runId, refresh), charts = chartPanel(() => rows), timeline = timelinePanel(runId);
   const evaluation = evalPanel(runId, refresh);
   const plots = GF.el("div", { class: "plots" }), config = GF.el("pre", { class: "config" });
   const log = GF.el("pre", { class: "log" });
   const fill = (d) => {
-    lastRefresh = Date.now();
+    lastRefresh = Date.now(); shownStatus = d.summary.status;
     header.update(d.summary); timeline.update(d.timeline); evaluation.show(d.eval, d.summary.headline);
     plots.replaceChildren(...d.plots.map((p) => GF.el("figure", {}, GF.el("img", { src: GF.fileUrl(runId, p) }),
                                                    GF.el("figcaption", { text: p }))));
@@ -164,15 +164,23 @@ GF.runView = function (view, params) {
   view.append(header.node, charts.node, timeline.node, evaluation.node,
     GF.el("section", {}, GF.el("h2", {}, "Plots"), plots),
     GF.el("section", {}, GF.el("h2", {}, "Config"), config), GF.el("section", {}, GF.el("h2", {}, "train.log"), log));
-  refresh();
-  GF.get(`/api/run/metrics?run=${GF.q(runId)}`).then((d) => {
+  // A run started a moment ago has no config.json yet (404): wait for it, then stream its metrics.
+  const open = (tries) => GF.get(`/api/run?run=${GF.q(runId)}`).then((d) => { fill(d); live(); }).catch((e) => {
+    if (e.status !== 404 || tries <= 0) return GF.notice(header.note, e.message);
+    GF.notice(header.note, "waiting for the run to start…", "ok");
+    GF.timers.push(setTimeout(() => open(tries - 1), 1000));
+  });
+  const live = () => GF.get(`/api/run/metrics?run=${GF.q(runId)}`).then((d) => {
+    GF.notice(header.note, "");
     rows = d.rows; charts.draw();
-    const since = rows.length ? rows[rows.length - 1].step : "";
-    GF.listen(`/api/events/metrics?run=${GF.q(runId)}&since=${since}`, (event) => {
+    const since = rows.length ? `&since=${rows[rows.length - 1].step}` : "";
+    GF.listen(`/api/events/metrics?run=${GF.q(runId)}${since}`, (event) => {
       rows = rows.concat(event.rows); charts.draw();
-      if (Date.now() - lastRefresh > 3000 || !event.rows.length) refresh();
+      const changed = event.status !== shownStatus;  // stopped, finished or failed: new buttons, final pictures
+      if (changed || Date.now() - lastRefresh > 3000) refresh();
     });
   }).catch((e) => GF.notice(header.note, e.message));
+  open(120);
 };
 
 function compareGrids(runs, step) {
