@@ -29,12 +29,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import cpu_name  # noqa: E402
 
 from genforge import api  # noqa: E402
+from genforge.errors import GenforgeError  # noqa: E402
 
 HOST = "127.0.0.1"  # loopback only: the load never leaves this machine
 
 
+def rows_of(run_dir: Path) -> list[dict]:
+    """The run's metrics rows ([] until the child has written config.json)."""
+    try:
+        return api.open_run(run_dir).metrics()
+    except GenforgeError:
+        return []
+
+
 def speeds(run_dir: Path, after_row: int = 0, before_row: int | None = None) -> list[float]:
-    rows = api.open_run(run_dir).metrics()[after_row:before_row]
+    rows = rows_of(run_dir)[after_row:before_row]
     return [r["images_per_s"] for r in rows if isinstance(r.get("images_per_s"), (int, float))]
 
 
@@ -122,13 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_dir = training.run_dir
         wait_for(lambda: len(speeds(run_dir)) >= 3 and api.open_run(run_dir).timeline(), 180, "the training to log")
-        quiet_from = len(api.open_run(run_dir).metrics())
+        quiet_from = len(rows_of(run_dir))
         time.sleep(args.settle)
         quiet = speeds(run_dir, quiet_from)
         studio = start_studio(root, args.port)
         sample = api.open_run(run_dir).timeline()[-1][1].relative_to(run_dir).as_posix()
         paths = ["/api/runs", "/api/run/file?" + urllib.parse.urlencode({"run": "load", "name": sample})]
-        loaded_from = len(api.open_run(run_dir).metrics())
+        loaded_from = len(rows_of(run_dir))
         figures = run_load(args.port, paths, args.clients, args.requests, args.max_seconds)
         loaded = speeds(run_dir, loaded_from)
     finally:
