@@ -34,11 +34,14 @@ def train_tiny(run_dir: Path, recipe: str, overrides: list[str], steps: int, dat
 
 @pytest.fixture(scope="session")
 def trained_runs(tmp_path_factory) -> Path:
-    """A runs folder with finished tiny runs: dcgan (samples every 2 steps), vae (2-D latent), ring (toy points)."""
+    """A runs folder with finished tiny runs: dcgan (samples every 2 steps), vae (2-D latent), ring (toy points),
+    cgan (a conditional DCGAN)."""
     root = tmp_path_factory.mktemp("studio-runs")
     train_tiny(root / "dcgan", "mnist-dcgan", tiny_overrides("mnist-dcgan", "train.sample_every=2"), steps=6)
     train_tiny(root / "vae", "mnist-vae", tiny_overrides("mnist-vae", "model.latent_dim=2"), steps=4)
     train_tiny(root / "toys" / "ring", "ring-8", TOY, steps=20)
+    cgan = [*tiny_overrides("mnist-dcgan"), "model.conditional=projection"]
+    train_tiny(root / "cgan", "mnist-cgan", cgan, steps=2)
     return root
 
 

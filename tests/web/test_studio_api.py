@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from genforge.web.server import STATIC
+from tests.web.conftest import make_client
 
 
 def events(client, url, **params) -> list[dict]:
@@ -54,7 +55,7 @@ def test_the_page_fetches_nothing_from_elsewhere():
 
 def test_runs_list_every_run_with_status_step_and_newest_sample(client):
     listed = {r["id"]: r for r in client.get("/api/runs").json()["runs"]}
-    assert set(listed) == {"dcgan", "vae", "toys/ring"}
+    assert set(listed) == {"dcgan", "vae", "toys/ring", "cgan"}
     dcgan = listed["dcgan"]
     assert dcgan["status"] == "finished" and dcgan["step"] == 6 and dcgan["recipe"] == "mnist-dcgan"
     assert dcgan["newest_sample"] == "samples/final.png" and "path" not in dcgan
@@ -64,7 +65,7 @@ def test_runs_list_every_run_with_status_step_and_newest_sample(client):
 
 def test_the_runs_stream_sends_the_list_and_again_when_a_run_appears(client, runs):
     first = events(client, "/api/events/runs", limit=1)
-    assert {r["id"] for r in first[0]["runs"]} == {"dcgan", "vae", "toys/ring"}
+    assert {r["id"] for r in first[0]["runs"]} == {"dcgan", "vae", "toys/ring", "cgan"}
 
     def add_run():
         time.sleep(0.3)
@@ -167,9 +168,12 @@ def test_train_stop_and_resume_a_child_process(client, runs):
                                               "name": "live"})
     assert started.status_code == 200, started.text
     assert started.json()["run"] == "live"
-    wait_for(lambda: run_status(client, "live") == "training" and (runs / "live" / "metrics.jsonl").exists())
+    wait_for(lambda: run_status(client, "live") == "training" and client.get(
+        "/api/run/metrics", params={"run": "live"}).json()["rows"])  # past step 0: there is a step to resume from
     assert client.post("/api/resume", json={"run": "live"}).status_code == 409  # it trains already
-    assert client.post("/api/stop", json={"run": "live"}).json() == {"stopped": True}
+    with make_client(runs) as restarted:  # a studio started afresh finds the training by its folder alone
+        assert run_status(restarted, "live") == "training"
+        assert restarted.post("/api/stop", json={"run": "live"}).json() == {"stopped": True}
     wait_for(lambda: run_status(client, "live") == "interrupted")
     stopped_at = client.get("/api/run", params={"run": "live"}).json()["summary"]["step"]
     resumed = client.post("/api/resume", json={"run": "live", "steps": stopped_at + 60})
@@ -195,6 +199,19 @@ def test_samples_by_seed_are_reproducible(client):
     assert one["kind"] == "images" and len(one["images"]) == 4 and one["images"] == again["images"]
     assert one["images"] != other["images"]
     assert picture(one["images"][0]).size[0] >= 28
+
+
+def test_a_conditional_run_samples_one_class_or_a_row_per_class(client):
+    assert client.get("/api/explore/info", params={"run": "cgan"}).json()["capabilities"]["classes"] == 10
+    sevens = client.post("/api/explore/sample", json={"run": "cgan", "n": 3, "label": 7}).json()["images"]
+    threes = client.post("/api/explore/sample", json={"run": "cgan", "n": 3, "label": 3}).json()["images"]
+    assert len(sevens) == 3 and sevens != threes
+    grid = client.post("/api/explore/sample", json={"run": "cgan", "n": 2, "by_class": True}).json()
+    assert grid["classes"] == 10 and grid["per_class"] == 2 and len(grid["images"]) == 20
+    ends = {"a": {"seed": 0, "n": 3, "index": 0, "label": 7}, "b": {"seed": 0, "n": 3, "index": 2, "label": 7}}
+    strip = client.post("/api/explore/interpolate", json={"run": "cgan", "steps": 4, **ends}).json()["images"]
+    assert strip[0] == sevens[0] and strip[-1] == sevens[2]
+    assert client.post("/api/explore/sample", json={"run": "cgan", "n": 3, "label": 10}).status_code == 400
 
 
 def test_rejection_sampling_and_its_refusal_where_it_does_not_apply(client):
@@ -265,8 +282,6 @@ def test_evaluate_reports_progress_and_writes_eval_json(client, runs):
 
 
 def test_a_discogan_takes_an_upload_a_to_b_and_back(discogan_run):
-    from tests.web.conftest import make_client
-
     with make_client(discogan_run.parent) as c:
         assert c.get("/api/explore/info", params={"run": "disco"}).json()["capabilities"]["translator"]
         images = c.post("/api/explore/translate", params={"run": "disco"}, content=png_upload((40, 30))).json()
