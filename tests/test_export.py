@@ -21,11 +21,12 @@ from safetensors.torch import load_file, save_file
 
 import genforge
 from genforge import api
+from genforge.api import export
 from genforge.checkpoint import Checkpoint, save_checkpoint
 from genforge.cli import main
 from genforge.config import load_recipe
 from genforge.errors import GenforgeError
-from genforge.export import MARKER, OPSET, export
+from genforge.export import MARKER, OPSET
 from genforge.models import build_model
 
 from .conftest import _COMMON, SHARED_DATASETS, tiny_config
@@ -356,3 +357,13 @@ def test_genforge_load_refuses_an_onnx_export_and_a_damaged_folder(gan_run, expo
     (damaged / "config.json").write_text(json.dumps(config))
     with pytest.raises(GenforgeError, match="damaged export description"):
         genforge.load(damaged)
+
+
+def test_onnx_export_without_the_onnx_packages_says_what_to_install(gan_run, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "onnxscript" else real_find_spec(name, *args))
+    _refused(capsys, [str(gan_run), "--format", "onnx", "--out", str(tmp_path / "onnx")], "pip install onnx onnxscript")
+    assert not (tmp_path / "onnx").exists()

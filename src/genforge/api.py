@@ -353,7 +353,8 @@ def load(run_dir: str | Path, device: str = "cpu") -> Loaded:
 
     run_dir = Path(run_dir)
     if export.is_export(run_dir):
-        return export.load_folder(run_dir, device)
+        folder = export.load_folder(run_dir, device)
+        return Loaded(folder.cfg, folder.model, folder.step, run_dir, folder.capabilities)
     cfg = open_run(run_dir).config
     folder = latest_checkpoint(run_dir)
     where = resolve_device(device) if isinstance(device, str) else device
@@ -624,8 +625,10 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path, n: int = 8, seed: 
     return translation.compare_runs([load(run_dir) for run_dir in run_dirs], out, n, seed, data_root)
 
 
-def export(*args, **kwargs):
-    """Export a run's sampling networks (ONNX, TorchScript or a model folder): see :func:`genforge.export.export`."""
+def export(run_dir: str | Path, format: str, out: str | Path, weights: str = "auto", force: bool = False):
+    """Export a run's sampling networks as ``format`` (onnx, torchscript or folder) into the folder ``out``:
+    see :func:`genforge.export.export`. The request is checked before the run is loaded."""
     from genforge import export as exporting
 
-    return exporting.export(*args, **kwargs)
+    exporting.check_request(format, out, weights, force)
+    return exporting.export(load(run_dir), format, out, weights, force)

@@ -259,12 +259,12 @@ def _quiet() -> Iterator[None]:
 
 
 def _need_onnx() -> None:
-    try:
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError as e:
-        raise GenforgeError(f"ONNX export needs the onnx and onnxscript packages ({e.name} is missing): "
-                            "pip install onnx onnxscript (or pip install -e '.[dev]')") from None
+    from importlib.util import find_spec
+
+    missing = [name for name in ("onnx", "onnxscript") if find_spec(name) is None]
+    if missing:
+        raise GenforgeError(f"ONNX export needs the onnx and onnxscript packages ({' and '.join(missing)} missing): "
+                            "pip install onnx onnxscript (or pip install -e '.[dev]')")
 
 
 def _onnx_file(graph: Graph, path: Path, opset: int) -> dict[str, Any]:
@@ -386,42 +386,47 @@ def _staging(out: Path) -> Iterator[Path]:
         raise
 
 
-def _load_run(run_dir: str | Path) -> Loaded:
-    from genforge import api
+def _version() -> str:
+    """genforge's version, from the installed package's metadata (this module sits below genforge.api and
+    the package, which import it, so it does not import them)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise GenforgeError(f"{path}: no such run folder")
-    if is_export(path):
-        raise GenforgeError(f"{path} is an exported model, not a run; export from the run it came from")
-    return api.load(path)
+    try:
+        return version("genforge")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _metadata(loaded: Loaded, kind: str, weights: str, graphs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    from genforge import __version__
-
     cfg, model = loaded.cfg, loaded.model
-    return {"format": MARKER, "format_version": FORMAT_VERSION, "kind": kind, "genforge": __version__,
+    return {"format": MARKER, "format_version": FORMAT_VERSION, "kind": kind, "genforge": _version(),
             "torch": torch.__version__, "recipe": cfg.recipe, "family": cfg.family, "source_run": loaded.run_dir.name,
             "step": loaded.step, "weights": weights, "dataset": cfg.data.dataset,
             "image_shape": list(model.image_shape), "num_classes": int(model.num_classes),
             "capabilities": loaded.capabilities.to_dict(), "graphs": graphs, "config": cfg.to_dict()}
 
 
-def export(run_dir: str | Path, format: str, out: str | Path, weights: str = "auto", force: bool = False,
-           opset: int = OPSET) -> ExportResult:
-    """Export a run's sampling networks as ``format`` (onnx, torchscript or folder) into the folder
-    ``out``; ``weights``: auto (EMA where kept), ema or live. An existing ``out`` is replaced only with
-    ``force`` (and only a file, an empty folder or an earlier export). See the module's docstring."""
+def check_request(format: str, out: str | Path, weights: str = "auto", force: bool = False) -> None:
+    """Refuse, in one line, a request :func:`export` cannot do, before any model is loaded."""
     if format not in FORMATS:
         raise GenforgeError(f"unknown export format '{format}'; use one of: {', '.join(FORMATS)}")
     if weights not in WEIGHTS:
         raise GenforgeError(f"unknown weights '{weights}'; use one of: {', '.join(WEIGHTS)}")
-    out = Path(out)
-    _check_out(out, force)
+    _check_out(Path(out), force)
     if format == "onnx":
         _need_onnx()
-    loaded = _load_run(run_dir)
+
+
+def export(loaded: Loaded, format: str, out: str | Path, weights: str = "auto", force: bool = False,
+           opset: int = OPSET) -> ExportResult:
+    """Export a loaded run's sampling networks (``genforge.api.export`` loads it from its folder) as
+    ``format`` (onnx, torchscript or folder) into the folder ``out``; ``weights``: auto (EMA where
+    kept), ema or live. An existing ``out`` is replaced only with ``force`` (and only a file, an empty
+    folder or an earlier export). See the module's docstring."""
+    check_request(format, out, weights, force)
+    out = Path(out)
+    if is_export(loaded.run_dir):
+        raise GenforgeError(f"{loaded.run_dir} is an exported model, not a run; export from the run it came from")
     with chosen_weights(loaded.model, weights) as used, torch.no_grad():
         graphs = build_graphs(loaded)
         with _staging(out) as tmp:
@@ -497,14 +502,23 @@ def read_export(path: str | Path) -> dict[str, Any]:
     return {**raw, **checked}
 
 
-def load_folder(path: str | Path, device: str = "cpu") -> Loaded:
-    """An exported model folder as a ready model (what :func:`genforge.load` gives for one): its
-    sampling networks loaded, the rest of the family's model unused. Rejection sampling is off
-    (the discriminator stays behind)."""
+@dataclass
+class FolderModel:
+    """A model folder read back: what :func:`genforge.api.load` makes its ``Loaded`` of."""
+
+    cfg: Any
+    model: Any
+    step: int
+    capabilities: Any
+
+
+def load_folder(path: str | Path, device: str = "cpu") -> FolderModel:
+    """An exported model folder as a ready model (``genforge.load`` gives it for one): its sampling
+    networks loaded, the rest of the family's model unused. Rejection sampling is off (the
+    discriminator stays behind)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from genforge.api import Loaded
     from genforge.config import build_config
     from genforge.models import build_model
     from genforge.runtime import resolve_device
@@ -527,7 +541,7 @@ def load_folder(path: str | Path, device: str = "cpu") -> Loaded:
     _load_networks(model, tensors, meta["networks"], path)
     model = model.to(where).eval()
     capabilities = dataclasses.replace(model.capabilities, rejection=False)
-    return Loaded(cfg, model, meta["step"], path, capabilities)
+    return FolderModel(cfg, model, meta["step"], capabilities)
 
 
 def _load_networks(model: nn.Module, tensors: dict[str, torch.Tensor], networks: list[str], path: Path) -> None:
@@ -577,24 +591,39 @@ def data_licence(dataset: str) -> str:
     return "unknown to genforge: check the data's own licence"
 
 
-def sample_picture(model: Loaded, run: Loaded, path: Path) -> tuple[str, str] | None:
-    """The card's picture, drawn from the exported folder's own ``model`` (so it shows what a user
-    gets): (file name, caption); translators (and runs whose data is not here) show the run's newest
-    progress picture instead; None when there is neither."""
-    from genforge import api, viz
+def _draw(folder: FolderModel, path: Path) -> str:
+    """Samples of a folder's model (seed 0) as a picture at ``path``: a grid (a row per class for a
+    conditional GAN), or points over the training data; returns the caption."""
+    from genforge import viz
 
-    caps = model.capabilities
-    try:
-        if caps.latent and caps.classes:
-            per_class = 8
-            viz.save_grid_image(api.picture(model, api.class_grid(model, per_class, seed=0), nrow=per_class), path)
-            return path.name, f"row k is class k ({per_class} samples each, seed 0), drawn from this folder's weights"
-        if caps.latent:
-            viz.save_grid_image(api.picture(model, api.sample(model, 64, seed=0)), path)
-            return path.name, "64 samples (seed 0) drawn from this folder's weights"
-    except GenforgeError:  # a toy's backdrop needs its data; fall back to the run's own picture
-        pass
-    frames = api.open_run(run.run_dir).timeline()
+    model, caps, per_class = folder.model, folder.capabilities, 8
+    with model.inference():
+        generator = torch.Generator().manual_seed(0)
+        samples = model.class_grid(per_class, generator) if caps.classes else model.sample(64, generator)
+    if caps.data == "points":
+        from genforge.data.datasets import load_data
+
+        data = load_data(folder.cfg.data, "train", folder.cfg.data.root or None)
+        viz.save_grid_image(viz.render_points(data.images[:2500], samples, data.name), path)
+    else:
+        viz.save_grid_image(viz.make_grid(samples.float(), nrow=per_class if caps.classes else None), path)
+    if caps.classes:
+        return f"row k is class k ({per_class} samples each, seed 0), drawn from this folder's weights"
+    return "64 samples (seed 0) drawn from this folder's weights"
+
+
+def sample_picture(folder: FolderModel, run: Loaded, path: Path) -> tuple[str, str] | None:
+    """The card's picture, drawn from the exported folder's own model (so it shows what a user gets):
+    (file name, caption); translators (and runs whose data is not here) show the run's newest progress
+    picture instead; None when there is neither."""
+    from genforge.runs import Run
+
+    if folder.capabilities.latent:
+        try:
+            return path.name, _draw(folder, path)
+        except GenforgeError:  # a toy's backdrop needs its data; fall back to the run's own picture
+            pass
+    frames = Run(run.run_dir).timeline()
     if not frames:
         return None
     step, frame = frames[-1]
@@ -615,9 +644,9 @@ def _train_command(cfg: Any) -> str:
 
 
 def _card_training(run: Loaded, meta: dict[str, Any]) -> list[str]:
-    from genforge import api
+    from genforge.runs import Run
 
-    rows = api.open_run(run.run_dir).metrics()
+    rows = Run(run.run_dir).metrics()
     speeds = [(r["step"], r["images_per_s"]) for r in rows if isinstance(r.get("images_per_s"), (int, float))]
     speed = (f"{speeds[-1][1]:,.0f} images/s (the last logged, at step {speeds[-1][0]})" if speeds
              else "not logged")
@@ -657,9 +686,9 @@ def _metrics_table(result: dict[str, Any], floor: dict[str, Any] | None = None,
 
 def _card_metrics(run: Loaded, meta: dict[str, Any]) -> list[str]:
     """The metrics measured for this run, and only those: eval.json, else training's final eval/* figures."""
-    from genforge import api
+    from genforge.runs import Run
 
-    found = api.open_run(run.run_dir)
+    found = Run(run.run_dir)
     result = found.eval_result()
     lines = ["## Evaluation", ""]
     if result:
