@@ -1,7 +1,8 @@
 """THE training loop: batch -> phases -> EMA -> log -> sample -> checkpoint.
 
-Every family runs through :func:`train`. The loop reads losses back from the device
-only at log steps, holds the data as a uint8 tensor on the device, and can stop at
+Every family runs through :func:`train`; one step of it is :func:`train_step` (every phase,
+with gates, loss scaling and DDP), the function the tests and the toy lab call too. The loop
+reads losses back from the device only at log steps, holds the data as a uint8 tensor on the device, and can stop at
 any step boundary (budget, Ctrl-C) with a checkpoint that resumes bit for bit.
 
 Fast paths (``train.precision``, ``channels_last``, ``compile``, ``optim.fused``) are
