@@ -48,7 +48,8 @@ def cgan_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def disco_points_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("disco-points-run")
-    api.train_run(load_recipe("gmm-discogan", [*_COMMON, "model.hidden=16", "model.g_steps=1"]), run_dir, progress=False)
+    cfg = load_recipe("gmm-discogan", [*_COMMON, "model.hidden=16", "model.g_steps=1"])
+    api.train_run(cfg, run_dir, progress=False)
     return run_dir
 
 
@@ -144,7 +145,8 @@ def test_onnx_graphs_run_in_onnxruntime_with_genforges_outputs(family, family_ru
         assert spec["opset"] == OPSET and spec["exporter"] == "torch.onnx.export(dynamo=True)"
         model = onnx.load(str(result.out / spec["file"]))
         assert {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")} == {OPSET}
-        assert json.loads({p.key: p.value for p in model.metadata_props}["genforge.spec"])["networks"] == spec["networks"]
+        stamped = json.loads({p.key: p.value for p in model.metadata_props}["genforge.spec"])
+        assert stamped["networks"] == spec["networks"]
         session = onnxruntime.InferenceSession(str(result.out / spec["file"]), providers=["CPUExecutionProvider"])
         assert all(isinstance(port.shape[0], str) for port in session.get_inputs())  # a dynamic batch axis
         for n in BATCHES:
@@ -279,7 +281,8 @@ def test_the_card_renders_and_names_the_metrics_eval_json_measured(gan_run, tmp_
     result = export(run_dir, "folder", tmp_path / "model")
     card = (result.out / "README.md").read_text()
     html = markdown.markdown(card, extensions=["tables", "fenced_code"])
-    assert "<table>" in html and '<img alt="samples" src="samples.png"' in html and "<h2>Intended use and limits</h2>" in html
+    assert "<table>" in html and '<img alt="samples" src="samples.png"' in html
+    assert "<h2>Intended use and limits</h2>" in html and "<h2>Data</h2>" in html
     assert _card_metrics(card) == ["fid", "kid"]  # precision has only a floor: never shown as the model's
     assert "| fid | 123.4 | 9.9 | lower is better |" in card
     assert "CC BY-SA 3.0" in card and "mnist-10k" in card and "EMA" in card

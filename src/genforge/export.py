@@ -151,7 +151,8 @@ def _noise_graph(model: nn.Module, caps: Any, name: str, noise_kind: str) -> Gra
 
     label = Port("label", ["batch"], "int64", f"the class to draw, 0 to {classes - 1}")
     return Graph(name, LabelledNoiseGraph, run, [noise, label], [out],
-                 lambda n, g: (model.sample_noise(n, g)[:, :width].contiguous(), torch.randint(classes, (n,), generator=g)))
+                 lambda n, g: (model.sample_noise(n, g)[:, :width].contiguous(),
+                               torch.randint(classes, (n,), generator=g)))
 
 
 def _encoder_graph(model: nn.Module) -> Graph:
@@ -360,7 +361,8 @@ def _check_out(out: Path, force: bool) -> None:
     if not force:
         raise GenforgeError(f"{out} already exists; choose another --out or add --force to replace it")
     if out.is_dir() and any(out.iterdir()) and not is_export(out):
-        raise GenforgeError(f"{out} is a folder that genforge export did not write; not replacing it, even with --force")
+        raise GenforgeError(f"{out} is a folder that genforge export did not write; not replacing it, "
+                            "even with --force")
 
 
 @contextlib.contextmanager
@@ -400,8 +402,9 @@ def _version() -> str:
 def _metadata(loaded: Loaded, kind: str, weights: str, graphs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     cfg, model = loaded.cfg, loaded.model
     return {"format": MARKER, "format_version": FORMAT_VERSION, "kind": kind, "genforge": _version(),
-            "torch": torch.__version__, "recipe": cfg.recipe, "family": cfg.family, "source_run": loaded.run_dir.name,
-            "step": loaded.step, "weights": weights, "dataset": cfg.data.dataset,
+            "torch": torch.__version__, "recipe": cfg.recipe, "family": cfg.family,
+            "source_run": loaded.run_dir.resolve().name, "step": loaded.step, "weights": weights,
+            "dataset": cfg.data.dataset,
             "image_shape": list(model.image_shape), "num_classes": int(model.num_classes),
             "capabilities": loaded.capabilities.to_dict(), "graphs": graphs, "config": cfg.to_dict()}
 
