@@ -194,7 +194,8 @@ train(load_recipe("mnist-dcgan", sys.argv[2:]), sys.argv[1], progress=False)
 
 
 def test_sigkill_mid_training_then_resume(tmp_path):
-    from genforge.train import resume_config, train
+    from genforge.api import resume_config
+    from genforge.train import train
 
     run_dir = tmp_path / "run"
     overrides = tiny_overrides("mnist-dcgan", "train.checkpoint_every=1", "train.log_every=1", "train.steps=100000")
@@ -226,9 +227,9 @@ def test_sigkill_mid_training_then_resume(tmp_path):
 
 
 def test_resume_config_needs_a_run_directory(tmp_path):
-    from genforge.train import resume_config
+    from genforge.api import resume_config
 
-    with pytest.raises(GenforgeError, match="not a genforge run directory"):
+    with pytest.raises(GenforgeError, match="not a genforge run folder"):
         resume_config(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps(tiny_config("mnist-vae").to_dict()))
     with pytest.raises(GenforgeError, match="no complete checkpoint"):

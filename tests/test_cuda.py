@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from genforge.train import resume_config, train
+from genforge.api import resume_config
+from genforge.train import train
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")

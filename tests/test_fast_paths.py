@@ -119,7 +119,7 @@ def test_channels_last_run_resumes_bit_for_bit(tmp_path):
     from safetensors.torch import load_file
 
     from genforge.checkpoint import latest_checkpoint
-    from genforge.train import resume_config
+    from genforge.api import resume_config
 
     settings = ("train.precision=fp32", "train.channels_last=on", "optim.fused=true")
     train(tiny_config("mnist-dcgan", "train.steps=8", *settings), tmp_path / "straight", progress=False)

@@ -17,7 +17,8 @@ from genforge.models import build_model
 from genforge.models.base import Batch
 from genforge.models.gan import GAN
 from genforge.models.vae import VAE
-from genforge.train import make_optimizers, resume_config, train, train_step
+from genforge.api import resume_config
+from genforge.train import make_optimizers, train, train_step
 
 from .conftest import step_phases, synthetic_folder, tiny_config, tiny_overrides
 

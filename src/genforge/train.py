@@ -584,18 +584,3 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
         return RunResult(run.run_dir, step, interrupted)
     return finish_run(run, step, interrupted, log, progress)
 
-
-def resume_config(run_dir: str | Path, steps: int | None = None, minutes: float | None = None) -> RunConfig:
-    """The saved config of a run, with a new step or time budget for its continuation."""
-    from genforge.config import config_from_json
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise GenforgeError(f"{run_dir}: not a genforge run directory (no config.json)")
-    cfg = config_from_json(run_dir / "config.json")
-    latest_checkpoint(run_dir)  # a clear error now if there is nothing to resume from
-    if steps is not None:  # a new budget replaces the old one, of either kind
-        cfg.train.steps, cfg.train.minutes = steps, 0.0
-    if minutes is not None:
-        cfg.train.steps, cfg.train.minutes = 0, minutes
-    return cfg

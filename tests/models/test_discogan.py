@@ -127,7 +127,7 @@ def test_two_domain_resume_is_bit_identical(tmp_path):
     straight = train(load_recipe("gmm-discogan", [*TINY["gmm-discogan"], "train.steps=4"]), tmp_path / "a",
                      progress=False)
     train(load_recipe("gmm-discogan", [*TINY["gmm-discogan"], "train.steps=2"]), tmp_path / "b", progress=False)
-    from genforge.train import resume_config
+    from genforge.api import resume_config
 
     resumed = train(resume_config(tmp_path / "b", steps=4), tmp_path / "b", resume=True, progress=False)
     assert straight.step == resumed.step == 4
