@@ -93,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     train.add_argument("--data-root", help="folder with datasets (default: $GENFORGE_DATA or ~/.cache/genforge)")
     train.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _no_progress(train)
     train.add_argument("--seeds", type=int, help="train this many seeds in turn (seed, seed+1, ...) into "
                                                  "RUN_DIR/seed-S and copy the best to RUN_DIR/best")
     train.add_argument("--metric", help="final eval metric that picks the best seed (default: the family's first)")
@@ -126,8 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     interpolate.add_argument("--to", dest="stop", metavar="FILE", help="end noise (first vector of a z file)")
     interpolate.add_argument("--out", default="interpolation.png", help="output PNG (default interpolation.png)")
     interpolate.add_argument("--seed", type=int, default=0, help="noise seed of the end points (default 0)")
-    interpolate.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    interpolate.add_argument("--data-root", help="folder with datasets, for toy runs' backdrop of data points")
+    _device_and_data(interpolate, "for toy runs' backdrop of data points")
 
     arith = command("arithmetic", "latent arithmetic A - B + C on saved noise vectors (each file averaged)")
     arith.add_argument("run_dir", help="a run directory with a checkpoint")
@@ -136,8 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     arith.add_argument("--c", required=True, metavar="FILE", help="noise vectors of concept C, added")
     arith.add_argument("--out", default="arithmetic.png", help="strip: mean A, mean B, mean C, A - B + C")
     arith.add_argument("--save-z", metavar="FILE", help="also save the result vector")
-    arith.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    arith.add_argument("--data-root", help="folder with datasets, for toy runs' backdrop of data points")
+    _device_and_data(arith, "for toy runs' backdrop of data points")
 
     runs = command("runs", "list the runs in a folder: recipe, status, step, speed and headline metrics")
     runs.add_argument("root", nargs="?", default="runs", help="folder of run folders (default runs/)")
@@ -165,7 +163,7 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("name", help="dataset name (mnist, fashion-mnist, pokemon)")
     fetch.add_argument("--data-root", help="folder to download into (default: $GENFORGE_DATA or ~/.cache/genforge)")
     fetch.add_argument("--mirror", action="append", help="base URL to fetch from instead of the public mirrors")
-    fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _no_progress(fetch)
     fetch.add_argument("--count", type=int, help="image folders (pokemon): fetch 1.png .. COUNT.png "
                                                  "(default: all, 1025 for pokemon)")
 
@@ -178,8 +176,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print the result as one JSON object")
     evaluate.add_argument("--nll-samples", type=int, help="importance samples per test image for VAE NLL "
                                                            "(default: the run's train.eval_samples)")
-    evaluate.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    evaluate.add_argument("--data-root", help="folder with datasets (default: $GENFORGE_DATA or ~/.cache/genforge)")
+    _device_and_data(evaluate)
 
     evaluator = command("evaluator", "train the feature extractors the metrics use")
     evaluator_sub = evaluator.add_subparsers(dest="evaluator_command", metavar="ACTION")
@@ -190,7 +187,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluator_train.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     evaluator_train.add_argument("--threads", type=int, default=2, help="CPU threads; the file's bits depend on it (default 2)")
     evaluator_train.add_argument("--data-root", help="folder with datasets")
-    evaluator_train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _no_progress(evaluator_train)
 
     translate = command("translate", "translate images between the domains of a DiscoGAN run")
     translate.add_argument("run_dir", help="a DiscoGAN run directory with a checkpoint")
@@ -201,8 +198,7 @@ def _parser() -> argparse.ArgumentParser:
     translate.add_argument("--n", type=int, default=16, help="test images with --from-test (default 16)")
     translate.add_argument("--seed", type=int, default=0, help="which test images (default 0)")
     translate.add_argument("--invert", action="store_true", help="invert grey levels first (dark-on-light photos)")
-    translate.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    translate.add_argument("--data-root", help="folder with datasets (for --from-test)")
+    _device_and_data(translate, "for --from-test")
 
     compare = command("compare", "DiscoGAN runs side by side (e.g. the gan, recongan and discogan variants)")
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="DiscoGAN run directories of one dataset")
@@ -230,6 +226,17 @@ def _parser() -> argparse.ArgumentParser:
     studio.add_argument("--max-trainings", type=int, help="trainings at once (default: one per CPU core)")
     studio.add_argument("--data-root", help="folder with datasets (default: $GENFORGE_DATA or ~/.cache/genforge)")
     return parser
+
+
+def _no_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _device_and_data(parser: argparse.ArgumentParser, why: str = "") -> None:
+    """The --device and --data-root options that most commands share."""
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument("--data-root", help=f"folder with datasets{', ' + why if why else ''} "
+                                            "(default: $GENFORGE_DATA or ~/.cache/genforge)")
 
 
 def _version() -> str:
