@@ -77,8 +77,8 @@ def artefact_dir() -> Path:
     return folder
 
 
-def screenshot(page, name: str) -> Path:
-    """Saves the page as an artefact (and as docs/images/studio-NAME.png with GENFORGE_SCREENSHOTS=docs);
+def screenshot(page, name: str, docs: bool = False) -> Path:
+    """Saves the page as an artefact (and, with ``docs``, as docs/images/studio-NAME.png for the README);
     asserts it is not empty: a blank or one-colour page has very few distinct colours."""
     from PIL import Image
 
@@ -87,7 +87,7 @@ def screenshot(page, name: str) -> Path:
     with Image.open(path) as image:
         colours = image.convert("RGB").resize((320, 200)).getcolors(maxcolors=1 << 16)
     assert colours is None or len(colours) > 20, f"{path} looks empty ({len(colours)} colours)"
-    if os.environ.get("GENFORGE_SCREENSHOTS") == "docs":
+    if docs:
         DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, DOCS_IMAGES / path.name)
     return path

@@ -93,7 +93,8 @@ GF.lineChart = function (canvas, opts) {
   ctx.fillStyle = "#333"; ctx.font = "bold 12px sans-serif"; ctx.textAlign = "left"; ctx.textBaseline = "top";
   ctx.fillText(opts.title || "", 6, 4);
   if (!range) { ctx.fillStyle = "#888"; ctx.fillText("no data yet", W / 2 - 30, H / 2); return false; }
-  const box = { left: 52, right: W - 10, top: 22, bottom: H - 20 };
+  const lines = drawLegend(ctx, series, W, ctx.measureText(opts.title || "").width + 6);
+  const box = { left: 52, right: W - 10, top: 10 + 13 * lines, bottom: H - 20 };
   box.x = (x) => box.left + (x - range.x[0]) / (range.x[1] - range.x[0]) * (box.right - box.left);
   box.y = (y) => box.bottom - (y - range.y[0]) / (range.y[1] - range.y[0]) * (box.bottom - box.top);
   drawAxes(ctx, box, range, opts.log);
@@ -106,16 +107,20 @@ GF.lineChart = function (canvas, opts) {
     if (opts.smooth) drawLine(ctx, box, s.points, opts.log, s.color + "40", 1);
     drawLine(ctx, box, GF.smooth(s.points, opts.smooth), opts.log, s.color, 1.6);
   });
-  drawLegend(ctx, series, box);
   return true;
 };
 
-function drawLegend(ctx, series, box) {
+// The series' names after the title, wrapped onto more lines when they do not fit; returns the lines used.
+function drawLegend(ctx, series, width, titleWidth) {
   ctx.font = "11px sans-serif"; ctx.textAlign = "left"; ctx.textBaseline = "top";
-  let x = box.left + 150;
+  let x = titleWidth + 20, line = 0;
   for (const s of series) {
-    ctx.fillStyle = s.color; ctx.fillRect(x, 6, 10, 3);
-    ctx.fillStyle = "#333"; ctx.fillText(s.name, x + 13, 2);
-    x += 18 + ctx.measureText(s.name).width;
+    const w = 18 + ctx.measureText(s.name).width;
+    if (x + w > width - 6 && x > 60) { x = 60; line += 1; }
+    const y = 2 + 13 * line;
+    ctx.fillStyle = s.color; ctx.fillRect(x, y + 4, 10, 3);
+    ctx.fillStyle = "#333"; ctx.fillText(s.name, x + 13, y);
+    x += w;
   }
+  return line + 1;
 }

@@ -11,6 +11,7 @@ function labControls(lab) {
   };
   const button = (id, text, fn) => GF.el("button", { id, onclick: fn }, text);
   c.play = button("lab-play", "Play", () => lab.toggle());
+  c.play.disabled = true;  // until the first game exists
   c.node = GF.el("div", { class: "lab-controls" },
     GF.el("div", { class: "controls" }, GF.el("label", {}, "toy ", c.recipe), GF.el("label", {}, "seed ", c.seed),
           button("lab-new", "New game", () => lab.create())),
@@ -55,7 +56,9 @@ GF.labView = function (view) {
   const fail = (e) => { GF.notice(c.note, e.message); lab.playing = false; c.play.textContent = "Play"; };
   lab.redraw = () => GF.drawLab(canvas, lab.state, lab.drawn);
   lab.show = (s) => { lab.state = s; lab.redraw(); showLabMetrics(c, s); };
-  lab.started = (d) => { lab.id = d.id; lab.show(d.state); showLabConfig(c, d.state.config); GF.notice(c.note, ""); };
+  lab.started = (d) => {
+    lab.id = d.id; lab.show(d.state); showLabConfig(c, d.state.config); GF.notice(c.note, ""); c.play.disabled = false;
+  };
   lab.create = (extra) => GF.post("/api/lab", { recipe: c.recipe.value, seed: +c.seed.value, ...(extra || {}) })
     .then(lab.started).catch(fail);
   lab.step = (which, n) => GF.post(`/api/lab/${lab.id}/step`, { which, n }).then((d) => lab.show(d.state));

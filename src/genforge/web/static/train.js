@@ -36,7 +36,10 @@ function schemaForm(schema) {
     const section = field.key.includes(".") ? field.key.split(".")[0] : "general";
     (sections[section] = sections[section] || []).push(field);
   }
-  return Object.entries(sections).map(([name, fields]) => GF.el("details", { open: name !== "train" },
+  // What people change most comes first and open; the long model and data sections start folded.
+  const order = (name) => ["optim", "train", "model", "data"].indexOf(name) >>> 0;
+  const named = Object.entries(sections).sort(([a], [b]) => order(a) - order(b));
+  return named.map(([name, fields]) => GF.el("details", { open: name === "optim" || name === "train" },
     GF.el("summary", { text: name }),
     ...fields.map((f) => GF.el("div", { class: "field" },
       GF.el("label", { for: "f-" + f.key, text: f.key }), fieldInput(f),
