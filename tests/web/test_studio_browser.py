@@ -165,3 +165,30 @@ def test_compare_two_runs(page, studio):
     expect(page.locator("#config-diff")).to_contain_text("mnist-vae")
     expect(page.locator(".grids img")).to_have_count(2)
     screenshot(page, "compare")
+
+
+def test_draw_points_and_train_on_them(page, studio):
+    page.goto(studio.url + "/#/lab")
+    expect(page.locator("#lab-step-count")).to_contain_text("step 0")
+    page.check("#lab-draw")
+    canvas = page.locator("#lab-canvas")
+    for i in range(12):
+        canvas.click(position={"x": 100 + 25 * i, "y": 150 + (i % 3) * 60})
+    expect(page.locator("#draw-count")).to_have_text("12 points drawn")
+    page.click("#lab-train-drawn")
+    expect(page.locator("#draw-count")).to_have_text("")
+    page.click("#lab-step")
+    expect(page.locator("#lab-step-count")).to_contain_text("step 1")
+    expect(page.locator("#lab-metrics")).not_to_contain_text("modes")  # a user's points have no modes to count
+
+
+def test_a_token_studio_works_from_its_printed_url(browser, trained_runs):
+    with LiveStudio(trained_runs, token="t0ken") as live:
+        context = browser.new_context()
+        page = context.new_page()
+        assert page.goto(live.url + "/").status == 401
+        page.goto(live.url + "/?token=t0ken")  # the cookie carries it from here: fetches, images, event streams
+        expect(page.locator('tr[data-run="dcgan"] img.thumb')).to_be_visible()
+        page.goto(live.url + "/#/run?id=dcgan")
+        expect(page.locator("#timeline-step")).to_contain_text("step 6")
+        context.close()

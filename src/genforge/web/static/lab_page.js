@@ -31,7 +31,7 @@ function showLabConfig(c, config) {
 
 function showLabMetrics(c, s) {
   const m = s.metrics || {};
-  const shown = ["modes", "hq", "d_loss", "g_loss"].filter((k) => k in m)
+  const shown = ["modes", "hq", "d_loss", "g_loss"].filter((k) => m[k] !== null && m[k] !== undefined)
     .map((k) => GF.el("span", { class: "metric" }, GF.el("b", { text: k }), " " + GF.fmt(m[k])));
   c.metrics.replaceChildren(GF.el("span", { class: "metric", id: "lab-step-count" }, GF.el("b", { text: "step" }), " " + s.step),
                             ...shown);
