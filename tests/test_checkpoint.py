@@ -166,12 +166,14 @@ def test_corrupt_model_file_is_a_genforge_error(tmp_path, damage):
 
 
 def test_corrupt_state_json_and_missing_file(tmp_path):
-    folder = _save(tmp_path, 1, *_trained())
+    _save(tmp_path, 1, *_trained())
+    folder = _save(tmp_path, 2, *_trained())
+    (folder / "state.json").write_text("{torn")
+    with pytest.raises(GenforgeError, match="unreadable checkpoint.*resume from the previous checkpoint with "
+                                            "--from step-0000001"):
+        load_checkpoint(folder)
     (folder / "optim.safetensors").unlink()
     with pytest.raises(GenforgeError, match="incomplete checkpoint, missing optim.safetensors"):
-        load_checkpoint(folder)
-    (folder / "state.json").write_text("{torn")
-    with pytest.raises(GenforgeError, match="unreadable checkpoint"):
         load_checkpoint(folder)
 
 

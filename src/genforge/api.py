@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from genforge.config import RunConfig
 
 __all__ = ["FieldInfo", "RecipeInfo", "recipes", "recipe_schema", "check_config", "new_run_dir", "resume_config",
-           "train_run", "start_training", "resume_training", "stop_training", "TrainingProcess", "open_run",
+           "torchrun_restart", "train_run", "start_training", "resume_training", "stop_training", "TrainingProcess", "open_run",
            "list_runs", "Run", "RunSummary", "Loaded", "load", "sample", "class_grid", "noise", "generate",
            "interpolate", "arithmetic", "translate", "reconstruct", "encode", "decode_image_bytes", "nearest",
            "picture", "png_bytes", "evaluate", "real_floor", "MAX_SAMPLES"]
@@ -47,7 +47,8 @@ MAX_SAMPLES = 100_000  # one sampling request at most (a grid of a billion would
 # Keys a resumed run may change: how it runs, not what it trains (the model, data and optimiser stay).
 RESUMABLE_KEYS = ("train.steps", "train.minutes", "train.device", "train.threads", "train.precision",
                   "train.channels_last", "train.compile", "train.log_every", "train.sample_every",
-                  "train.checkpoint_every", "train.eval_every", "train.eval_n", "train.eval_samples")
+                  "train.checkpoint_every", "train.eval_every", "train.eval_n", "train.eval_samples", "train.on_nan",
+                  "train.nan_skips")
 
 
 # --- recipes and configs -----------------------------------------------------------------
@@ -174,9 +175,10 @@ def new_run_dir(cfg: RunConfig, run_dir: str | Path | None = None, root: str | P
 
 
 def resume_config(run_dir: str | Path, steps: int | None = None, minutes: float | None = None,
-                  overrides: Iterable[str] | dict[str, Any] = ()) -> RunConfig:
+                  overrides: Iterable[str] | dict[str, Any] = (), start: str | None = None) -> RunConfig:
     """A run's saved config for its continuation: a new step or time budget, and ``overrides`` of the
-    keys that do not change what is trained (RESUMABLE_KEYS); any other key is refused."""
+    keys that do not change what is trained (RESUMABLE_KEYS); any other key is refused. ``start``
+    names the checkpoint to resume from (``--from step-N``; default: the newest)."""
     from genforge.checkpoint import latest_checkpoint
     from genforge.config import build_config, config_from_json, parse_overrides
 
@@ -186,7 +188,7 @@ def resume_config(run_dir: str | Path, steps: int | None = None, minutes: float 
     check_links(run_dir)
     _check_budget(steps, minutes)
     cfg = config_from_json(run_dir / "config.json")
-    latest_checkpoint(run_dir)  # a clear error now if there is nothing to resume from
+    latest_checkpoint(run_dir, start)  # a clear error now if there is nothing to resume from
     items = _override_list(overrides)
     for item in items:
         key = item.partition("=")[0].strip()
@@ -204,31 +206,60 @@ def resume_config(run_dir: str | Path, steps: int | None = None, minutes: float 
 
 # --- training ----------------------------------------------------------------------------
 
+def torchrun_restart(run_dir: str | Path | None) -> bool | None:
+    """Whether torchrun restarted this worker (``--max-restarts``, TORCHELASTIC_RESTART_COUNT > 0) into
+    a run it had begun: True when the run has a checkpoint to resume from (the group goes on from it,
+    bit for bit with the same process count), False when it stopped before its first checkpoint (it
+    starts afresh in the same folder), None when this is no restart."""
+    from genforge.checkpoint import complete_checkpoints
+
+    if run_dir is None or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) <= 0:
+        return None
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        return None
+    check_links(run_dir)
+    return bool(complete_checkpoints(run_dir / "checkpoints"))
+
+
 def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_root: str | None = None,
-              progress: bool = True):
+              progress: bool = True, start: str | None = None):
     """Train ``cfg`` into ``run_dir`` in this process, holding the run's lock (one writer per run) and
     recording how it ended in status.json; returns the loop's RunResult. Under torchrun, rank 0
-    alone takes the lock and writes the status."""
+    alone takes the lock and writes the status. ``start``: the checkpoint a resume starts from
+    (default: the newest). A run refused before training began (a damaged checkpoint, missing
+    data) is left as it was: no status is written."""
     from genforge.train import train
 
     run_dir = Path(run_dir)
     main_rank = int(os.environ.get("RANK", "0")) == 0
     if not main_rank:
-        return train(cfg, run_dir, resume=resume, data_root=data_root, progress=progress)
+        return train(cfg, run_dir, resume=resume, data_root=data_root, progress=progress, start=start)
     check_links(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     budget = {"steps": cfg.train.steps, "minutes": cfg.train.minutes}
+    started: list[bool] = []
     with RunLock(run_dir, budget):
         try:
-            result = train(cfg, run_dir, resume=resume, data_root=data_root, progress=progress)
+            result = train(cfg, run_dir, resume=resume, data_root=data_root, progress=progress, start=start,
+                           on_start=lambda: started.append(True))
         except BaseException as e:
-            step = Run(run_dir).checkpoint_step() or 0 if (run_dir / "config.json").is_file() else 0
-            interrupted = isinstance(e, KeyboardInterrupt)
-            write_status(run_dir, "interrupted" if interrupted else "failed", step,
-                         "" if interrupted else " ".join(f"{type(e).__name__}: {e}".split()), budget)
+            if started or not isinstance(e, GenforgeError):
+                _record_failure(run_dir, e, budget)
             raise
         write_status(run_dir, "interrupted" if result.interrupted else "finished", result.step, budget=budget)
     return result
+
+
+def _record_failure(run_dir: Path, error: BaseException, budget: dict[str, float]) -> None:
+    """status.json for a training that stopped on an error or Ctrl-C; a full disk may refuse even that."""
+    step = Run(run_dir).checkpoint_step() or 0 if (run_dir / "config.json").is_file() else 0
+    interrupted = isinstance(error, KeyboardInterrupt)
+    try:
+        write_status(run_dir, "interrupted" if interrupted else "failed", step,
+                     "" if interrupted else " ".join(f"{type(error).__name__}: {error}".split()), budget)
+    except OSError:
+        pass
 
 
 @dataclass
@@ -346,7 +377,7 @@ def load(run_dir: str | Path, device: str = "cpu") -> Loaded:
     import torch
 
     from genforge import export
-    from genforge.checkpoint import latest_checkpoint, load_checkpoint
+    from genforge.checkpoint import check_run_state, check_weights, latest_checkpoint, load_checkpoint
     from genforge.models import build_model
     from genforge.runtime import resolve_device
     from genforge.train import attach_ema
@@ -359,22 +390,14 @@ def load(run_dir: str | Path, device: str = "cpu") -> Loaded:
     folder = latest_checkpoint(run_dir)
     where = resolve_device(device) if isinstance(device, str) else device
     ckpt = load_checkpoint(folder, map_location=where, weights_only=True)
-    saved_family = ckpt.extra.get("config", {}).get("family")
+    check_run_state(folder, ckpt.extra, weights_only=True)
+    saved_family = ckpt.extra["config"].get("family")
     if saved_family != cfg.family:
         raise GenforgeError(f"{folder}: checkpoint of family '{saved_family}', but config.json says '{cfg.family}'")
-    try:
-        shape = tuple(int(v) for v in ckpt.extra["image_shape"])
-        classes = int(ckpt.extra["num_classes"])
-    except (KeyError, TypeError, ValueError):
-        raise GenforgeError(f"{folder}/state.json: image_shape or num_classes missing or not numbers; "
-                            "the checkpoint is damaged") from None
-    model = build_model(cfg, shape, classes)
+    model = build_model(cfg, tuple(ckpt.extra["image_shape"]), ckpt.extra["num_classes"])
     attach_ema(model, cfg.train.ema_decay)
-    try:
-        model.load_state_dict(ckpt.model)
-    except RuntimeError as e:
-        first = str(e).splitlines()[0]
-        raise GenforgeError(f"{folder}: weights do not fit the '{cfg.family}' model of config.json ({first})") from None
+    check_weights(folder, ckpt.model, model)  # every key, shape and dtype, before any is used
+    model.load_state_dict(ckpt.model)
     model = model.to(where).eval()
     torch.set_grad_enabled(True)  # (load leaves the caller's autograd mode as it found it)
     return Loaded(cfg, model, ckpt.step, run_dir, model.capabilities)

@@ -85,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("recipe", nargs="?", help="recipe name (see `genforge recipes`)")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-4")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its newest checkpoint")
+    train.add_argument("--from", dest="from_checkpoint", metavar="step-N",
+                       help="with --resume: the checkpoint to continue from, e.g. step-0000240 (default: the newest)")
     train.add_argument("--run-dir", help="where the run is written (default: runs/RECIPE-TIMESTAMP)")
     budget = train.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help="total steps of the run (a resumed run stops at this step)")
@@ -252,21 +254,29 @@ def _train_budget(args: argparse.Namespace) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     from genforge import api
 
+    restart = None if args.resume or args.dry_run else api.torchrun_restart(args.run_dir)
     if args.resume:
         if args.recipe or args.run_dir or args.seed is not None or args.seeds is not None:
             raise GenforgeError("--resume takes a run directory (plus --steps/--minutes/--device and keys that do not "
                                 "change the model, e.g. train.threads=1); its config is read from RUN_DIR/config.json")
         overrides = args.overrides + ([f"train.device={args.device}"] if args.device else [])
-        cfg = api.resume_config(args.resume, overrides=overrides, **_train_budget(args))
+        cfg = api.resume_config(args.resume, overrides=overrides, start=args.from_checkpoint, **_train_budget(args))
         run_dir = Path(args.resume)
+    elif restart:  # torchrun restarted the group (--max-restarts): go on from the run's last checkpoint
+        cfg = api.resume_config(args.run_dir, **_train_budget(args))
+        run_dir, args.resume = Path(args.run_dir), args.run_dir
     else:
+        if args.from_checkpoint:
+            raise GenforgeError("--from names the checkpoint a resume starts from: genforge train --resume RUN_DIR "
+                                "--from step-N")
         if not args.recipe:
             raise GenforgeError("name a recipe (see `genforge recipes`) or --resume RUN_DIR")
         if not args.run_dir and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise GenforgeError("under torchrun, name the run directory with --run-dir (every process must "
                                 "agree on it)")
         cfg = api.check_config(args.recipe, args.overrides, seed=args.seed, device=args.device, **_train_budget(args))
-        run_dir = api.new_run_dir(cfg, args.run_dir) if not args.dry_run else Path(args.run_dir or "-")
+        fresh = not args.dry_run and restart is None  # a restart before the first checkpoint starts over in place
+        run_dir = api.new_run_dir(cfg, args.run_dir) if fresh else Path(args.run_dir or "-")
     if args.dry_run:
         import json
 
@@ -284,12 +294,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 alone reports
     if main_rank and args.resume:
-        print(f"genforge: resuming {cfg.recipe} ({cfg.family}) in {run_dir} from step {api.open_run(run_dir).checkpoint_step()}",
+        print(f"genforge: resuming {cfg.recipe} ({cfg.family}) in {run_dir} from "
+              f"{args.from_checkpoint or f'step {api.open_run(run_dir).checkpoint_step()}'}",
               file=sys.stderr)
     elif main_rank:
         print(f"genforge: training {cfg.recipe} ({cfg.family}) into {run_dir}", file=sys.stderr)
     result = api.train_run(cfg, run_dir, resume=bool(args.resume), data_root=args.data_root,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, start=args.from_checkpoint)
     if not main_rank:
         return 130 if result.interrupted else 0
     if result.interrupted:

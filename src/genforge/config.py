@@ -75,6 +75,10 @@ class TrainConfig:
     eval_samples: int = opt(5000, "importance samples per test image for the final NLL estimate (VAE)")
     eval_every: int = opt(0, "steps between FID checks on eval_n samples (best kept in checkpoints/best); 0 = off")
     eval_n: int = opt(2000, "samples per training-time FID check")
+    on_nan: str = opt("stop", "a non-finite loss or weight: stop (at the next log step or checkpoint, keeping the last "
+                      "finite checkpoint), or skip each update whose gradients are not finite (one host sync per "
+                      "phase) and stop after train.nan_skips of them", ("stop", "skip"))
+    nan_skips: int = opt(10, "with train.on_nan=skip: updates skipped for non-finite gradients before the run stops")
 
 
 @dataclass
@@ -266,6 +270,7 @@ RANGES = {
     "train.steps": ">= 0", "train.minutes": ">= 0", "train.batch_size": ">= 1", "train.seed": "[0, 4294967295]",
     "train.threads": ">= 0", "train.log_every": ">= 1", "train.sample_every": ">= 1", "train.checkpoint_every": ">= 1",
     "train.ema_decay": "[0, 1)", "train.eval_samples": ">= 1", "train.eval_every": ">= 0", "train.eval_n": ">= 2",
+    "train.nan_skips": ">= 1",
 }
 
 

@@ -14,8 +14,10 @@ the phases behind one ``DistributedDataParallel``; rank 0 alone writes the run d
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import math
+import re
 import signal
 import sys
 import time
@@ -29,7 +31,8 @@ from tqdm import tqdm
 
 from genforge import viz
 from genforge.atomic import write_json_atomic
-from genforge.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_best, save_checkpoint
+from genforge.checkpoint import (Checkpoint, check_optimizers, check_run_state, check_weights, latest_checkpoint, load_checkpoint, refuse,
+                                 save_best, save_checkpoint, write_error)
 from genforge.config import OptimConfig, RunConfig, validate
 from genforge.data.augment import augment
 from genforge.data.datasets import load_data
@@ -101,16 +104,36 @@ class PhaseRunner(torch.nn.Module):
 SINGLE = Distributed()  # one process: no collectives
 
 
+class NanGuard:
+    """``train.on_nan=skip``: an update whose gradients are not finite is skipped and counted (one
+    host sync per phase; under DDP every rank skips it alike, as the gradients are reduced)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.skipped = limit, 0
+
+    def finite(self, optimizer: torch.optim.Optimizer, ranks: Distributed, device: torch.device) -> bool:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        finite = bool(torch.stack([g.isfinite().all() for g in grads]).all()) if grads else True
+        if ranks.any(not finite, device):
+            self.skipped += 1
+            return False
+        return True
+
+
 def _update(phase: Phase, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
-            losses: dict[str, torch.Tensor], gate: torch.Tensor | None, ranks: Distributed) -> None:
-    """Backpropagate one phase's loss and step its optimiser, unless its gate is false on every rank."""
+            losses: dict[str, torch.Tensor], gate: torch.Tensor | None, ranks: Distributed,
+            guard: NanGuard | None = None) -> bool:
+    """Backpropagate one phase's loss and step its optimiser, unless its gate is false on every rank;
+    False when ``guard`` skipped the update for non-finite gradients."""
     update = gate is None or ranks.any(bool(gate), losses["loss"].device)  # bool(): the gate's host sync
     if update or ranks.active:  # a DDP rank joins every backward, skipped or not
         optimizer.zero_grad(set_to_none=True)
         loss = losses["loss"] if update else losses["loss"] * 0.0
         (scaler.scale(loss) if scaler else loss).backward()
     if not update:
-        return
+        return True
+    if guard is not None and scaler is None and not guard.finite(optimizer, ranks, losses["loss"].device):
+        return False
     if scaler:
         scaler.step(optimizer)
         scaler.update()
@@ -118,6 +141,7 @@ def _update(phase: Phase, optimizer: torch.optim.Optimizer, scaler: torch.amp.Gr
         optimizer.step()
     if phase.after is not None:
         phase.after()
+    return True
 
 
 def train_step(model: GenerativeModel, optimizers: dict[str, torch.optim.Optimizer], phases: list[Phase],
@@ -125,7 +149,7 @@ def train_step(model: GenerativeModel, optimizers: dict[str, torch.optim.Optimiz
                run_phase: Callable[[int, Batch], dict[str, torch.Tensor]] | None = None,
                scalers: dict[str, torch.amp.GradScaler] | None = None,
                autocast: Callable[[], AbstractContextManager] | None = None,
-               ranks: Distributed | None = None) -> dict[str, torch.Tensor]:
+               ranks: Distributed | None = None, guard: NanGuard | None = None) -> dict[str, torch.Tensor]:
     """One training step of ``model``: every phase of ``phases`` (``model.phases()``) in order, each of
     its ``repeats`` on a fresh batch from ``next_batch()``, then its optimiser's update. This is the
     one implementation of a step: :func:`train` runs it, and so do the tests and the toy lab.
@@ -141,6 +165,8 @@ def train_step(model: GenerativeModel, optimizers: dict[str, torch.optim.Optimiz
       DDP-wrapped steps); None = ``phases[index].step(batch)``.
     autocast: returns the context each phase runs in (the loop's precision); None = float32.
     ranks: this process among torchrun's (None = one process).
+    guard: ``train.on_nan=skip``'s :class:`NanGuard` (None = every update is made; the loop then
+      stops on a non-finite loss at its next log step).
     Returns {"<phase>/<key>": detached tensor, the mean over the phase's repeats}, read back from
     the device by nobody here (no host sync)."""
     ranks, scalers = ranks or SINGLE, scalers or {}
@@ -149,16 +175,20 @@ def train_step(model: GenerativeModel, optimizers: dict[str, torch.optim.Optimiz
         if only is not None and phase.name not in only:
             continue
         sums: dict[str, torch.Tensor] = {}
+        made = 0
         for _ in range(phase.repeats):
             with autocast() if autocast is not None else nullcontext():
                 batch = next_batch()
                 losses = run_phase(index, batch) if run_phase is not None else phase.step(batch)
             gate = losses.pop("gate", None)
-            _update(phase, optimizers[phase.optimizer], scalers.get(phase.optimizer), losses, gate, ranks)
+            if not _update(phase, optimizers[phase.optimizer], scalers.get(phase.optimizer), losses, gate, ranks,
+                           guard):
+                continue  # a skipped non-finite update: its losses are not logged either
+            made += 1
             for key, value in losses.items():
                 sums[key] = sums[key] + value.detach() if key in sums else value.detach()
         for key, total in sums.items():
-            logged[f"{phase.name}/{key}"] = total / phase.repeats if phase.repeats > 1 else total
+            logged[f"{phase.name}/{key}"] = total / made if made > 1 else total
     return logged
 
 
@@ -287,15 +317,18 @@ def rank_rng(ranks: Distributed) -> dict[str, torch.Tensor]:
 
 
 def restore_rank_rng(state: dict[str, torch.Tensor], ranks: Distributed) -> bool:
-    """Set this rank's RNG from a checkpoint; False when it holds no state for this rank
-    (saved by a different number of processes: the run continues, not bit for bit)."""
-    if not ranks.active and "torch" in state:
+    """Set this rank's RNG from a checkpoint (checked by :func:`genforge.checkpoint.check_rng`); False
+    when it was saved by a different number of processes: the RNG is left as seeded, and the run
+    continues, not bit for bit."""
+    saved_world = len({k.split(".", 1)[0] for k in state if k.startswith("rank")}) or 1
+    if saved_world != ranks.world:
+        return False
+    if not ranks.active:
         set_rng_state(state)
         return True
     prefix = f"rank{ranks.rank}."
     own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    saved_world = len({k.split(".", 1)[0] for k in state if k.startswith("rank")})
-    if not own or saved_world != ranks.world:
+    if "torch" not in own:
         return False
     set_rng_state(own)
     return True
@@ -317,6 +350,27 @@ def phase_runner(model: GenerativeModel, phases: list[Phase], fast: FastPaths, r
     # The same weights everywhere (seeded, and DDP broadcasts rank 0's); its own noise per rank.
     torch.manual_seed(seed + 7919 * ranks.rank)
     return ddp.__call__
+
+
+class NumericalFault(GenforgeError):
+    """A non-finite loss or weight stopped the run (the CLI prints it as one error line)."""
+
+
+def numerical_problem(values: dict[str, float], model: torch.nn.Module, guard: NanGuard | None) -> str | None:
+    """What is not finite: the first logged loss ("phase/name"), else the weights, else too many
+    skipped updates; None when all is well. Reading the weights is one host sync."""
+    for key, value in values.items():
+        if "/" in key and not math.isfinite(value):
+            return f"the loss {key} of phase {key.split('/', 1)[0]} is {value}"
+    with torch.no_grad():
+        named = [(k, t) for k, t in model.state_dict().items() if t.is_floating_point()]
+        finite = torch.stack([t.isfinite().all() for _, t in named]) if named else torch.ones(1, dtype=torch.bool)
+        if not bool(finite.all()):
+            key = named[int((~finite).nonzero()[0])][0]
+            return f"the weight {key} of the {key.split('.', 1)[0]} network is no longer finite"
+    if guard is not None and guard.skipped > guard.limit:
+        return f"{guard.skipped} updates skipped for non-finite gradients, more than train.nan_skips={guard.limit}"
+    return None
 
 
 class TrainingRun:
@@ -341,13 +395,29 @@ class TrainingRun:
         self.scalers = ({name: torch.amp.GradScaler(device.type) for name in self.optimizers}
                         if fast.dtype is torch.float16 else {})
         self.run_phase = phase_runner(self.model, self.phases, fast, ranks, device, cfg.train.seed)
+        self.guard = NanGuard(cfg.train.nan_skips) if cfg.train.on_nan == "skip" else None
         self.fixed_inputs = self.model.fixed_inputs(train_data, FIXED_NOISE,
                                                     torch.Generator().manual_seed(cfg.train.seed + 1)).to(device)
 
     def step(self) -> dict[str, torch.Tensor]:
         """One :func:`train_step` of every phase, as this run's fast paths and ranks run it."""
         return train_step(self.model, self.optimizers, self.phases, self.batches, run_phase=self.run_phase,
-                          scalers=self.scalers, autocast=self.fast.autocast, ranks=self.ranks)
+                          scalers=self.scalers, autocast=self.fast.autocast, ranks=self.ranks, guard=self.guard)
+
+    def check_finite(self, step: int, values: dict[str, float] | None = None) -> None:
+        """Stop the run (:class:`NumericalFault`) when a logged loss or a weight is not finite, or
+        train.on_nan=skip has skipped more than train.nan_skips updates; every rank stops alike."""
+        problem = numerical_problem(values or {}, self.model, self.guard)
+        if not self.ranks.any(problem is not None, self.device):
+            return
+        try:
+            kept = (f"the last finite checkpoint, {latest_checkpoint(self.run_dir).name}, is kept (genforge train "
+                    f"--resume {self.run_dir} continues from it)")
+        except GenforgeError:
+            kept = "no checkpoint was written before it"
+        raise NumericalFault(f"step {step}: {problem or 'another process met a non-finite value'}; the run stopped "
+                             f"(train.on_nan={self.cfg.train.on_nan}) and wrote no non-finite weights; {kept}; a lower "
+                             "optim.lr, or train.on_nan=skip, in a new run may get past it")
 
     def snapshot(self, step: int, **extra: Any) -> Checkpoint:
         """The full training state; under torchrun a collective (every rank's RNG is gathered)."""
@@ -358,24 +428,47 @@ class TrainingRun:
             extra={**self.batches.state(), "config": self.cfg.to_dict(), "processes": self.ranks.world, **scalers,
                    "image_shape": list(self.item_shape), "num_classes": self.num_classes, **extra})
 
-    def restore(self) -> int:
-        """Weights, optimiser moments, RNG, data order and loss scales of the newest checkpoint; its step."""
-        ckpt = load_checkpoint(latest_checkpoint(self.run_dir), map_location=self.device)
+    def restore(self, start: str | None = None) -> int:
+        """Weights, optimiser moments, RNG, data order and loss scales of the newest checkpoint (or the
+        one named ``start``, e.g. step-0000240); its step. Everything is checked against this run's
+        model, optimisers and data first (:func:`check_restorable`): a damaged checkpoint is refused
+        before any of it is used or anything is written."""
+        folder = latest_checkpoint(self.run_dir, start)
+        ckpt = load_checkpoint(folder, map_location=self.device)
+        self.check_restorable(folder, ckpt)
         self.model.load_state_dict(ckpt.model)
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(ckpt.optimizers[name])
             like_params(optimizer)
         if not restore_rank_rng(ckpt.rng, self.ranks) and self.ranks.main:
-            tqdm.write(f"genforge: warning: {self.run_dir}: saved by a different number of processes; "
-                       "the run continues, but not bit for bit", file=sys.stderr)
+            tqdm.write(f"genforge: warning: {self.run_dir}: saved by {ckpt.extra.get('processes', 'another number of')} "
+                       f"processes, resumed by {self.ranks.world}; the run continues, but not bit for bit",
+                       file=sys.stderr)
         self.batches.load(ckpt.extra)
         for name, scaler in self.scalers.items():
             if name in ckpt.extra.get("grad_scalers", {}):
                 scaler.load_state_dict(ckpt.extra["grad_scalers"][name])
         return ckpt.step
 
+    def check_restorable(self, folder: Path, ckpt: Checkpoint) -> None:
+        """The checkpoint fits this run: its data's shape and classes, the data order within the
+        dataset, every weight and optimiser tensor of the shape and dtype it will be loaded into."""
+        check_run_state(folder, ckpt.extra)
+        if tuple(ckpt.extra["image_shape"]) != self.item_shape or ckpt.extra["num_classes"] != self.num_classes:
+            raise refuse(folder, "state.json", f"made for data of shape {tuple(ckpt.extra['image_shape'])} with "
+                                               f"{ckpt.extra['num_classes']} classes, but this data is {self.item_shape} "
+                                               f"with {self.num_classes}")
+        for key, order in (("data_order", self.batches.order), ("data_order_b", getattr(self.batches, "order_b", None))):
+            if order is not None and (key not in ckpt.extra or ckpt.extra[key]["position"] > order.size):
+                raise refuse(folder, "state.json", f"'{key}' is {ckpt.extra.get(key)!r}, not a place in a dataset "
+                                                   f"of {order.size} items")
+        check_weights(folder, ckpt.model, self.model)
+        check_optimizers(folder, ckpt.optimizers, self.optimizers)
+
     def save(self, step: int, log: MetricsLog | NullLog) -> None:
-        """A checkpoint of ``step`` (rank 0 writes it); under DDP also the check that the ranks agree."""
+        """A checkpoint of ``step`` (rank 0 writes it) of finite weights only (a non-finite one stops the
+        run instead, the last finite checkpoint kept); under DDP also the check that the ranks agree."""
+        self.check_finite(step)
         state = self.snapshot(step)
         if self.ranks.main:
             save_checkpoint(self.run_dir, state)
@@ -419,12 +512,17 @@ def prepare_run(cfg: RunConfig, run_dir: Path, resume: bool, data_root: str | No
     long_run = tcfg.steps >= 2000 or tcfg.minutes >= 10 or (tcfg.steps <= 0 and tcfg.minutes <= 0)
     fast = choose_fast_paths(tcfg.precision, tcfg.channels_last, tcfg.compile, cfg.optim.fused, device,
                              images=train_data.images.ndim == 4, long_run=long_run)
-    if ranks.main:  # rank 0 alone writes the run folder
-        for sub in ("samples", "plots", "checkpoints"):
-            (run_dir / sub).mkdir(parents=True, exist_ok=True)
-        if not resume:
-            write_json_atomic(run_dir / "config.json", cfg.to_dict())
     return TrainingRun(cfg, run_dir, ranks, device, fast, train_data, root)
+
+
+def make_folder(run: TrainingRun, resume: bool) -> None:
+    """The run folder and (for a new run) its config.json, by rank 0 alone: only once the config, the
+    data and a resumed checkpoint have all been checked, so a refused run leaves its folder as it was."""
+    if run.ranks.main:
+        for sub in ("samples", "plots", "checkpoints"):
+            (run.run_dir / sub).mkdir(parents=True, exist_ok=True)
+        if not resume:
+            write_json_atomic(run.run_dir / "config.json", run.cfg.to_dict())
 
 
 class TrainingEvalHook:
@@ -522,17 +620,76 @@ def finish_run(run: TrainingRun, step: int, interrupted: bool, log: MetricsLog |
     return result
 
 
-def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_root: str | None = None,
-          progress: bool = True) -> RunResult:
-    """Train ``cfg`` into ``run_dir`` (or continue it with ``resume=True``); returns the final step.
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG}
+# A test hook: called with "step" after each step (and "log", "sample", "checkpoint" after those),
+# so the fault tests can kill the process at an exact point. None in normal use; see also
+# genforge.checkpoint.WRITER_HOOK, and kill_hook_from_env for torchrun's workers.
+FAULT_HOOK: Callable[[str, int], None] | None = None
+KILL_ENV = "GENFORGE_TEST_KILL"  # "RANK:STEP": that rank SIGKILLs itself after that step, in a first attempt only
 
-    The config is validated whole, and again with the data's shape once it is loaded, before
-    anything is written: a refused config leaves no run folder behind."""
-    # Set-up: the config and data checked, the run folder, the networks; a resumed run's exact state.
-    run = prepare_run(cfg, Path(run_dir), resume, data_root)
+
+def _fault(where: str, step: int) -> None:
+    if FAULT_HOOK is not None:
+        FAULT_HOOK(where, step)
+
+
+def kill_hook_from_env() -> Callable[[str, int], None] | None:
+    """The hook ``$GENFORGE_TEST_KILL=RANK:STEP`` asks for (torchrun's fault test): rank RANK kills
+    itself with SIGKILL after step STEP, unless torchrun restarted it (TORCHELASTIC_RESTART_COUNT > 0)."""
+    import os
+
+    spec = os.environ.get(KILL_ENV, "")
+    if not spec or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+        return None
+    rank, step = (int(part) for part in spec.split(":"))
+
+    def hook(where: str, at: int) -> None:
+        if where == "step" and at == step and int(os.environ.get("RANK", "0")) == rank:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
+def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_root: str | None = None,
+          progress: bool = True, start: str | None = None, on_start: Callable[[], None] | None = None) -> RunResult:
+    """Train ``cfg`` into ``run_dir`` (or continue it with ``resume=True``, from its newest checkpoint
+    or the one named ``start``, e.g. "step-0000240"); returns the final step.
+
+    The config is validated whole, and again with the data's shape once it is loaded, and a resumed
+    checkpoint against the networks, before anything is written: a refused run leaves its folder as
+    it was (``on_start`` is called once the writing begins). A full disk or an I/O error while
+    writing is one GenforgeError line, and the last complete checkpoint is kept; a non-finite loss
+    or weight is a :class:`NumericalFault`."""
+    try:
+        return _train(cfg, Path(run_dir), resume, data_root, progress, start, on_start)
+    except OSError as e:
+        if e.errno not in DISK_ERRORS:
+            raise
+        raise write_error(_written_name(e.filename), e, Path(run_dir)) from None
+
+
+def _written_name(filename: Any) -> str:
+    """The file a failed write was for (atomic_output's temporary ``.NAME.PID-HEX.tmp.SUFFIX`` -> NAME.SUFFIX)."""
+    if not filename:
+        return "the run's files"
+    name = Path(str(filename)).name
+    match = re.fullmatch(r"\.(.+)\.\d+-[0-9a-f]+\.tmp(\.[^.]+)?", name)
+    return match.group(1) + (match.group(2) or "") if match else name
+
+
+def _train(cfg: RunConfig, run_dir: Path, resume: bool, data_root: str | None, progress: bool, start: str | None,
+           on_start: Callable[[], None] | None) -> RunResult:
+    # Set-up: the config and data checked, a resumed run's exact state checked and loaded, the run folder.
+    global FAULT_HOOK
+    FAULT_HOOK = FAULT_HOOK or kill_hook_from_env()
+    run = prepare_run(cfg, run_dir, resume, data_root)
     tcfg, model, ranks, device = cfg.train, run.model, run.ranks, run.device
-    step = run.restore() if resume else 0
-    log = MetricsLog(run.run_dir, resume_step=step if resume else None) if ranks.main else NullLog()
+    step = run.restore(start) if resume else 0
+    make_folder(run, resume)
+    if on_start is not None:
+        on_start()
+    redo = resume or (run_dir / "metrics.jsonl").exists()  # rows past the checkpoint (or of a restarted start) go
+    log = MetricsLog(run.run_dir, resume_step=step if redo else None) if ranks.main else NullLog()
     evaluator = TrainingEvalHook(run, resume) if tcfg.eval_every > 0 else None
 
     # The loop: one train_step (every phase, each repeat on a fresh batch), EMA, then the periodic work.
@@ -542,7 +699,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
     _announce(run)
     bar = tqdm(total=tcfg.steps or None, initial=step, disable=not (progress and ranks.main), unit="step",
                dynamic_ncols=True, desc=cfg.recipe)
-    with stop_on_sigint() as sigint:
+    with stop_on_sigint() as sigint, closed_on_error(log, bar):
         while step < last_step:
             # Ranks stop together: under torchrun they agree at log steps (the only syncs).
             if not ranks.active or step % tcfg.log_every == 0:
@@ -555,28 +712,33 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
             update_ema(model, tcfg.ema_decay, step)
             step += 1
             bar.update(1)
+            _fault("step", step)
             if run.fast.compile and step == first_step:  # this process's first step compiled the phases
                 window.after_compile(step, log, progress and ranks.main)
 
             if step % tcfg.log_every == 0 or step == tcfg.steps:
                 values = window.read(step, run.batches.global_batch)
-                log.log(step, values)
+                run.check_finite(step, values)  # a non-finite loss or weight stops the run here
+                log.log(step, {**values, **({"nan_skips": run.guard.skipped} if run.guard else {})})
                 bar.set_postfix({k.split("/", 1)[-1]: f"{v:.3g}" for k, v in values.items()})
+                _fault("log", step)
             if step % tcfg.sample_every == 0:
                 run.sample_grid(f"step-{step:07d}", step, log)
+                _fault("sample", step)
             if step % tcfg.checkpoint_every == 0:
-                run.save(step, log)
+                run.save(step, log)  # never of non-finite weights
                 saved_step = step
                 run.checkpoint_metrics(step, log)
+                _fault("checkpoint", step)
             if evaluator is not None and step % tcfg.eval_every == 0:
                 evaluator(run, step, log)
         interrupted = sigint["stop"]
-    bar.close()
 
-    # The end: a last checkpoint, and rank 0's final grid, curves and the family's report.
-    missing = ranks.main and not (run.run_dir / "checkpoints" / "latest").exists()
-    if ranks.any(step != saved_step or missing, device):
-        run.save(step, log)
+        # The end: a last checkpoint, and rank 0's final grid, curves and the family's report.
+        missing = ranks.main and not (run.run_dir / "checkpoints" / "latest").exists()
+        if ranks.any(step != saved_step or missing, device):
+            run.save(step, log)
+    bar.close()
     if ranks.active:  # the ranks leave together
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
@@ -584,3 +746,17 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
         return RunResult(run.run_dir, step, interrupted)
     return finish_run(run, step, interrupted, log, progress)
 
+
+@contextmanager
+def closed_on_error(log: MetricsLog | NullLog, bar: tqdm):
+    """On an error inside the loop: the progress bar and the metrics log closed (what was logged
+    is on disk), quietly, so the error itself is what the user sees."""
+    try:
+        yield
+    except BaseException:
+        bar.close()
+        try:
+            log.close()
+        except OSError:
+            pass
+        raise
