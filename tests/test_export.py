@@ -53,21 +53,27 @@ def disco_points_run(tmp_path_factory) -> Path:
     return run_dir
 
 
-@pytest.fixture(scope="module")
-def disco_images_run(tmp_path_factory) -> Path:
-    """An untrained width-4 fashion-discogan run (config.json and one checkpoint): conv translators on images."""
-    run_dir = tmp_path_factory.mktemp("disco-images-run")
-    cfg = load_recipe("fashion-discogan", ["model.width=4", f"data.root={SHARED_DATASETS}"])
+def _untrained_run(run_dir: Path, recipe: str, overrides: list[str], shape: tuple[int, ...]) -> Path:
+    """A run folder of an untrained model (config.json and one checkpoint at step 3), without training."""
+    cfg = load_recipe(recipe, overrides)
     torch.manual_seed(0)
-    model = build_model(cfg, (1, 32, 32), 10)
+    model = build_model(cfg, shape, 10)
     for layer in model.modules():  # batch-norm statistics away from (0, 1), so that eval mode matters
         if isinstance(layer, torch.nn.BatchNorm2d):
             layer.running_mean.uniform_(-0.2, 0.2)
             layer.running_var.uniform_(0.5, 1.5)
+    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict()))
     save_checkpoint(run_dir, Checkpoint(step=3, model=model.state_dict(),
-                                        extra={"config": cfg.to_dict(), "image_shape": [1, 32, 32], "num_classes": 10}))
+                                        extra={"config": cfg.to_dict(), "image_shape": list(shape), "num_classes": 10}))
     return run_dir
+
+
+@pytest.fixture(scope="module")
+def disco_images_run(tmp_path_factory) -> Path:
+    """An untrained width-4 fashion-discogan run: conv translators on images."""
+    return _untrained_run(tmp_path_factory.mktemp("disco-images-run"), "fashion-discogan",
+                          ["model.width=4", f"data.root={SHARED_DATASETS}"], (1, 32, 32))
 
 
 @pytest.fixture
@@ -257,6 +263,15 @@ def test_the_folder_holds_the_ema_weights_by_default_and_the_live_ones_with_live
     assert torch.equal(api.generate(genforge.load(live.out), z), live_images)
     assert not torch.equal(api.generate(genforge.load(default.out), z), live_images)
     assert torch.equal(api.generate(genforge.load(default.out), z), api.generate(run, z))
+
+
+def test_a_folder_of_a_run_that_samples_by_rejection_samples_without_it(tmp_path):
+    """model.reject judges samples with the discriminator, which stays with the run: the folder's
+    sampling keeps every sample instead of consulting an untrained one."""
+    _untrained_run(tmp_path / "run", "ring-8", ["model.hidden=16", "model.reject=0.5"], (2,))
+    folder = genforge.load(api.export(tmp_path / "run", "folder", tmp_path / "model").out)
+    assert folder.cfg.model.reject == 0 and api.load(tmp_path / "run").cfg.model.reject == 0.5
+    assert torch.equal(api.sample(folder, 300, seed=0), api.generate(folder, api.noise(folder, 300, seed=0)))
 
 
 # --- the model card -------------------------------------------------------------------------------------

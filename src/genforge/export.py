@@ -531,7 +531,7 @@ def load_folder(path: str | Path, device: str = "cpu") -> FolderModel:
     if meta["kind"] != "folder":
         raise GenforgeError(f"{path} holds a '{meta['kind']}' export, for its own runtime; genforge.load reads model "
                             "folders (genforge export RUN --format folder) and run folders")
-    cfg = build_config(meta["config"])
+    cfg = build_config(_without_rejection(meta["config"]))
     try:
         model = build_model(cfg, tuple(meta["image_shape"]), meta["num_classes"])
     except (ValueError, TypeError, RuntimeError) as e:  # a shape the family's networks cannot take
@@ -545,6 +545,15 @@ def load_folder(path: str | Path, device: str = "cpu") -> FolderModel:
     model = model.to(where).eval()
     capabilities = dataclasses.replace(model.capabilities, rejection=False)
     return FolderModel(cfg, model, meta["step"], capabilities)
+
+
+def _without_rejection(config: dict[str, Any]) -> dict[str, Any]:
+    """A run config whose sampling does not reject: a discriminator-rejection quantile (``model.reject``)
+    would judge samples with a discriminator the folder does not hold (an untrained one)."""
+    model = config.get("model")
+    if isinstance(model, dict) and model.get("reject"):
+        return {**config, "model": {**model, "reject": 0.0}}
+    return config
 
 
 def _load_networks(model: nn.Module, tensors: dict[str, torch.Tensor], networks: list[str], path: Path) -> None:
