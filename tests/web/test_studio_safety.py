@@ -228,3 +228,17 @@ def test_one_evaluation_per_run_at_a_time(runs, monkeypatch):
                 break
             time.sleep(0.05)
         assert state["result"] == {"fid": 1.0}
+
+
+def test_a_recipe_name_cannot_name_a_folder_elsewhere(client, runs, monkeypatch):
+    from genforge import api
+
+    monkeypatch.setattr(api, "start_training", lambda *a, **k: pytest.fail("started with a path for a recipe"))
+    answer = client.post("/api/train", json={"recipe": "../../escape", "steps": 1})
+    assert answer.status_code == 400 and "run name" in answer.json()["error"]
+
+
+def test_the_page_may_load_nothing_from_elsewhere_nor_be_framed(client):
+    policy = client.get("/").headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert "http" not in policy  # no other origin is allowed

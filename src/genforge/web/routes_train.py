@@ -81,7 +81,7 @@ def _check_room(request: Request) -> None:
 def train(request: Request, body: TrainRequest):
     s = studio(request)
     _check_room(request)
-    name = check_run_name(body.name) if body.name else f"{body.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = check_run_name(body.name or f"{body.recipe}-{time.strftime('%Y%m%d-%H%M%S')}")
     target = s.root / name
     if target.exists():
         raise Refused(409, f"a folder '{name}' exists already under the runs folder; pick another name")

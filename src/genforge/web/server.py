@@ -21,6 +21,10 @@ from genforge.web.jobs import EvalJobs, ModelCache, Workers
 from genforge.web.safety import UPLOAD_LIMIT, Guard, Refused, is_loopback, new_token
 
 STATIC = Path(__file__).parent / "static"
+# The page may load and call only this server (pictures also as data: URLs); no other site may frame it.
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
+                                           "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+                "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
 
 @dataclass
@@ -79,7 +83,7 @@ def create_app(runs: str | Path = "runs", token: str | None = None, data_root: s
 
     @app.get("/", include_in_schema=False)
     async def index():
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache", **PAGE_HEADERS})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(Guard, token=token, upload_limit=upload_limit)

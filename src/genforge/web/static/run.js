@@ -131,7 +131,10 @@ function runHeader(runId, refresh) {
   const badge = GF.el("span", { id: "run-status" }), note = GF.el("div", {});
   const act = (url, body) => GF.post(url, body).then(refresh).catch((e) => GF.notice(note, e.message));
   const stop = GF.el("button", { id: "stop", onclick: () => act("/api/stop", { run: runId }) }, "Stop");
-  const resume = GF.el("button", { id: "resume", onclick: () => act("/api/resume", { run: runId }) }, "Resume");
+  const toStep = GF.el("input", { id: "resume-steps", type: "number", min: 1, class: "short", placeholder: "to step",
+                                  title: "the run's total steps after resuming (empty: its budget)" });
+  const resume = GF.el("button", { id: "resume", onclick: () =>
+    act("/api/resume", { run: runId, steps: toStep.value ? parseInt(toStep.value, 10) : null }) }, "Resume");
   const explore = GF.el("a", { class: "button", href: `#/explore?id=${GF.q(runId)}` }, "Explore");
   const update = (summary) => {
     badge.replaceChildren(GF.statusBadge(summary.status));
@@ -139,9 +142,9 @@ function runHeader(runId, refresh) {
     info.textContent = `${summary.recipe} (${summary.family}) · step ${summary.step}${total}` +
       (summary.images_per_s ? ` · ${GF.fmt(summary.images_per_s)} img/s` : "");
     stop.hidden = summary.status !== "training";
-    resume.hidden = summary.status === "training";
+    resume.hidden = toStep.hidden = summary.status === "training";
   };
-  return { node: GF.el("div", {}, title, GF.el("div", { class: "controls" }, badge, info, stop, resume, explore), note),
+  return { node: GF.el("div", {}, title, GF.el("div", { class: "controls" }, badge, info, stop, toStep, resume, explore), note),
            update, note };
 }
 
