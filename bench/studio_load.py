@@ -57,6 +57,16 @@ def wait_for(predicate, seconds: float, what: str):
     raise SystemExit(f"studio_load: timed out waiting for {what}")
 
 
+def finish(training: api.TrainingProcess) -> None:
+    """Stops the training: asks until its process holds the run (a stop before that finds no one), then waits."""
+    for _ in range(120):
+        if not training.alive() or api.stop_training(training.run_dir):
+            break
+        time.sleep(0.5)
+    if training.wait(60) is None and training.popen is not None:
+        training.popen.kill()
+
+
 def start_studio(root: Path, port: int) -> subprocess.Popen:
     studio = subprocess.Popen([sys.executable, "-m", "genforge", "studio", "--runs", str(root), "--host", HOST,
                                "--port", str(port), "--max-trainings", "4"],
@@ -141,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         figures = run_load(args.port, paths, args.clients, args.requests, args.max_seconds)
         loaded = speeds(run_dir, loaded_from)
     finally:
-        api.stop_training(training.run_dir)
-        training.wait(60)
+        finish(training)
         if studio is not None:
             studio.terminate()
             studio.wait(30)

@@ -46,11 +46,26 @@ def trained_runs(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def runs(trained_runs, tmp_path) -> Path:
+def runs(trained_runs, tmp_path):
     """A private copy of the trained runs folder (tests may add, break or link runs in it)."""
     root = tmp_path / "runs"
     shutil.copytree(trained_runs, root, symlinks=True)
-    return root
+    yield root
+    stop_trainings(root)
+
+
+def stop_trainings(root: Path) -> None:
+    """Stops every training still running under ``root`` (a test that failed midway leaves none behind)."""
+    import time
+
+    from genforge import api
+
+    for summary in api.list_runs(root):
+        if summary.status == "training" and api.stop_training(summary.path):
+            for _ in range(300):
+                if api.open_run(summary.path).status() != "training":
+                    break
+                time.sleep(0.1)
 
 
 def make_client(root: Path, **options) -> TestClient:

@@ -11,6 +11,7 @@ import re
 import pytest
 
 from tests.web.browser import ARGS, CHROMIUM, LiveStudio, require_browser, screenshot
+from tests.web.conftest import stop_trainings
 
 require_browser()
 
@@ -30,6 +31,7 @@ def studio(trained_runs, tmp_path_factory):
     with LiveStudio(root) as live:
         live.root = root
         yield live
+    stop_trainings(root)
 
 
 @pytest.fixture(scope="module")
