@@ -290,3 +290,23 @@ def test_a_discogan_takes_an_upload_a_to_b_and_back(discogan_run):
         assert c.post("/api/explore/translate", params={"run": "disco", "direction": "sideways"},
                       content=png_upload()).status_code == 422
         assert c.post("/api/explore/sample", json={"run": "disco"}).status_code == 400  # no noise to sample
+
+
+def test_many_pages_asking_at_once_share_one_read_of_the_runs(runs, monkeypatch):
+    from genforge import api
+    from genforge.web.routes_runs import RunsSnapshot
+
+    reads = []
+    real = api.list_runs
+    monkeypatch.setattr(api, "list_runs", lambda root: reads.append(root) or real(root))
+    shared = RunsSnapshot(runs, max_age=60)
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(shared.get())) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(reads) == 1 and len(answers) == 8 and all(a == answers[0] for a in answers)
+    fresh = RunsSnapshot(runs, max_age=0)
+    fresh.get(), fresh.get()
+    assert len(reads) == 3  # past max_age every ask reads again

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 from fastapi import APIRouter, Query, Request
@@ -28,18 +30,35 @@ def runs_snapshot(root: Path) -> list[dict]:
     return rows
 
 
+class RunsSnapshot:
+    """The run list read at most once every ``max_age`` seconds however many pages ask at once: sixteen
+    clients polling must not read every run folder sixteen times while a training shares the CPU."""
+
+    def __init__(self, root: Path, max_age: float = 0.5):
+        self.root, self.max_age = root, max_age
+        self._rows: list[dict] = []
+        self._read_at = -float("inf")
+        self._lock = threading.Lock()
+
+    def get(self) -> list[dict]:
+        with self._lock:  # one reader at a time; the others wait for its answer
+            if time.monotonic() - self._read_at > self.max_age:
+                self._rows = runs_snapshot(self.root)
+                self._read_at = time.monotonic()
+            return self._rows
+
+
 @router.get("/runs")
 def runs_list(request: Request):
-    s = studio(request)
-    return {"runs": runs_snapshot(s.root), "max_trainings": s.max_trainings}
+    return {"runs": request.app.state.runs.get(), "max_trainings": studio(request).max_trainings}
 
 
 @router.get("/events/runs")
 def runs_events(request: Request, limit: int | None = Query(None, ge=1), interval: float = Query(1.0, ge=0.05)):
-    root, last = studio(request).root, [None]
+    snapshot, last = request.app.state.runs, [None]
 
     def poll():
-        rows = runs_snapshot(root)
+        rows = snapshot.get()
         if rows == last[0]:
             return None
         last[0] = rows

@@ -70,6 +70,7 @@ def create_app(runs: str | Path = "runs", token: str | None = None, data_root: s
         models=ModelCache(_load), model_workers=Workers("sampling", threads=1, max_waiting=model_waiting),
         lab_workers=Workers("toy lab", threads=1, max_waiting=4), evals=EvalJobs(_evaluate))
     app.state.labs = routes_lab.LabSessions()
+    app.state.runs = routes_runs.RunsSnapshot(root)
     for module in (routes_runs, routes_train, routes_explore, routes_eval, routes_lab):
         app.include_router(module.router)
 
