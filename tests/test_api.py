@@ -161,3 +161,29 @@ def test_a_child_training_stops_with_a_checkpoint_and_resumes(tmp_path):
     assert api.open_run(run_dir).status() == "finished"
     assert api.open_run(run_dir).checkpoint_step() == stopped_at + 5
     assert any("resuming" in line for line in api.open_run(run_dir).log_tail())
+
+
+def test_genforge_load_gives_a_model_with_methods(toy_run, vae_run):
+    import genforge
+
+    model = genforge.load(toy_run)
+    assert torch.equal(model.sample(16, seed=0), api.sample(model, 16, seed=0))
+    assert model.interpolate(steps=4).shape == (4, 2)
+    assert model.generate(api.noise(model, 2)).shape == (2, 2)
+    vae = genforge.load(vae_run)
+    assert vae.encode(vae.sample(3)).shape == (3, vae.cfg.model.latent_dim)
+    with pytest.raises(GenforgeError, match="needs a DiscoGAN run"):
+        model.translate(torch.zeros(1, 2))
+
+
+def test_status_records_training_time_and_the_machine(toy_run):
+    from genforge.runs import recorded_status
+
+    status = recorded_status(toy_run)
+    assert status["train_seconds"] > 0 and status["machine"]["torch"] and status["machine"]["cores"] >= 1
+
+
+def test_a_model_card_names_the_recorded_training_time_and_machine(toy_run, tmp_path):
+    api.export(toy_run, "folder", tmp_path / "card")
+    card = (tmp_path / "card" / "README.md").read_text()
+    assert "Training time:" in card and "minutes of wall clock" in card and "not recorded" not in card

@@ -239,27 +239,52 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data
     run_dir.mkdir(parents=True, exist_ok=True)
     budget = {"steps": cfg.train.steps, "minutes": cfg.train.minutes}
     started: list[bool] = []
+    clock = time.monotonic()
     with RunLock(run_dir, budget):
         try:
             result = train(cfg, run_dir, resume=resume, data_root=data_root, progress=progress, start=start,
                            on_start=lambda: started.append(True))
         except BaseException as e:
             if started or not isinstance(e, GenforgeError):
-                _record_failure(run_dir, e, budget)
+                _record_failure(run_dir, e, budget, time.monotonic() - clock, cfg.train.device)
             raise
-        write_status(run_dir, "interrupted" if result.interrupted else "finished", result.step, budget=budget)
+        write_status(run_dir, "interrupted" if result.interrupted else "finished", result.step, budget=budget,
+                     seconds=time.monotonic() - clock, machine=machine(cfg.train.device))
     return result
 
 
-def _record_failure(run_dir: Path, error: BaseException, budget: dict[str, float]) -> None:
+def _record_failure(run_dir: Path, error: BaseException, budget: dict[str, float], seconds: float,
+                    device: str) -> None:
     """status.json for a training that stopped on an error or Ctrl-C; a full disk may refuse even that."""
     step = Run(run_dir).checkpoint_step() or 0 if (run_dir / "config.json").is_file() else 0
     interrupted = isinstance(error, KeyboardInterrupt)
     try:
         write_status(run_dir, "interrupted" if interrupted else "failed", step,
-                     "" if interrupted else " ".join(f"{type(error).__name__}: {error}".split()), budget)
+                     "" if interrupted else " ".join(f"{type(error).__name__}: {error}".split()), budget,
+                     seconds, machine(device))
     except OSError:
         pass
+
+
+def machine(device: str = "auto") -> dict[str, Any]:
+    """What a run trained on, for its records and model card: CPU model, cores, torch, and the GPU if used."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+                            "threads": torch.get_num_threads()}
+    if device != "cpu" and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
 
 
 @dataclass
@@ -369,6 +394,27 @@ class Loaded:
     @property
     def device(self):
         return next(self.model.parameters()).device
+
+    # The same operations as the module's functions, as methods: ``genforge.load(RUN).sample(16, seed=0)``.
+    def sample(self, n: int, seed: int = 0, label: int | None = None, reject: float | None = None):
+        """``n`` samples in [0, 1] (or points): see :func:`genforge.api.sample`."""
+        return sample(self, n, seed, label, reject)
+
+    def interpolate(self, steps: int = 10, rows: int = 1, spherical: bool = False, seed: int = 0, ends=None):
+        """Latent walks: see :func:`genforge.api.interpolate`."""
+        return interpolate(self, steps, rows, spherical, seed, ends)
+
+    def translate(self, images, direction: str = "a2b"):
+        """A DiscoGAN's (translations, reconstructions): see :func:`genforge.api.translate`."""
+        return translate(self, images, direction)
+
+    def encode(self, images):
+        """A VAE's latent means: see :func:`genforge.api.encode`."""
+        return encode(self, images)
+
+    def generate(self, z):
+        """Samples from given noise vectors: see :func:`genforge.api.generate`."""
+        return generate(self, z)
 
 
 def load(run_dir: str | Path, device: str = "cpu") -> Loaded:
@@ -536,6 +582,30 @@ def encode(loaded: Loaded, images):
 def reconstruct(loaded: Loaded, images):
     """A VAE's reconstructions (decoded latent means) of ``images`` (N, C, H, W) in [0, 1]."""
     return generate(loaded, encode(loaded, images))
+
+
+def fuse(loaded: Loaded, image_a, image_b, steps: int = 8):
+    """A fusion strip of two images (each (1, C, H, W) or (C, H, W) in [0, 1] at the run's size and
+    channels, e.g. from :func:`decode_image_bytes`): ``image_a``, then the ``steps`` images a VAE decodes
+    along the straight line from a's latent mean to b's (the first and last reconstruct a and b),
+    then ``image_b``; (steps + 2, C, H, W) in [0, 1] on the CPU."""
+    import torch
+
+    _need(loaded, "fusion", loaded.capabilities.encoder, "a VAE run")
+    if steps < 2:
+        raise GenforgeError(f"--steps must be at least 2, not {steps}")
+    _count(steps, "--steps")
+    model = loaded.model
+    pair = []
+    for name, image in (("image a", image_a), ("image b", image_b)):
+        if tuple(image.shape[-3:]) != tuple(model.image_shape) or image.numel() != torch.Size(model.image_shape).numel():
+            raise GenforgeError(f"{name} has shape {tuple(image.shape)}; this run encodes one image of shape "
+                                f"{tuple(model.image_shape)}")
+        pair.append(image.reshape(model.image_shape).float().cpu().clamp(0, 1))
+    with model.inference():
+        x = model.prepare((torch.stack(pair) * 255).round().to(torch.uint8).to(loaded.device))
+        walk = model.walk(x[0], x[1], steps).float().cpu()
+    return torch.cat([pair[0][None], walk, pair[1][None]])
 
 
 def decode_image_bytes(data: bytes, loaded: Loaded, name: str = "upload"):

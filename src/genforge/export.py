@@ -671,7 +671,20 @@ def _card_training(run: Loaded, meta: dict[str, Any]) -> list[str]:
             f"seed {run.cfg.train.seed}",
             f"- Weights: {weights}",
             f"- Throughput: {speed}",
-            "- Training time and machine: not recorded in the run folder", ""]
+            f"- {_card_time_and_machine(run.run_dir)}", ""]
+
+
+def _card_time_and_machine(run_dir: Path) -> str:
+    """The run's recorded training time and machine (status.json), or that they were not recorded."""
+    from genforge.runs import recorded_status
+
+    status = recorded_status(run_dir)
+    seconds, where = status.get("train_seconds"), status.get("machine")
+    if not _number(seconds) or not isinstance(where, dict):
+        return "Training time and machine: not recorded in the run folder"
+    device = where.get("gpu") or f"{where.get('cpu', '?')} ({where.get('cores', '?')} cores)"
+    return (f"Training time: {seconds / 60:.1f} minutes of wall clock, on {device}, "
+            f"torch {where.get('torch', '?')}")
 
 
 def _number(value: Any) -> bool:

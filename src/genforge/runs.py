@@ -160,14 +160,26 @@ def check_links(run_dir: str | Path) -> None:
 # --- how a run ended -------------------------------------------------------------------
 
 def write_status(run_dir: str | Path, status: str, step: int, error: str = "",
-                 budget: dict[str, float] | None = None) -> None:
+                 budget: dict[str, float] | None = None, seconds: float = 0.0,
+                 machine: dict[str, Any] | None = None) -> None:
     """Record how the training of a run stopped: finished, interrupted or failed (with its error line),
-    and the budget it trained to (a resume may have changed config.json's)."""
+    the budget it trained to (a resume may have changed config.json's), the wall-clock seconds of
+    training so far (``seconds`` this time, added to what earlier trainings recorded) and the machine."""
     from genforge.atomic import write_json_atomic
 
+    earlier = _read_json(Path(run_dir) / STATUS_FILE)
+    before = earlier.get("train_seconds", 0.0) if isinstance(earlier, dict) else 0.0
+    before = before if isinstance(before, (int, float)) else 0.0
     payload = {"status": status, "step": step, "time": time.time(), "budget": budget or {},
+               "train_seconds": round(before + seconds, 3), **({"machine": machine} if machine else {}),
                **({"error": error} if error else {})}
     write_json_atomic(Path(run_dir) / STATUS_FILE, payload, indent=1)
+
+
+def recorded_status(run_dir: str | Path) -> dict[str, Any]:
+    """RUN_DIR/status.json as written by :func:`write_status` ({} when absent or unreadable)."""
+    raw = _read_json(Path(run_dir) / STATUS_FILE)
+    return raw if isinstance(raw, dict) else {}
 
 
 def _checkpoint_step(run_dir: Path) -> int | None:
