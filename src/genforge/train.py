@@ -42,6 +42,7 @@ from genforge.models import build_model
 from genforge.models.base import Batch, Context, GenerativeModel, Phase
 from genforge.runtime import (BatchOrder, Distributed, FastPaths, MetricsLog, NullLog, choose_fast_paths,
                               init_distributed, resolve_device, rng_state, set_rng_state, set_threads)
+from genforge.threads import recheck_threads
 
 FIXED_NOISE = 64  # images in every progress grid, from one fixed noise batch
 
@@ -666,6 +667,13 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
         if e.errno not in DISK_ERRORS:
             raise
         raise write_error(_written_name(e.filename), e, Path(run_dir)) from None
+    except RuntimeError as e:  # under torchrun: a collective whose peer died (killed, out of memory)
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()
+                and (isinstance(e, torch.distributed.DistError) or "gloo" in str(e) or "Connection" in str(e))):
+            raise
+        raise GenforgeError(f"another process of the torchrun group stopped ({str(e).splitlines()[0][:160]}); "
+                            f"torchrun --max-restarts N restarts the group from {run_dir}'s last checkpoint, or "
+                            f"genforge train --resume {run_dir} under torchrun again") from None
 
 
 def _written_name(filename: Any) -> str:
@@ -718,6 +726,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, data_root: str | None, p
 
             if step % tcfg.log_every == 0 or step == tcfg.steps:
                 values = window.read(step, run.batches.global_batch)
+                recheck_threads()  # a run on automatic threads follows the cores other work leaves free
                 run.check_finite(step, values)  # a non-finite loss or weight stops the run here
                 log.log(step, {**values, **({"nan_skips": run.guard.skipped} if run.guard else {})})
                 bar.set_postfix({k.split("/", 1)[-1]: f"{v:.3g}" for k, v in values.items()})
