@@ -376,3 +376,34 @@ def test_torchrun_brings_the_group_back_after_a_rank_is_killed_with_the_same_wei
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     steps = [row["step"] for row in api.open_run(tmp_path / "killed").metrics() if "g/loss" in row]
     assert steps == [2, 4, 6, 8]  # the rows past the checkpoint were redone once, not twice
+
+
+# --- the cache and downloads --------------------------------------------------------------------
+
+def test_a_full_disk_while_writing_the_folder_cache_warns_once_and_still_loads(tmp_path, private_cache, monkeypatch,
+                                                                                capsys):
+    from genforge.data import folder as folders
+
+    from .conftest import synthetic_folder
+
+    images = synthetic_folder(tmp_path / "images", count=4)
+    _fail_once(monkeypatch, folders, "write_atomic", lambda *_: True)
+    loaded = folders.load_folder(images, folders.DecodeSettings(8))
+    assert loaded.images.shape == (4, 3, 8, 8)
+    err = capsys.readouterr().err
+    assert err.count("genforge: warning:") == 1 and "No space left on device" in err
+    assert not private_cache.exists() or not [p for p in private_cache.rglob("*") if p.is_file()]
+
+
+def test_a_link_planted_at_a_download_part_file_is_not_written_through(tmp_path):
+    from genforge.data.download import _open_part
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    (tmp_path / "data").mkdir()
+    part = tmp_path / "data" / "train-images-idx3-ubyte.gz.part"
+    part.symlink_to(outside)
+    for append in (False, True):
+        with pytest.raises(OSError):
+            _open_part(part, append)
+    assert outside.read_text() == "keep me"

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from genforge.atomic import fsync_dir, write_atomic
 from genforge.data.catalog import DatasetSpec, FolderSpec, RemoteFile
 from genforge.errors import GenforgeError
 
@@ -217,12 +218,9 @@ def write_manifest(path: Path, recorded: dict[str, str]) -> None:
     from genforge.data.folder import natural_key
 
     lines = "".join(f"{recorded[name]}  {name}\n" for name in sorted(recorded, key=natural_key))
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(lines, encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(path, lines)  # a link planted at the manifest is replaced, never written through
     except OSError as e:
-        _unlink(tmp)
         raise GenforgeError(f"cannot write {path}: {_one_line(e.strerror or e)}; check the folder's permissions "
                             "and free space") from None
 
@@ -369,7 +367,7 @@ def _download(url: str, part: Path, wrote: list[bool], *, timeout: float, progre
         expected = int(length) if length and length.isdigit() else None
         received = 0
         try:
-            out = open(part, "ab" if start else "wb")
+            out = _open_part(part, append=bool(start))
         except OSError as e:
             raise _LocalError(_one_line(e.strerror or e)) from None
         wrote.append(True)
@@ -425,6 +423,12 @@ def _open(url: str, have: int, timeout: float):
         return _RESTART
 
 
+def _open_part(part: Path, append: bool):
+    """The ``.part`` file for writing, never through a link planted under its name."""
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | (os.O_APPEND if append else os.O_TRUNC)
+    return os.fdopen(os.open(part, flags, 0o644), "ab" if append else "wb")
+
+
 def _payload_sha256(path: Path) -> str | None:
     """SHA-256 of the gunzipped payload, streamed; ``None`` if it is not valid gzip."""
     digest = hashlib.sha256()
@@ -445,22 +449,12 @@ def _place(part: Path, target: Path) -> None:
         with open(part, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(part, target)
+        fsync_dir(target.parent)  # persist the rename itself
     except OSError as e:
         raise GenforgeError(
             f"cannot move {part} to {target}: {_one_line(e.strerror or e)}; "
             "check the folder's permissions and free space"
         ) from None
-    try:
-        # Persist the rename itself; directories cannot be opened on Windows.
-        fd = os.open(target.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _unlink(path: Path) -> None:

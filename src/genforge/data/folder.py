@@ -32,6 +32,7 @@ import PIL
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from genforge.atomic import write_atomic
 from genforge.errors import GenforgeError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp")
@@ -290,19 +291,9 @@ def _write_cache(path: Path, key: str, loaded: FolderImages, warn: Callable[[str
 
     meta = {"key": key, "folder": str(loaded.folder), "files": json.dumps(loaded.files),
             "skipped": json.dumps(loaded.skipped)}
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as out:
-            out.write(save({"images": loaded.images}, metadata=meta))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
+    try:  # genforge.atomic: whole or not at all, and never through a link planted in the cache
+        write_atomic(path, save({"images": loaded.images}, metadata=meta))
     except OSError as e:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
         warn(f"cannot write the image cache {path} ({_one_line(e.strerror or e)}); the folder will be decoded "
              "again next time")
 
