@@ -32,6 +32,14 @@ def g_nonsaturating(fake: torch.Tensor) -> torch.Tensor:
     return F.softplus(-fake).mean()
 
 
+def d_softplus_difference(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """E[softplus(D(G(z)))] - E[softplus(D(x))]: the D loss of the DiscoGAN livestream's toy, kept to show
+    why its curves went "wildly crazy". It differs from :func:`d_bce` by the sign inside the real term
+    (softplus(r) where BCE has softplus(-r)), so it has no lower bound: it falls without end as D's
+    logits on real data grow, and D is rewarded for confidence, not for being right."""
+    return F.softplus(fake).mean() - F.softplus(real).mean()
+
+
 # --- Mao et al. 2017, "Least Squares Generative Adversarial Networks" (arXiv 1611.04076) --
 def d_least_squares(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """0.5 [(D(x) - 1)^2 + D(G(z))^2] (the a=0, b=c=1 coding)."""

@@ -44,7 +44,10 @@ class DiscoGANConfig:
     arch: str = opt("auto", "networks: mlp (2-D points), conv (images) or auto (by the data)", ("auto", "mlp", "conv"))
     hidden: int = opt(256, "MLP width (2 hidden layers, ReLU)")
     width: int = opt(64, "conv base channel count (doubled at each of 4 layers)")
-    gan_loss: str = opt("nonsaturating", "GAN loss: nonsaturating BCE or least_squares", ("nonsaturating", "least_squares"))
+    gan_loss: str = opt("nonsaturating", "GAN loss: nonsaturating BCE, least_squares, or softplus_difference (the "
+                        "livestream's D loss E[softplus(D(fake))] - E[softplus(D(real))], beside the nonsaturating G "
+                        "loss: it has no lower bound, so D's loss falls without end and the curves go wild; to see "
+                        "why, not to train with)", ("nonsaturating", "least_squares", "softplus_difference"))
     recon_loss: str = opt("mse", "reconstruction distance", ("mse", "l1"))
     cyclegan: bool = opt(False, "CycleGAN's settings instead: least-squares GAN + cycle_weight * L1 cycle, no curriculum")
     cycle_weight: float = opt(10.0, "CycleGAN's lambda on the L1 cycle loss (cyclegan=true only)")
@@ -53,6 +56,11 @@ class DiscoGANConfig:
     recon_weight_start: float = opt(0.01, "w for the first curriculum_steps steps (official: 0.01)")
     curriculum_steps: int = opt(10000, "steps at recon_weight_start before recon_weight; 0 = no curriculum")
     g_steps: int = opt(1, "generator steps per discriminator step, each on a fresh batch")
+
+
+# D's loss by model.gan_loss (G's: least squares for least_squares, else non-saturating BCE)
+DISCRIMINATOR_LOSSES = {"nonsaturating": losses.d_bce, "least_squares": losses.d_least_squares,
+                        "softplus_difference": losses.d_softplus_difference}
 
 
 # --- networks -------------------------------------------------------------------------
@@ -133,6 +141,9 @@ class DiscoGAN(GenerativeModel):
     def check_model(cls, cfg: DiscoGANConfig, data_shape: tuple[int, ...] | None = None) -> None:
         """The model section's checks, also run whenever the networks are built."""
         check_ranges(cfg, cls.RANGES, "model.")
+        if cfg.cyclegan and cfg.gan_loss != "nonsaturating":
+            raise GenforgeError(f"model.gan_loss={cfg.gan_loss} does not combine with model.cyclegan=true, whose GAN "
+                                "loss is least squares: leave model.gan_loss at nonsaturating")
         if data_shape is None:
             return
         points = len(data_shape) == 1
@@ -272,7 +283,7 @@ class DiscoGAN(GenerativeModel):
     def d_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         terms: dict[str, torch.Tensor] = {}
         total = 0.0
-        d_loss = losses.d_least_squares if self._least_squares() else losses.d_bce
+        d_loss = losses.d_least_squares if self._least_squares() else DISCRIMINATOR_LOSSES[self.cfg.gan_loss]
         for name, source, real, forward, _, critic, _ in self._directions(batch):
             with torch.no_grad():
                 fake = forward(source)
