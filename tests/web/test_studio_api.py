@@ -310,3 +310,12 @@ def test_many_pages_asking_at_once_share_one_read_of_the_runs(runs, monkeypatch)
     fresh = RunsSnapshot(runs, max_age=0)
     fresh.get(), fresh.get()
     assert len(reads) == 3  # past max_age every ask reads again
+
+
+def test_a_diverged_run_s_nan_losses_reach_the_page_as_null(client, runs):
+    with (runs / "dcgan" / "metrics.jsonl").open("a") as out:
+        out.write('{"step": 8, "g/loss": NaN, "d/loss": Infinity}\n')
+    rows = client.get("/api/run/metrics", params={"run": "dcgan", "since": 6}).json()["rows"]
+    assert rows == [{"step": 8, "g/loss": None, "d/loss": None}]
+    streamed = events(client, "/api/events/metrics", run="dcgan", since=6, limit=1)
+    assert streamed[0]["rows"] == rows

@@ -82,7 +82,9 @@ def test_the_toy_lab_plays_ring_8_and_its_picture_changes(page, studio):
     page.select_option("#lab-loss", "wgan-gp")
     page.click("#lab-apply")
     expect(page.locator(".notice.ok")).to_have_text("changed")
-    print(f"\ntoy lab: {LAB_RATE['ring-8']:.1f} updates/s on ring-8 (5 steps per update, 40x40 heatmap)")
+    per_update = page.locator("#lab-per-update").input_value()
+    print(f"\ntoy lab: {LAB_RATE['ring-8']:.1f} updates/s on ring-8 ({per_update} steps per update by now, "
+          "32x32 heatmap, 80 arrows)")
     assert LAB_RATE["ring-8"] > 0
 
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import base64
+import json
+import math
 from pathlib import Path
+from typing import Any
 
 from fastapi import Request
+from fastapi.responses import JSONResponse
 
 from genforge.web.safety import resolve_run
 
@@ -30,3 +34,30 @@ def data_url(png: bytes) -> str:
 def relative_name(run_path: Path, path: Path) -> str:
     """A file of the run as 'samples/step-0000010.png' (what /api/run/file takes)."""
     return Path(path).resolve().relative_to(run_path.resolve()).as_posix()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def dumps(payload: Any) -> str:
+    """JSON text of ``payload`` with NaN and infinities as null: a diverged run logs them, and JSON (the
+    browser's JSON.parse) cannot carry them."""
+    try:
+        return json.dumps(payload, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        return json.dumps(_finite(payload), allow_nan=False, separators=(",", ":"))
+
+
+class StudioJSON(JSONResponse):
+    """The studio's JSON answers: :func:`dumps`. Routes that answer big payloads (a lab frame, a run's
+    metrics) return it themselves, skipping FastAPI's element-by-element encoder (13 ms of a 40 ms frame)."""
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content).encode()

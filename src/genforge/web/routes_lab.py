@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from genforge.web.common import studio
+from genforge.web.common import StudioJSON, studio
 from genforge.web.safety import Refused, read_capped
 
 router = APIRouter(prefix="/api/lab")
@@ -98,7 +98,7 @@ def _build(body: NewLab, csv: bytes | None = None):
 
 async def _create(request: Request, body: NewLab, csv: bytes | None = None) -> dict:
     toy, state = await studio(request).lab_workers.run(_build, body, csv)
-    return {"id": request.app.state.labs.add(toy), "state": state}
+    return StudioJSON({"id": request.app.state.labs.add(toy), "state": state})
 
 
 @router.get("/recipes")
@@ -128,7 +128,7 @@ async def step(request: Request, lab_id: str, body: StepRequest):
             losses = session.lab.step(body.which, body.n)
             return {"losses": losses, "state": session.lab.state(grid=body.grid, arrows=body.arrows)}
 
-    return await studio(request).lab_workers.run(work)
+    return StudioJSON(await studio(request).lab_workers.run(work))
 
 
 @router.post("/{lab_id}/set")
@@ -140,7 +140,7 @@ async def change(request: Request, lab_id: str, body: SetRequest):
             session.lab.set(loss=body.loss, lr_d=body.lr_d, lr_g=body.lr_g, d_steps=body.d_steps)
             return {"state": session.lab.state()}
 
-    return await studio(request).lab_workers.run(work)
+    return StudioJSON(await studio(request).lab_workers.run(work))
 
 
 @router.get("/{lab_id}/state")
@@ -151,4 +151,4 @@ async def state(request: Request, lab_id: str, grid: int = 40, arrows: int = 100
         with session.lock:
             return session.lab.state(grid=max(8, min(grid, 80)), arrows=max(0, min(arrows, 400)))
 
-    return await studio(request).lab_workers.run(work)
+    return StudioJSON(await studio(request).lab_workers.run(work))

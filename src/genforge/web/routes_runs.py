@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
 from genforge import api
-from genforge.web.common import relative_name, run_dir, studio
+from genforge.web.common import StudioJSON, relative_name, run_dir, studio
 from genforge.web.safety import run_file
 from genforge.web.sse import event_stream
 
@@ -50,7 +50,7 @@ class RunsSnapshot:
 
 @router.get("/runs")
 def runs_list(request: Request):
-    return {"runs": request.app.state.runs.get(), "max_trainings": studio(request).max_trainings}
+    return StudioJSON({"runs": request.app.state.runs.get(), "max_trainings": studio(request).max_trainings})
 
 
 @router.get("/events/runs")
@@ -91,7 +91,7 @@ def run_page(request: Request, run: str):
 
 @router.get("/run/metrics")
 def run_metrics(request: Request, run: str, since: int | None = None):
-    return {"rows": api.open_run(run_dir(request, run)).metrics(since=since)}
+    return StudioJSON({"rows": api.open_run(run_dir(request, run)).metrics(since=since)})
 
 
 @router.get("/events/metrics")

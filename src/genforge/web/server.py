@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from genforge.errors import GenforgeError
+from genforge.web.common import StudioJSON
 from genforge.web.jobs import EvalJobs, ModelCache, Workers
 from genforge.web.safety import UPLOAD_LIMIT, Guard, Refused, is_loopback, new_token
 
@@ -64,7 +65,8 @@ def create_app(runs: str | Path = "runs", token: str | None = None, data_root: s
 
     root = Path(runs)
     root.mkdir(parents=True, exist_ok=True)
-    app = FastAPI(title="genforge studio", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="genforge studio", docs_url=None, redoc_url=None, openapi_url=None,
+                  default_response_class=StudioJSON)
     app.state.studio = Studio(
         root=root, data_root=data_root, max_trainings=max_trainings or os.cpu_count() or 1,
         models=ModelCache(_load), model_workers=Workers("sampling", threads=1, max_waiting=model_waiting),

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any, Callable
 
 import anyio
 from fastapi import Request
 from fastapi.responses import StreamingResponse
+
+from genforge.web.common import dumps
 
 KEEPALIVE_S = 15.0
 
@@ -27,7 +28,7 @@ def event_stream(request: Request, poll: Callable[[], Any | None], interval: flo
                 return
             payload = await anyio.to_thread.run_sync(poll)
             if payload is not None:
-                yield f"data: {json.dumps(payload)}\n\n"
+                yield f"data: {dumps(payload)}\n\n"
                 sent, quiet = sent + 1, 0.0
             elif quiet >= KEEPALIVE_S:
                 yield ": keep-alive\n\n"
