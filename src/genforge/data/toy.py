@@ -68,8 +68,9 @@ def toy_domains(name: str, split: str, n: int = POINTS_PER_DOMAIN) -> tuple[torc
 # --- single-domain mixtures: the GAN theory bench (recipes R4) ---------------------------
 # The standard toys as PacGAN (Lin et al. 2018, arXiv 1712.04086) and VEEGAN define them, so
 # that modes captured / high-quality share / reverse KL sit beside the published numbers;
-# and the lecture's 1-D "duck and cow" weights. Train splits are large (the papers sample
-# the mixture afresh every batch; 100,000 points is close to that), test splits 2,500.
+# and the lecture's "duck and cow" weights (1-D) and weights and sizes (2-D). Train splits are
+# large (the papers sample the mixture afresh every batch; 100,000 points is close to that),
+# test splits 2,500.
 
 MIXTURE_SIZES = {"train": 100_000, "test": 2_500}
 
@@ -89,6 +90,9 @@ class MixtureSpec:
 MIXTURES: dict[str, MixtureSpec] = {
     "duck-cow": MixtureSpec("1-D 'duck and cow' weights: Gaussians at 0.25 and 0.75 on a 0..1 axis, std 0.06",
                             ((0.25,), (0.75,)), 0.06, ("duck", "cow")),
+    # The lecture's 2-D picture: ducks are light and small, cows heavy and big (axis 0 = weight, 1 = size).
+    "duck-cow-2d": MixtureSpec("2-D ducks and cows: Gaussians at (0.25, 0.3) and (0.75, 0.7) on 0..1 weight and "
+                               "size axes, std 0.06", ((0.25, 0.3), (0.75, 0.7)), 0.06, ("duck", "cow")),
     "ring-8": MixtureSpec("PacGAN ring: 8 Gaussians evenly on the unit circle, std 0.01", ring(8, radius=1.0), 0.01),
     "grid-25": MixtureSpec("PacGAN grid: 25 Gaussians at {-4,-2,0,2,4}^2, std 0.05",
                            tuple((float(x), float(y)) for x in (-4, -2, 0, 2, 4) for y in (-4, -2, 0, 2, 4)), 0.05),

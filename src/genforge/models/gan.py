@@ -47,7 +47,11 @@ class GANConfig:
                        "copied 32x32 DCGAN has 128: G 512-256-128); 0 = width")
     kernel: int = opt(4, "DCGAN kernel size of every strided (transposed) conv, 3 to 7: 4 as Radford et al., "
                       "5 as the TensorFlow DCGAN / Pokemon WGAN code")
-    noise: str = opt("gaussian", "distribution of z", ("gaussian", "uniform", "truncated"))
+    noise: str = opt("gaussian", "distribution of z: gaussian N(0, 1); uniform U(-1, 1); uniform01 U(0, 1) (the GAN "
+                     "lecture's 'between zero and one'); truncated N(0, 1) within +-2, resampled as TF's "
+                     "truncated_normal; truncated_clamp N(0, 1) clamped to +-2 (what truncated drew before 2026-12: "
+                     "its old runs resume and sample alike with it)",
+                     ("gaussian", "uniform", "uniform01", "truncated", "truncated_clamp"))
     loss: str = opt("nonsaturating", "the game: BCE with G loss nonsaturating -log D(G(z)) or minimax "
                     "log(1 - D(G(z))); least_squares; hinge; wasserstein (weight clipping); wgan-gp",
                     ("nonsaturating", "minimax", "least_squares", "hinge", "wasserstein", "wgan-gp"))
@@ -83,6 +87,25 @@ class GANConfig:
                            ("none", "concat", "projection"))
     class_histogram: bool = opt(False, "log the evaluation classifier's class histogram of 1,000 samples at every "
                                 "checkpoint (mode collapse over training; MNIST / Fashion-MNIST)")
+
+
+TRUNCATION = 2.0  # model.noise=truncated: |z| <= 2 standard deviations, as TF's truncated_normal
+
+
+def draw_noise(kind: str, shape: tuple[int, ...], generator: torch.Generator | None, device) -> torch.Tensor:
+    """Noise of ``model.noise`` kind ``kind``. ``truncated`` is N(0, 1) conditioned on |z| <= 2, the
+    distribution TF's truncated_normal gets by resampling values beyond 2: here by the inverse CDF
+    of a uniform draw between Phi(-2) and Phi(2), which gives it without a loop or a host sync.
+    ``truncated_clamp`` piles the tails onto +-2 (4.6% of values), as genforge once did."""
+    if kind in ("uniform", "uniform01"):
+        z = torch.rand(shape, generator=generator, device=device)
+        return z if kind == "uniform01" else z * 2 - 1
+    if kind == "truncated":
+        low = 0.5 * math.erfc(TRUNCATION / math.sqrt(2))  # Phi(-2)
+        u = torch.rand(shape, generator=generator, device=device, dtype=torch.float64)
+        return torch.special.ndtri(low + u * (1 - 2 * low)).float()
+    z = torch.randn(shape, generator=generator, device=device)
+    return z.clamp(-TRUNCATION, TRUNCATION) if kind == "truncated_clamp" else z
 
 
 def _fits_dcgan(image_size: int) -> bool:
@@ -351,12 +374,7 @@ class GAN(GenerativeModel):
         (n, latent_dim + K), ``labels`` uniform over the classes unless given."""
         device = device or "cpu"
         where = generator.device if generator is not None else device  # a CPU generator draws on the CPU
-        if self.cfg.noise == "uniform":
-            z = torch.rand(n, self.cfg.latent_dim, generator=generator, device=where) * 2 - 1
-        else:
-            z = torch.randn(n, self.cfg.latent_dim, generator=generator, device=where)
-            if self.cfg.noise == "truncated":  # TF's truncated_normal: resample |z| > 2; clamping is close enough
-                z = z.clamp(-2.0, 2.0)
+        z = draw_noise(self.cfg.noise, (n, self.cfg.latent_dim), generator, where)
         if self.classes:
             if labels is None:
                 labels = torch.randint(self.classes, (n,), generator=generator, device=where)
