@@ -35,6 +35,9 @@ class DataConfig:
     flip: bool = opt(False, "augmentation: flip each training image left-right with probability 1/2")
     brightness: float = opt(0.0, "augmentation: add a per-image shift in [-b, b] (fraction of the value range); 0 = off")
     contrast: float = opt(0.0, "augmentation: scale each image about its mean by a factor in [1 - c, 1 + c]; 0 = off")
+    test_share: float = opt(0.0, "image folders: share of the files held out as the test split (chosen by a hash "
+                            "of each file's name, so the same files in any order); 0 = the test split is the "
+                            "training images")
 
 
 @dataclass
@@ -265,6 +268,7 @@ def config_from_json(path) -> RunConfig:
 # What each general key allows (families hold their own model.* table beside ``check_config``).
 RANGES = {
     "data.image_size": "[8, 1024]", "data.brightness": "[0, 1]", "data.contrast": "[0, 1]",
+    "data.test_share": "[0, 1)",
     "optim.lr": "> 0", "optim.beta1": "[0, 1)", "optim.beta2": "[0, 1)", "optim.weight_decay": ">= 0",
     "optim.final_lr": "[0, 1]",
     "train.steps": ">= 0", "train.minutes": ">= 0", "train.batch_size": ">= 1", "train.seed": "[0, 4294967295]",

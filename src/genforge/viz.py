@@ -419,13 +419,17 @@ def _translations(model, ctx) -> list:
 def _vae_pictures(model, ctx) -> list:
     plots, test = Path(ctx.run_dir) / "plots", ctx.test_data
     shape = model.image_shape
-    x = model.prepare(test.images[:32].to(ctx.device))
+    per_row = min(4, len(test))
+    rows = min(8, len(test) // per_row)
+    x = model.prepare(test.images[:rows * per_row].to(ctx.device))
     recon = model.decode(model.encode(x)[0]).cpu()
-    # Originals left, reconstructions right: 8 rows of (4 originals | 4 reconstructions).
-    pairs = torch.cat([x.cpu().view(8, 4, *shape), recon.view(8, 4, *shape)], dim=1)
-    paths = [save_grid(pairs.flatten(0, 1), plots / "reconstructions.png", nrow=8, scale=3),
+    # Originals left, reconstructions right: up to 8 rows of (4 originals | 4 reconstructions).
+    pairs = torch.cat([model.to_unit(x).cpu().view(rows, per_row, *shape), recon.view(rows, per_row, *shape)], dim=1)
+    paths = [save_grid(pairs.flatten(0, 1), plots / "reconstructions.png", nrow=2 * per_row, scale=3),
              save_grid(model.sample(64, torch.Generator().manual_seed(0)), plots / "prior_samples.png", nrow=8, scale=3),
-             _latent_map(model, test, ctx.device, plots / "latent_scatter.png")]
+             _latent_walks(model, x, plots / "latent_walks.png")]
+    if test.classes:  # a map coloured by class; an image folder has no classes
+        paths.append(_latent_map(model, test, ctx.device, plots / "latent_scatter.png"))
     if model.cfg.latent_dim == 2:  # the classic manifold: decode a grid of Gaussian quantiles
         from scipy.stats import norm
 
@@ -435,6 +439,14 @@ def _vae_pictures(model, ctx) -> list:
     paths.append(plot_curves(_rows(ctx), ["vae/loss", "vae/recon", "vae/kl"], plots / "elbo_curves.png",
                              title="negative ELBO = reconstruction + KL", ylabel="nats per image"))
     return paths
+
+
+def _latent_walks(model, x: torch.Tensor, path: Path, steps: int = 8) -> Path | None:
+    """Up to 4 walks between the latent means of test images, one a row: image a, the ``steps``
+    decoded points from a's code to b's (fusions), image b. None with fewer than two images."""
+    rows = [torch.cat([model.to_unit(x[2 * r:2 * r + 1]), model.walk(x[2 * r], x[2 * r + 1], steps),
+                       model.to_unit(x[2 * r + 1:2 * r + 2])]).cpu() for r in range(min(4, x.shape[0] // 2))]
+    return save_grid(torch.cat(rows), path, nrow=steps + 2, scale=3) if rows else None
 
 
 def _latent_map(model, test, device, path: Path) -> Path:

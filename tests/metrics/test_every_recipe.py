@@ -36,6 +36,8 @@ CASES = {
     "pokemon-dcgan": ([*DCGAN, FOLDER], {"pixel_fid", "pixel_kid", "pixel_kid_std", "near_copies"}, "image-folder"),
     "pokemon-wgan": ([*DCGAN, FOLDER], {"pixel_fid", "pixel_kid", "colour_mean_diff"}, "image-folder"),
     "pokemon-wgan-gp": ([*DCGAN, FOLDER], {"pixel_fid", "pixel_kid", "nn_ratio"}, "image-folder"),
+    "pokemon-vae": (["model.width=4", "model.latent_dim=8", FOLDER], {"test_bits_per_dim", "test_nll_bits_per_dim",
+                                                                       "pixel_fid", "pixel_kid"}, "image-folder"),
 }
 
 

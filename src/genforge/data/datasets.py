@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -139,12 +140,37 @@ def load_data(data, split: str = "train", root: str | Path | None = None) -> Ima
     # when the train split was loaded, so they are not repeated.
     loaded = load_folder(folder, DecodeSettings(data.image_size, data.channels, data.background),
                          warn=warn_stderr if split == "train" else _quiet)
+    loaded = hold_out(loaded, split, data.test_share)
     return ImageData(data.dataset, split, loaded.images, torch.zeros(len(loaded.files), dtype=torch.long), (),
                      files=loaded.files)
 
 
 def _quiet(line: str) -> None:
     pass
+
+
+def held_out_files(files: tuple[str, ...], share: float) -> set[str]:
+    """The files of a folder held out as its test split: those whose name hashes (SHA-256) below
+    ``share``, so the choice depends on nothing but each name (not on the order or the other files);
+    at least one when ``share`` > 0 (the lowest hash), and never every file."""
+    if share <= 0 or len(files) < 2:
+        return set()
+    scores = {name: int.from_bytes(hashlib.sha256(name.encode("utf-8", "surrogateescape")).digest()[:8], "big") / 2.0**64
+              for name in files}
+    chosen = {name for name, score in scores.items() if score < share} or {min(scores, key=scores.get)}
+    if len(chosen) == len(files):
+        chosen.discard(max(scores, key=scores.get))
+    return chosen
+
+
+def hold_out(loaded, split: str, share: float):
+    """A decoded folder (:class:`genforge.data.folder.FolderImages`) cut to ``split``: with
+    ``data.test_share`` > 0 the test split is the held-out files and the train split the rest."""
+    test = held_out_files(loaded.files, share)
+    if not test:
+        return loaded
+    keep = [i for i, name in enumerate(loaded.files) if (name in test) == (split == "test")]
+    return dataclasses.replace(loaded, images=loaded.images[keep], files=tuple(loaded.files[i] for i in keep))
 
 
 def locate(name: str, root: str | Path | None = None) -> Path | None:

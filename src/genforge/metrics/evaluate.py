@@ -227,7 +227,7 @@ def _class_histogram(judging: Judging) -> dict[str, Any]:
                               "test_kl": "nats per image", "test_nll": f"nats per image, {LOWER}",
                               "nll_importance_samples": "samples per image"},
           applies=_likelihood_model, requires="needs a likelihood model (the vae family)",
-          why_not={"image-folder": "needs a held-out test split, and an image folder has none"})
+          why_not={"image-folder": "an image folder's VAE is scored in bits per dimension (bits_per_dim)"})
 def _likelihood(judging: Judging) -> dict[str, Any]:
     model = judging.model
     x = model.prepare(judging.split("test").images.to(judging.device))  # eval mode: rounded, fixed
@@ -235,6 +235,28 @@ def _likelihood(judging: Judging) -> dict[str, Any]:
     nll = model.importance_nll(x, k=judging.nll_samples, progress=judging.show_progress)
     return {"test_neg_elbo": elbo["loss"], "test_recon": elbo["recon"], "test_kl": elbo["kl"],
             "test_nll": nll, "nll_importance_samples": float(judging.nll_samples)}
+
+
+IMAGE_NLL_SAMPLES = 64  # at most this many importance samples per image for a colour VAE (a conv decode each)
+
+
+@register("bits_per_dim", "a colour VAE's test negative ELBO and importance-weighted NLL in bits per dimension "
+          "(sub-pixel) on the folder's held-out test split (data.test_share)", ("image-folder",),
+          {"test_bits_per_dim": f"bits per sub-pixel (negative ELBO), {LOWER}; 8 = uniform over 256 levels",
+           "test_nll_bits_per_dim": f"bits per sub-pixel (importance-weighted NLL), {LOWER}",
+           "test_neg_elbo": f"nats per image, {LOWER}", "test_kl": "nats per image",
+           "test_images": "images in the test split", "nll_importance_samples": "samples per image"},
+          applies=_likelihood_model, requires="needs a likelihood model (the vae family)",
+          why_not={"named-images": "a named set's VAE is scored in nats per image (likelihood)"})
+def _bits_per_dim(judging: Judging) -> dict[str, Any]:
+    model = judging.model
+    x = model.prepare(judging.split("test").images.to(judging.device))
+    elbo = model.test_elbo(x, batch_size=256)
+    k = min(judging.nll_samples, IMAGE_NLL_SAMPLES)
+    nll = model.importance_nll(x, k=k, progress=judging.show_progress)
+    return {"test_bits_per_dim": model.bits_per_dim(elbo["loss"]), "test_nll_bits_per_dim": model.bits_per_dim(nll),
+            "test_neg_elbo": elbo["loss"], "test_kl": elbo["kl"], "test_images": float(x.shape[0]),
+            "nll_importance_samples": float(k)}
 
 
 def _distances_in(kind: str, prefix: str, features: str, why: dict[str, str]) -> None:
@@ -433,8 +455,17 @@ def _pixel_account(judging: Judging) -> dict[str, Any]:
     side = min(PIXEL_SIDE, judging.model.image_shape[-1])
     return {"extractor": f"pixels at {side}x{side}, fixed random projection to {PROJECTION_DIM}",
             "extractor_sha256": projection_id(real.pixels.shape[1]), "samples": judging.n, "seed": judging.seed,
-            "reference": f"{judging.dataset} training images ({len(real)}; a folder has no held-out split)",
+            "reference": f"{judging.dataset} training images ({len(real)})", "test_split": _test_split(judging),
             "reference_images": len(real), "floor": floor}
+
+
+def _test_split(judging: Judging) -> str:
+    """eval.json's line on where an image folder's test split came from."""
+    share = judging.data_cfg.test_share
+    if share <= 0:
+        return "none: the folder has no held-out split, so its test split is its training images (data.test_share=0)"
+    return (f"held out: the {len(judging.split('test'))} files whose name hashes below data.test_share={share:g} "
+            "(the folder has no split of its own); training used the other files")
 
 
 def _points_account(judging: Judging) -> dict[str, Any]:
