@@ -35,6 +35,9 @@ EPILOGS = {
     "arithmetic": """examples:
   genforge sample runs/dcgan --n 3 --seed 1 --save-z a.safetensors --out a.png   # pick three samples per concept
   genforge arithmetic runs/dcgan --a a.safetensors --b b.safetensors --c c.safetensors --out abc.png""",
+    "fuse": """examples:
+  genforge fuse runs/pokemon-vae 1.png 4.png --out fusion.png          # a | 8 decoded steps | b
+  genforge fuse runs/pokemon-vae a.png b.png --steps 12 --out ab.png   # a longer walk""",
     "bench": """examples:
   genforge bench toys --seeds 5                        # minimax / non-saturating / WGAN-GP on ring-8 and grid-25
   genforge bench toys --seeds 2 --steps 500 --toy ring-8 --config wgan-gp""",
@@ -138,6 +141,14 @@ def _parser() -> argparse.ArgumentParser:
     arith.add_argument("--out", default="arithmetic.png", help="strip: mean A, mean B, mean C, A - B + C")
     arith.add_argument("--save-z", metavar="FILE", help="also save the result vector")
     _device_and_data(arith, "for toy runs' backdrop of data points")
+
+    fuse = command("fuse", "fuse two images with a VAE: encode both and decode the walk between their latent codes")
+    fuse.add_argument("run_dir", help="a VAE run directory with a checkpoint")
+    fuse.add_argument("image_a", help="first image file (PNG, JPEG, GIF, WebP, BMP), decoded as the run's data")
+    fuse.add_argument("image_b", help="second image file")
+    fuse.add_argument("--steps", type=int, default=8, help="decoded images from a's code to b's (default 8)")
+    fuse.add_argument("--out", default="fusion.png", help="output PNG strip: a, the steps, b (default fusion.png)")
+    fuse.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
 
     runs = command("runs", "list the runs in a folder: recipe, status, step, speed and headline metrics")
     runs.add_argument("root", nargs="?", default="runs", help="folder of run folders (default runs/)")
@@ -376,6 +387,24 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fuse(args: argparse.Namespace) -> int:
+    from genforge import api, viz
+
+    loaded = api.load(args.run_dir, args.device)
+    images = []
+    for name in (args.image_a, args.image_b):
+        try:
+            data = Path(name).read_bytes()
+        except OSError as e:
+            raise GenforgeError(f"{_quoted(name)}: cannot read it ({e.strerror or e})") from None
+        images.append(api.decode_image_bytes(data, loaded, name))
+    strip = api.fuse(loaded, images[0], images[1], args.steps)
+    path = viz.save_grid(strip, args.out, nrow=strip.shape[0], scale=3)
+    print(f"genforge: {_quoted(args.image_a)} -> {_quoted(args.image_b)} in {args.steps} steps from step "
+          f"{loaded.step} -> {path}", file=sys.stderr)
+    return 0
+
+
 def cmd_arithmetic(args: argparse.Namespace) -> int:
     from genforge import api, latent
 
@@ -577,7 +606,7 @@ def cmd_studio(args: argparse.Namespace) -> int:
 COMMANDS = {"compare": cmd_compare, "runs": cmd_runs, "train": cmd_train, "sample": cmd_sample, "recipes": cmd_recipes, "data": cmd_data,
             "eval": cmd_eval, "evaluator": cmd_evaluator, "translate": cmd_translate,
             "interpolate": cmd_interpolate, "arithmetic": cmd_arithmetic, "bench": cmd_bench, "studio": cmd_studio,
-            "export": cmd_export}
+            "export": cmd_export, "fuse": cmd_fuse}
 
 
 def main(argv: list[str] | None = None) -> int:

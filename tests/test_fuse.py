@@ -1,0 +1,62 @@
+"""`genforge fuse RUN a.png b.png`: a VAE encodes two image files and decodes the walk between
+their codes into one strip; bad requests are one line each."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from genforge import api
+from genforge.cli import main
+from genforge.errors import GenforgeError
+
+from .models.test_conv_vae import train_tiny_conv_vae
+
+
+@pytest.fixture(scope="module")
+def fuse_run(tmp_path_factory):
+    return train_tiny_conv_vae(tmp_path_factory.mktemp("fuse"), 12)
+
+
+def _error(capsys, argv) -> str:
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("genforge: error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_fuse_writes_a_strip_of_both_images_and_the_steps_between(fuse_run, tmp_path, capsys):
+    run, folder = fuse_run
+    out = tmp_path / "strip.png"
+    assert main(["fuse", str(run), str(folder / "1.png"), str(folder / "2.png"), "--steps", "5", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    assert f"-> {out}" in capsys.readouterr().err
+    strip = Image.open(out)
+    assert strip.mode == "RGB" and strip.width > 6 * strip.height  # 7 tiles in one row
+    assert strip.height == 3 * (16 + 2 * 2)  # one 16 px row with its padding, at scale 3
+
+
+def test_the_walk_starts_and_ends_at_the_reconstructions(fuse_run):
+    run, folder = fuse_run
+    loaded = api.load(run, "cpu")
+    a, b = (api.decode_image_bytes((folder / name).read_bytes(), loaded, name) for name in ("3.png", "4.png"))
+    strip = api.fuse(loaded, a, b, 4)
+    assert strip.shape == (6, 3, 16, 16)
+    assert torch.equal(strip[0], a[0]) and torch.equal(strip[-1], b[0])
+    recon = api.reconstruct(loaded, torch.cat([a, b]))
+    assert torch.allclose(strip[1], recon[0], atol=1e-5) and torch.allclose(strip[4], recon[1], atol=1e-5)
+
+
+def test_bad_fusions_are_one_line_errors(fuse_run, gan_run, tmp_path, capsys):
+    run, folder = fuse_run
+    a, b = str(folder / "1.png"), str(folder / "2.png")
+    assert "--steps must be at least 2" in _error(capsys, ["fuse", str(run), a, b, "--steps", "1"])
+    assert "cannot read it" in _error(capsys, ["fuse", str(run), a, str(tmp_path / "missing.png")])
+    (tmp_path / "notes.png").write_text("not an image")
+    assert "notes.png" in _error(capsys, ["fuse", str(run), a, str(tmp_path / "notes.png")])
+    assert "fusion needs a VAE run" in _error(capsys, ["fuse", str(gan_run), a, b])
+    loaded = api.load(run, "cpu")
+    with pytest.raises(GenforgeError, match="shape"):
+        api.fuse(loaded, torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 16, 16))
