@@ -82,8 +82,8 @@ def test_end_of_run_pictures_by_capability():
     disco = build_model(load_recipe("gmm-discogan", ["model.hidden=8"]), (2,), 5)
     always = {"value_function", "class_histogram"}  # drawn from the metrics rows where the run logged them
     assert _applying(toy) == always | {"progress_gif"}
-    assert _applying(cgan) == always | {"by_class"}
-    assert _applying(vae) == always | {"vae"}
+    assert _applying(cgan) == always | {"by_class", "samples_gif"}  # every image run animates its grids
+    assert _applying(vae) == always | {"vae", "samples_gif"}
     assert _applying(disco) == always | {"translation_curves", "translations"}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -356,12 +357,23 @@ def _rows(ctx) -> list[dict]:
     return read_metrics(Path(ctx.run_dir) / "metrics.jsonl")
 
 
+def progress_frames(run_dir: str | Path) -> list[Path]:
+    """The progress pictures the loop saved, in step order, then the final one: the GIFs' frames."""
+    samples = Path(run_dir) / "samples"
+    frames = sorted(samples.glob("step-*.png")) + [samples / "final.png"]
+    return [f for f in frames if f.is_file()]
+
+
 @report("progress_gif", "the toy's progress pictures over training as an animated GIF",
         lambda model: model.capabilities.data == "points" and not model.capabilities.translator)
 def _progress_gif(model, ctx) -> list:
-    samples = Path(ctx.run_dir) / "samples"
-    frames = sorted(samples.glob("step-*.png")) + [samples / "final.png"]
-    return [save_gif([f for f in frames if f.is_file()], Path(ctx.run_dir) / "plots" / "progress.gif")]
+    return [save_gif(progress_frames(ctx.run_dir), Path(ctx.run_dir) / "plots" / "progress.gif")]
+
+
+@report("samples_gif", "an image run's fixed-noise grids over training (samples/step-*.png) as samples/progress.gif",
+        lambda model: model.capabilities.data == "images")
+def _samples_gif(model, ctx) -> list:
+    return [save_gif(progress_frames(ctx.run_dir), Path(ctx.run_dir) / "samples" / "progress.gif")]
 
 
 @report("value_function", "BCE games: the value function against -log 4, and D's mean outputs against 1/2")
@@ -382,9 +394,32 @@ def _class_histogram(model, ctx) -> list:
                     key=lambda k: int(k.rsplit("_", 1)[1]))
     if not shares:
         return []
+    last = [row for row in rows if shares[0] in row][-1]  # the last checkpoint's histogram
+    warning = class_collapse([last.get(key, 0.0) for key in shares], last["step"])
+    if warning:
+        print(f"genforge: warning: {warning}", file=sys.stderr)
     return [plot_curves(rows, shares, Path(ctx.run_dir) / "plots" / "class_histogram.png", ylabel="share of samples",
-                        title="generated class histogram over training (mode collapse)",
+                        title="generated class histogram over training (mode collapse)" + (f"\n{warning}" if warning else ""),
                         hline=(1.0 / len(shares), "uniform"))]
+
+
+COLLAPSE_SHARE = 0.5  # one class above half of the samples is mode collapse (10 classes: 5x its share)
+
+
+def class_collapse(shares: Sequence[float], step: int) -> str | None:
+    """The one-line mode-collapse warning for a generated class histogram (shares per class, summing
+    to 1) at ``step``: a class above half of the samples, or classes with none; None when neither."""
+    top = max(range(len(shares)), key=lambda k: shares[k])
+    vanished = [k for k, share in enumerate(shares) if share == 0]
+    problems = []
+    if shares[top] > COLLAPSE_SHARE:
+        problems.append(f"class {top} takes {shares[top]:.0%} of the samples")
+    if vanished:
+        problems.append(f"class{'es' if len(vanished) > 1 else ''} {', '.join(map(str, vanished))} "
+                        f"vanished (no sample)")
+    if not problems:
+        return None
+    return f"mode collapse at step {step}: {' and '.join(problems)} (plots/class_histogram.png)"
 
 
 @report("by_class", "a conditional generator's grid, one class a row", lambda model: model.capabilities.classes > 0)
