@@ -40,8 +40,11 @@ def cores() -> int:
 
 
 def set_threads(threads: int, processes: int = 1) -> None:
-    """``threads`` torch threads; 0 = every core, shared evenly by ``processes`` on this machine."""
-    torch.set_num_threads(threads if threads > 0 else max(1, cores() // max(1, processes)))
+    """``threads`` torch threads; 0 = the cores other work leaves free, shared evenly by ``processes``
+    on this machine, re-checked at log steps (:mod:`genforge.threads`)."""
+    from genforge.threads import apply_threads
+
+    apply_threads(threads, processes)
 
 
 # --- fast paths -------------------------------------------------------------------------
