@@ -40,12 +40,13 @@ def test_toy_bench_workers_give_the_same_numbers(tmp_path):
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads worker PIDs from Linux's /proc")
 def test_stopping_the_bench_stops_its_workers(tmp_path):
     script = ("from genforge.bench import toy_bench\n"
-              f"toy_bench({str(tmp_path)!r}, seeds=2, steps=10**7, toys=['ring-8'], configs=['gan-minimax'], "
+              f"toy_bench({str(tmp_path)!r}, seeds=2, steps=10**7, toys=['ring-8'], "
+              "configs=['gan-minimax', 'gan-nonsaturating'], "
               f"extra={list(TINY)!r}, workers=2, log=print)\n")
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        while len(list(tmp_path.glob("ring-8/gan-minimax/seed-*/config.json"))) < 2:  # both workers training
+        while len(list(tmp_path.glob("ring-8/*/seed-*/config.json"))) < 4:  # both workers training 2 seeds each
             assert time.monotonic() < deadline and parent.poll() is None
             time.sleep(0.2)
         children = Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split()

@@ -5,7 +5,11 @@ for several seeds through the one training loop, and tabulates modes captured, %
 samples and reverse KL (2,500 samples, :mod:`genforge.metrics.modes`) beside the numbers
 PacGAN (Lin et al. 2018, Table 2; 10 trials) published.
 
-``train_seeds`` trains one recipe with several seeds in turn and keeps the best by a metric.
+``train_seeds`` trains one recipe with several seeds and keeps the best by a metric.
+
+Both train a configuration's seeds as one batched model where the family's step allows it
+(:mod:`genforge.batched`: each seed's run folder, RNG stream, checkpoints and metrics its own),
+and one by one otherwise, after a line that says why.
 """
 
 from __future__ import annotations
@@ -59,6 +63,11 @@ def _mean_spread(values: Sequence[float]) -> str:
     return f"{mean:.2f} ± {spread:.2f}"
 
 
+def _bench_one(toy: str, overrides: list[str], run_dir: Path) -> list[tuple[dict[str, float], float]]:
+    """One seed alone (in a worker process), as :func:`_bench_group` returns a group."""
+    return [_bench_run(toy, overrides, run_dir)]
+
+
 def _bench_run(toy: str, overrides: list[str], run_dir: Path) -> tuple[dict[str, float], float]:
     """One bench run (in a worker process): its final metrics and wall seconds."""
     from genforge.config import load_recipe
@@ -72,37 +81,62 @@ def _bench_run(toy: str, overrides: list[str], run_dir: Path) -> tuple[dict[str,
     return result.metrics, time.monotonic() - start
 
 
+def _bench_group(toy: str, overrides: list[list[str]], run_dirs: list[Path]) -> list[tuple[dict[str, float], float]]:
+    """One configuration's seeds as one batched model (in a worker process), or one by one where the
+    batched step does not take the configuration: each seed's final metrics and its share of the wall seconds."""
+    from genforge.batched import train_batched
+    from genforge.config import load_recipe
+
+    cfgs = [load_recipe(toy, one) for one in overrides]
+    for run_dir in run_dirs:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+    start = time.monotonic()
+    results = train_batched(cfgs, run_dirs, progress=False)
+    seconds = (time.monotonic() - start) / len(results)
+    return [(result.metrics, seconds) for result in results]
+
+
 def toy_bench(out_dir: str | Path, seeds: int = 5, steps: int | None = None, toys: Sequence[str] = TOYS,
               configs: Sequence[str] | None = None, extra: Sequence[str] = (), threads: int = 1, workers: int = 1,
-              log: Callable[[str], None] = print) -> list[BenchRow]:
+              log: Callable[[str], None] = print, batched: bool = True) -> list[BenchRow]:
     """Train every (toy, config, seed) into ``out_dir/TOY/CONFIG/seed-S`` and collect the final metrics.
 
     ``steps`` overrides the recipes' step budget; ``extra`` are overrides applied to every run.
-    ``workers`` runs that many trainings side by side in their own processes (``threads`` each);
-    every run is seeded on its own, so the numbers do not depend on it.
+    ``batched``: a configuration's seeds train as one batched model where its family's step allows
+    (:mod:`genforge.batched`; the s/run column is then the group's seconds over its seeds), else
+    each seed alone. ``workers`` runs that many trainings (or batched groups) side by side in their
+    own processes (``threads`` each); every run is seeded on its own, so the numbers do not depend on it.
     """
     out_dir = Path(out_dir)
     rows, jobs = [], []
     for toy in toys:
         for name in configs or TOY_CONFIGS:
             rows.append(BenchRow(toy, name))
+            group = []
             for seed in range(seeds):
                 overrides = [*TOY_CONFIGS[name], f"train.seed={seed}", f"train.threads={threads}",
                              "train.sample_every=1000000", "train.checkpoint_every=1000000", *extra]
                 if steps is not None:
                     overrides.append(f"train.steps={steps}")
-                jobs.append((rows[-1], seed, (toy, overrides, out_dir / toy / name / f"seed-{seed}")))
+                group.append((seed, overrides, out_dir / toy / name / f"seed-{seed}"))
+            if batched:
+                jobs.append((rows[-1], [seed for seed, _, _ in group],
+                             (_bench_group, (toy, [o for _, o, _ in group], [d for _, _, d in group]))))
+            else:
+                jobs += [(rows[-1], [seed], (_bench_one, (toy, o, d))) for seed, o, d in group]
 
-    def record(row: BenchRow, seed: int, metrics: dict[str, float], seconds: float) -> None:
-        row.seconds.append(seconds)
-        for key in METRIC_KEYS:
-            row.values[key].append(metrics.get(f"eval/{key}", math.nan))
-        log(f"{row.toy:8s} {row.config:24s} seed {seed}: " + "  ".join(
-            f"{k} {row.values[k][-1]:.2f}" for k in METRIC_KEYS) + f"  ({seconds:.0f} s)")
+    def record(row: BenchRow, seeds_done: list[int], results: list[tuple[dict[str, float], float]]) -> None:
+        for seed, (metrics, seconds) in zip(seeds_done, results):
+            row.seconds.append(seconds)
+            for key in METRIC_KEYS:
+                row.values[key].append(metrics.get(f"eval/{key}", math.nan))
+            log(f"{row.toy:8s} {row.config:24s} seed {seed}: " + "  ".join(
+                f"{k} {row.values[k][-1]:.2f}" for k in METRIC_KEYS) + f"  ({seconds:.0f} s)")
 
     if workers <= 1:
-        for row, seed, args in jobs:
-            record(row, seed, *_bench_run(*args))
+        for row, seeds_done, (function, args) in jobs:
+            record(row, seeds_done, function(*args))
         return rows
     import multiprocessing
     import signal
@@ -113,11 +147,12 @@ def toy_bench(out_dir: str | Path, seeds: int = 5, steps: int | None = None, toy
 
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, stop) if main_thread else None
-    pool = multiprocessing.get_context("spawn").Pool(workers)
+    # one job per worker process: a worker that stopped its training gracefully (SIGTERM) then exits
+    pool = multiprocessing.get_context("spawn").Pool(workers, maxtasksperchild=1)
     try:
-        pending = [(row, seed, pool.apply_async(_bench_run, args)) for row, seed, args in jobs]
-        for row, seed, result in pending:  # in job order, so every row lists its seeds 0, 1, ...
-            record(row, seed, *result.get())
+        pending = [(row, seeds_done, pool.apply_async(function, args)) for row, seeds_done, (function, args) in jobs]
+        for row, seeds_done, result in pending:  # in job order, so every row lists its seeds 0, 1, ...
+            record(row, seeds_done, result.get())
         pool.close()
     except BaseException:
         pool.terminate()  # no worker outlives the bench
@@ -151,23 +186,26 @@ HIGHER_IS_BETTER = {"modes", "hq", "class_accuracy", "elbo", "classes_covered", 
 
 def train_seeds(cfg, run_dir: str | Path, seeds: int, metric: str | None = None, data_root: str | None = None,
                 progress: bool = True, log: Callable[[str], None] = print) -> tuple[Path, list[dict]]:
-    """Train ``cfg`` with seeds cfg.train.seed, +1, ... into ``run_dir/seed-S``; the best run by
+    """Train ``cfg`` with seeds cfg.train.seed, +1, ... into ``run_dir/seed-S`` (as one batched model
+    where :mod:`genforge.batched` takes the configuration, else in turn); the best run by
     ``metric`` (default: the first final eval/* metric) is copied to ``run_dir/best``.
     Returns (the best run's folder, one row per seed: seed, step, its eval metrics)."""
     import copy
 
-    from genforge.api import train_run as train
+    from genforge.batched import train_batched
 
     run_dir = Path(run_dir)
-    rows = []
+    cfgs, folders = [], []
     for offset in range(seeds):
         seed_cfg = copy.deepcopy(cfg)
         seed_cfg.train.seed = cfg.train.seed + offset
-        folder = run_dir / f"seed-{seed_cfg.train.seed}"
-        log(f"genforge: seed {seed_cfg.train.seed} -> {folder}")
-        result = train(seed_cfg, folder, data_root=data_root, progress=progress)
-        rows.append({"seed": seed_cfg.train.seed, "run_dir": str(folder), "step": result.step,
-                     **{k.removeprefix("eval/"): v for k, v in result.metrics.items()}})
+        cfgs.append(seed_cfg)
+        folders.append(run_dir / f"seed-{seed_cfg.train.seed}")
+        log(f"genforge: seed {seed_cfg.train.seed} -> {folders[-1]}")
+    rows = [{"seed": seed_cfg.train.seed, "run_dir": str(folder), "step": result.step,
+             **{k.removeprefix("eval/"): v for k, v in result.metrics.items()}}
+            for seed_cfg, folder, result in zip(cfgs, folders,
+                                                 train_batched(cfgs, folders, data_root, progress, log))]
     metric = metric or next((k for k in rows[0] if k not in ("seed", "run_dir", "step")), None)
     if metric is None:
         best = rows[-1]
