@@ -60,3 +60,13 @@ def test_bad_fusions_are_one_line_errors(fuse_run, gan_run, tmp_path, capsys):
     loaded = api.load(run, "cpu")
     with pytest.raises(GenforgeError, match="shape"):
         api.fuse(loaded, torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 16, 16))
+
+
+def test_an_upload_is_composited_on_the_runs_background(fuse_run, tmp_path):
+    run, _ = fuse_run
+    Image.new("RGBA", (10, 10), (0, 0, 0, 0)).save(tmp_path / "clear.png")  # fully transparent
+    loaded = api.load(run, "cpu")
+    data = (tmp_path / "clear.png").read_bytes()
+    assert float(api.decode_image_bytes(data, loaded).max()) == 0.0  # pokemon-vae: on black
+    loaded.cfg.data.background = "white"
+    assert float(api.decode_image_bytes(data, loaded).min()) == 1.0

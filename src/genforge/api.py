@@ -609,8 +609,8 @@ def fuse(loaded: Loaded, image_a, image_b, steps: int = 8):
 
 
 def decode_image_bytes(data: bytes, loaded: Loaded, name: str = "upload"):
-    """An uploaded image file -> (1, C, H, W) in [0, 1] at the run's size and channels, through the
-    same bomb-safe decoder as image folders."""
+    """An uploaded image file -> (1, C, H, W) in [0, 1] at the run's size and channels, composited on
+    the run's background (``data.background``), through the same bomb-safe decoder as image folders."""
     import tempfile
 
     import torch
@@ -623,7 +623,7 @@ def decode_image_bytes(data: bytes, loaded: Loaded, name: str = "upload"):
         handle.write(data)
         handle.flush()
         try:
-            array = decode_image(Path(handle.name), DecodeSettings(size, channels))
+            array = decode_image(Path(handle.name), DecodeSettings(size, channels, loaded.cfg.data.background))
         except BadImage as e:
             raise GenforgeError(f"{name!r}: {e}") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0).float() / 255.0
