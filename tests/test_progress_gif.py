@@ -27,6 +27,20 @@ def test_a_run_without_step_grids_still_animates_its_final_grid(tmp_path):
     assert Image.open(tmp_path / "samples" / "progress.gif").n_frames == 1
 
 
+def test_a_long_runs_gif_takes_evenly_spaced_frames(tmp_path):
+    from genforge.viz import progress_frames
+
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    for step in range(1, 251):
+        (samples / f"step-{step:07d}.png").write_bytes(b"")
+    (samples / "final.png").write_bytes(b"")
+    frames = progress_frames(tmp_path, most=10)
+    assert len(frames) == 10 and frames[0].name == "step-0000001.png" and frames[-1].name == "final.png"
+    assert frames == sorted(frames[:-1]) + [frames[-1]] and len(set(frames)) == 10
+    assert len(progress_frames(tmp_path)) == 100 and len(progress_frames(tmp_path, most=500)) == 251
+
+
 def test_the_class_histogram_is_on_by_default_for_mnist_gans():
     assert load_recipe("mnist-dcgan").model.class_histogram
 

@@ -357,11 +357,17 @@ def _rows(ctx) -> list[dict]:
     return read_metrics(Path(ctx.run_dir) / "metrics.jsonl")
 
 
-def progress_frames(run_dir: str | Path) -> list[Path]:
-    """The progress pictures the loop saved, in step order, then the final one: the GIFs' frames."""
+GIF_FRAMES = 100  # at most this many frames in a progress GIF (a long run's grids, evenly spaced)
+
+
+def progress_frames(run_dir: str | Path, most: int = GIF_FRAMES) -> list[Path]:
+    """The progress pictures the loop saved, in step order, then the final one: the GIFs' frames; at
+    most ``most`` of them, evenly spaced from the first to the final one, so a long run's GIF stays small."""
     samples = Path(run_dir) / "samples"
-    frames = sorted(samples.glob("step-*.png")) + [samples / "final.png"]
-    return [f for f in frames if f.is_file()]
+    frames = [f for f in sorted(samples.glob("step-*.png")) + [samples / "final.png"] if f.is_file()]
+    if len(frames) <= most:
+        return frames
+    return [frames[round(i * (len(frames) - 1) / (most - 1))] for i in range(most)]
 
 
 @report("progress_gif", "the toy's progress pictures over training as an animated GIF",
