@@ -133,13 +133,17 @@ def test_crash_leftovers_are_ignored(tmp_path):
     (half / "model.safetensors").write_bytes(b"half")
     assert latest_checkpoint(tmp_path) == (root / "step-0000002").resolve()
 
-    # latest itself dangling or aimed at an incomplete folder: the newest complete one wins.
-    (root / "latest").unlink()
-    os.symlink("step-0000004", root / "latest")
-    assert latest_checkpoint(tmp_path) == root / "step-0000002"
+    # latest dangling (killed while a re-save of its step had moved it aside): the newest complete one wins.
     (root / "latest").unlink()
     os.symlink("step-0000009", root / "latest")
     assert latest_checkpoint(tmp_path) == root / "step-0000002"
+    # latest aimed at an incomplete folder: genforge never writes that, so it is damage, named with what to do.
+    (root / "latest").unlink()
+    os.symlink("step-0000004", root / "latest")
+    with pytest.raises(GenforgeError, match="step-0000004: incomplete checkpoint, missing optim.safetensors, though "
+                                            "latest points to it; resume from the previous checkpoint with --from "
+                                            "step-0000002"):
+        latest_checkpoint(tmp_path)
 
     # The next save cleans the old temporary folder of its own step and prunes as usual.
     _save(tmp_path, 3)
@@ -223,7 +227,8 @@ def test_sigkill_mid_training_then_resume(tmp_path):
     assert result.step == saved + 2 and not result.interrupted
     assert load_checkpoint(latest_checkpoint(run_dir)).step == saved + 2
     assert not list((run_dir / "checkpoints").glob(".tmp-*"))
-    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [row["step"] for row in rows if "images_per_s" in row]  # the loss rows (checkpoint metrics have their own)
     assert steps == sorted(steps) and steps[-1] == saved + 2  # rows of the killed run past the checkpoint were dropped
     assert len(steps) == len(set(steps))
 

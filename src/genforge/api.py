@@ -179,7 +179,7 @@ def resume_config(run_dir: str | Path, steps: int | None = None, minutes: float 
     """A run's saved config for its continuation: a new step or time budget, and ``overrides`` of the
     keys that do not change what is trained (RESUMABLE_KEYS); any other key is refused. ``start``
     names the checkpoint to resume from (``--from step-N``; default: the newest)."""
-    from genforge.checkpoint import latest_checkpoint
+    from genforge.checkpoint import latest_checkpoint, read_state
     from genforge.config import build_config, config_from_json, parse_overrides
 
     run_dir = Path(run_dir)
@@ -188,7 +188,7 @@ def resume_config(run_dir: str | Path, steps: int | None = None, minutes: float 
     check_links(run_dir)
     _check_budget(steps, minutes)
     cfg = config_from_json(run_dir / "config.json")
-    latest_checkpoint(run_dir, start)  # a clear error now if there is nothing to resume from
+    read_state(latest_checkpoint(run_dir, start))  # a clear error now if there is nothing to resume from
     items = _override_list(overrides)
     for item in items:
         key = item.partition("=")[0].strip()
@@ -236,21 +236,34 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data
     if not main_rank:
         return train(cfg, run_dir, resume=resume, data_root=data_root, progress=progress, start=start)
     check_links(run_dir)
+    made = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     budget = {"steps": cfg.train.steps, "minutes": cfg.train.minutes}
     started: list[bool] = []
     clock = time.monotonic()
-    with RunLock(run_dir, budget):
-        try:
-            result = train(cfg, run_dir, resume=resume, data_root=data_root, progress=progress, start=start,
-                           on_start=lambda: started.append(True))
-        except BaseException as e:
-            if started or not isinstance(e, GenforgeError):
-                _record_failure(run_dir, e, budget, time.monotonic() - clock, cfg.train.device)
-            raise
-        write_status(run_dir, "interrupted" if result.interrupted else "finished", result.step, budget=budget,
-                     seconds=time.monotonic() - clock, machine=machine(cfg.train.device))
+    try:
+        with RunLock(run_dir, budget):
+            try:
+                result = train(cfg, run_dir, resume=resume, data_root=data_root, progress=progress, start=start,
+                               on_start=lambda: started.append(True))
+            except BaseException as e:
+                if started or not isinstance(e, GenforgeError):
+                    _record_failure(run_dir, e, budget, time.monotonic() - clock, cfg.train.device)
+                raise
+            write_status(run_dir, "interrupted" if result.interrupted else "finished", result.step, budget=budget,
+                         seconds=time.monotonic() - clock, machine=machine(cfg.train.device))
+    except GenforgeError:
+        if made and not started:  # refused before training began: no empty run folder is left behind
+            _remove_if_empty(run_dir)
+        raise
     return result
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def _record_failure(run_dir: Path, error: BaseException, budget: dict[str, float], seconds: float,

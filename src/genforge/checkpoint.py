@@ -96,10 +96,12 @@ def save_checkpoint(run_dir: Path, ckpt: Checkpoint, keep: int = KEEP) -> Path:
     try:
         root.mkdir(parents=True, exist_ok=True)
         _write_folder(tmp, ckpt)
-        final = root / name
-        if final.is_dir() and not final.is_symlink():  # a re-save of the same step (e.g. interrupted right after one)
-            shutil.rmtree(final)
+        final, old = root / name, root / f".old-{name}"
+        if final.is_dir() and not final.is_symlink():  # a re-save of the same step (e.g. interrupted right after
+            shutil.rmtree(old, ignore_errors=True)     # one): moved aside whole, so no half-deleted folder is linked
+            os.replace(final, old)
         os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
         _stage("renamed", ckpt.step)
         link_tmp = root / ".latest-tmp"
         if link_tmp.is_symlink() or link_tmp.exists():
@@ -222,6 +224,10 @@ def latest_checkpoint(run_dir: Path, name: str | None = None) -> Path:
                                 f"(the newest complete checkpoint is then used) or resume with --from step-N")
         if (root / target) in complete_checkpoints(root):
             return root / target
+        if (root / target).exists():  # genforge links only complete folders, and replaces them whole
+            missing = next((n for n in FILES if not (root / target / n).is_file()), "its files")
+            raise GenforgeError(f"{root / target}: incomplete checkpoint, missing {missing}, though {latest.name} "
+                                f"points to it; {what_to_do(root / target)}")
     elif latest.exists():
         raise GenforgeError(f"{latest}: not a link (genforge writes it as a link to a step-N folder); remove it "
                             "or resume with --from step-N")
@@ -251,6 +257,22 @@ def what_to_do(folder: Path) -> str:
     return "no earlier checkpoint is left: train the run again"
 
 
+def read_state(folder: Path, weights_only: bool = False) -> dict[str, Any]:
+    """A checkpoint's state.json, read and checked as a whole (:func:`check_state`, and
+    :func:`check_run_state` where it holds a training's keys)."""
+    folder = Path(folder)
+    try:
+        state = json.loads((folder / STATE_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError, RecursionError) as e:
+        problem = "nested too deeply" if isinstance(e, RecursionError) else e
+        raise GenforgeError(f"{folder}: unreadable checkpoint ({folder / STATE_FILE}: {problem}); "
+                            f"{what_to_do(folder)}") from None
+    check_state(folder, state, weights_only)
+    if isinstance(state, dict) and ("config" in state or "image_shape" in state):
+        check_run_state(folder, state, weights_only)
+    return state
+
+
 def load_checkpoint(folder: Path, map_location: str | torch.device = "cpu", weights_only: bool = False) -> Checkpoint:
     """Read a checkpoint folder written by :func:`save_checkpoint` (no unpickling), checked whole:
     state.json's structure, the optimiser keys and the RNG states. What the tensors must fit (the
@@ -260,11 +282,7 @@ def load_checkpoint(folder: Path, map_location: str | torch.device = "cpu", weig
     missing = [n for n in (STATE_FILE, *names) if not (folder / n).is_file()]
     if missing:
         raise GenforgeError(f"{folder}: incomplete checkpoint, missing {missing[0]}; {what_to_do(folder)}")
-    try:
-        state = json.loads((folder / STATE_FILE).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError, RecursionError) as e:
-        raise GenforgeError(f"{folder}: unreadable checkpoint ({folder / STATE_FILE}: {e}); {what_to_do(folder)}") from None
-    check_state(folder, state, weights_only)
+    state = read_state(folder, weights_only)
     tensors = {}
     for name in names:
         try:
@@ -392,8 +410,10 @@ def check_weights(folder: Path, saved: dict[str, torch.Tensor], model: torch.nn.
             raise refuse(folder, "model.safetensors", f"the weight {key!r} the model needs is missing")
         got = saved[key]
         if got.shape != want.shape or got.dtype != want.dtype:
-            raise refuse(folder, "model.safetensors", f"{key!r} is {got.dtype} {tuple(got.shape)}, the model "
-                                                      f"config.json describes needs {want.dtype} {tuple(want.shape)}")
+            raise GenforgeError(f"{Path(folder) / 'model.safetensors'}: {key!r} is {got.dtype} {tuple(got.shape)}, "
+                                f"the model config.json describes needs {want.dtype} {tuple(want.shape)}: config.json "
+                                "(a width, the latent size) or the weights were changed, and nothing of the run was; "
+                                f"restore config.json, or if it is as trained, {what_to_do(folder)}")
     extra = sorted(set(saved) - set(expected))
     if extra:
         raise refuse(folder, "model.safetensors", f"{len(extra)} weight(s) the model has no place for, e.g. {extra[0]!r}")
