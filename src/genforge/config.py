@@ -29,6 +29,8 @@ class DataConfig:
     image_size: int = opt(28, "side of the square images the model sees (28 or 32 for MNIST)")
     path: str = opt("", "image folder of a folder dataset (folder, pokemon); empty = folder:PATH's, or "
                     "<data root>/pokemon/artwork for pokemon")
+    path_b: str = opt("", "a second image folder: domain B of a translator (DiscoGAN), data.path being domain A; "
+                      "empty = one folder (or a two-folder set's own second one: pokemon-art2sprite's sprites)")
     background: str = opt("black", "image folders: colour under transparent pixels and around images that are "
                           "not square", ("black", "white"))
     channels: int = opt(3, "image folders: 3 (RGB) or 1 (grey); named datasets keep their own")
@@ -44,6 +46,9 @@ class DataConfig:
 class OptimConfig:
     name: str = opt("adam", "optimiser for every network", ("adam", "adamw", "rmsprop", "adadelta", "sgd"))
     lr: float = opt(2e-4, "learning rate")
+    lr_d: float = opt(0.0, "learning rate of the discriminator / critic (Heusel et al. 2017's two time scales: often "
+                      "above G's); 0 = optim.lr")
+    lr_g: float = opt(0.0, "learning rate of the generator / translators; 0 = optim.lr")
     beta1: float = opt(0.5, "Adam beta1 (RMSProp/SGD momentum ignores it)")
     beta2: float = opt(0.999, "Adam beta2")
     weight_decay: float = opt(0.0, "L2 weight decay")
@@ -269,7 +274,8 @@ def config_from_json(path) -> RunConfig:
 RANGES = {
     "data.image_size": "[8, 1024]", "data.brightness": "[0, 1]", "data.contrast": "[0, 1]",
     "data.test_share": "[0, 1)",
-    "optim.lr": "> 0", "optim.beta1": "[0, 1)", "optim.beta2": "[0, 1)", "optim.weight_decay": ">= 0",
+    "optim.lr": "> 0", "optim.lr_d": ">= 0", "optim.lr_g": ">= 0",
+    "optim.beta1": "[0, 1)", "optim.beta2": "[0, 1)", "optim.weight_decay": ">= 0",
     "optim.final_lr": "[0, 1]",
     "train.steps": ">= 0", "train.minutes": ">= 0", "train.batch_size": ">= 1", "train.seed": "[0, 4294967295]",
     "train.threads": ">= 0", "train.log_every": ">= 1", "train.sample_every": ">= 1", "train.checkpoint_every": ">= 1",

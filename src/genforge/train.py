@@ -55,28 +55,44 @@ class RunResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def make_optimizer(cfg: OptimConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """The optimiser named by ``cfg`` (Adam, AdamW, RMSProp, Adadelta, SGD) over ``params``:
-    fused kernels for Adam/AdamW and multi-tensor ones for the rest when ``cfg.fused``, else the
-    per-parameter loop most published code runs."""
+def make_optimizer(cfg: OptimConfig, params: list[torch.nn.Parameter],
+                   lr: float | None = None) -> torch.optim.Optimizer:
+    """The optimiser named by ``cfg`` (Adam, AdamW, RMSProp, Adadelta, SGD) over ``params`` at learning
+    rate ``lr`` (default ``cfg.lr``): fused kernels for Adam/AdamW and multi-tensor ones for the rest
+    when ``cfg.fused``, else the per-parameter loop most published code runs."""
     kernels = {"fused": True} if cfg.fused and cfg.name in ("adam", "adamw") else {"foreach": cfg.fused}
+    lr = cfg.lr if lr is None else lr
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay,
+        return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay,
                                 **kernels)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay,
+        return torch.optim.AdamW(params, lr=lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay,
                                  **kernels)
     if cfg.name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kernels)
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=cfg.weight_decay, **kernels)
     if cfg.name == "adadelta":
-        return torch.optim.Adadelta(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kernels)
-    return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kernels)
+        return torch.optim.Adadelta(params, lr=lr, weight_decay=cfg.weight_decay, **kernels)
+    return torch.optim.SGD(params, lr=lr, weight_decay=cfg.weight_decay, **kernels)
+
+
+GENERATOR_GROUPS = ("generator", "translator")  # optimiser groups at optim.lr_g
+DISCRIMINATOR_GROUPS = ("discriminator", "critic")  # optimiser groups at optim.lr_d
+
+
+def group_lr(cfg: OptimConfig, group: str) -> float:
+    """The learning rate of optimiser group ``group``: ``optim.lr_g`` for a generator or translator,
+    ``optim.lr_d`` for a discriminator or critic (Heusel et al. 2017's two time scales), each
+    ``optim.lr`` when 0; ``optim.lr`` for every other group (a VAE's)."""
+    own = cfg.lr_g if group in GENERATOR_GROUPS else cfg.lr_d if group in DISCRIMINATOR_GROUPS else 0.0
+    return own or cfg.lr
 
 
 def make_optimizers(model: GenerativeModel, optim_cfg: OptimConfig) -> dict[str, torch.optim.Optimizer]:
     """One optimiser per parameter group the family names (``model.optimizer_groups()``), each made
-    by :func:`make_optimizer` from ``optim_cfg``: {"generator": Adam(...), "discriminator": Adam(...)}."""
-    return {name: make_optimizer(optim_cfg, params) for name, params in model.optimizer_groups().items()}
+    by :func:`make_optimizer` from ``optim_cfg`` at its :func:`group_lr`:
+    {"generator": Adam(lr_g), "discriminator": Adam(lr_d)}."""
+    return {name: make_optimizer(optim_cfg, params, group_lr(optim_cfg, name))
+            for name, params in model.optimizer_groups().items()}
 
 
 def lr_factor(cfg: OptimConfig, progress: float) -> float:
@@ -552,11 +568,12 @@ class TrainingEvalHook:
                 save_best(run.run_dir, best)
 
 
-def set_learning_rate(optimizers: dict[str, torch.optim.Optimizer], lr: float) -> None:
-    """Every group's learning rate to ``lr``: a plain float per group, so no host sync."""
-    for optimizer in optimizers.values():
+def set_learning_rate(optimizers: dict[str, torch.optim.Optimizer], cfg: OptimConfig, factor: float) -> None:
+    """Every optimiser's learning rate to its :func:`group_lr` x ``factor``: a plain float per group, so no
+    host sync."""
+    for name, optimizer in optimizers.items():
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = group_lr(cfg, name) * factor
 
 
 class LossWindow:
@@ -715,7 +732,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, data_root: str | None, p
                     break
             model.progress = step / tcfg.steps if tcfg.steps else 0.0
             if cfg.optim.schedule != "constant":
-                set_learning_rate(run.optimizers, cfg.optim.lr * lr_factor(cfg.optim, model.progress))
+                set_learning_rate(run.optimizers, cfg.optim, lr_factor(cfg.optim, model.progress))
             window.add(run.step())
             update_ema(model, tcfg.ema_decay, step)
             step += 1

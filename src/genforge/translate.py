@@ -128,14 +128,15 @@ def translate_files(loaded, inputs: list[str | Path], direction: str, out_dir: s
 def translate_test(loaded, n: int, direction: str, out_dir: str | Path, seed: int = 0,
                    data_root: str | None = None) -> TranslateResult:
     """Translate ``n`` test images of the source domain (chosen with ``seed``) of the run's dataset."""
-    from genforge.data.datasets import load_images
+    from genforge.data.datasets import load_data
 
     _check_direction(direction)
     if n <= 0:
         raise GenforgeError(f"--n must be positive, not {n}")
     model = _translator(loaded)
     cfg = loaded.cfg
-    data = load_images(cfg.data.dataset, "test", cfg.data.root or data_root).resized(model.image_shape[-1])
+    # load_data: named sets and two image folders alike (a folder's test split is its training images)
+    data = load_data(cfg.data, "test", cfg.data.root or data_root).resized(model.image_shape[-1])
     pool = data.images if direction == "a2b" else data.images_b
     pick = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:n]
     names = [f"test-{int(i):05d}_{direction}.png" for i in pick]

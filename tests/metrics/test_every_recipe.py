@@ -19,11 +19,17 @@ COMMON = ["train.steps=2", "train.batch_size=8", "train.threads=1", "train.devic
 TOY = ["model.hidden=16"]
 DCGAN = ["model.width=4", "model.latent_dim=8"]
 FOLDER = "<folder>"  # replaced by a synthetic image folder
+FOLDERS = "<folders>"  # replaced by two synthetic image folders (data.path=A data.path_b=B)
 # recipe -> (tiny overrides, figures its eval must hold, data kind)
 CASES = {
     "ring-8": (TOY, {"modes", "hq", "reverse_kl"}, "points"),
     "grid-25": (TOY, {"modes", "hq", "reverse_kl"}, "points"),
     "duck-cow-1d": (TOY, {"modes", "hq", "reverse_kl"}, "points"),
+    "duck-cow-2d": (TOY, {"modes", "hq", "reverse_kl"}, "points"),
+    "pokemon-art2sprite": (["model.width=4", FOLDERS], {"a2b_pixel_fid", "b2a_pixel_fid", "a2b_pixel_fid_untranslated",
+                                                        "recon_a", "recon_b", "a2b_diversity", "b2a_diversity"},
+                           "two-domain-images"),
+    "mnist-dcgan-livestream": (["model.latent_dim=8"], {"fid", "kid", "precision", "recall"}, "named-images"),
     "gmm-discogan": (TOY, {"a2b_modes_covered", "b2a_distinct_modes", "recon_a", "recon_b"}, "two-domain-points"),
     "gmm-discogan-ring": (TOY, {"a2b_mapping_purity", "b2a_high_quality", "recon_b"}, "two-domain-points"),
     "fashion-discogan": (["model.width=4"], {"a2b_domain_acc", "a2b_fashion_classifier_acc", "b2a_feature_fid",
@@ -65,7 +71,11 @@ def test_eval_runs_on_a_short_run_of_the_recipe(recipe, tmp_path, eval_env, caps
         pytest.skip("Fashion-MNIST is not in ../shared/datasets")
     folder = f"data.path={synthetic_folder(tmp_path / 'images', count=20)}"
     overrides = [folder if item == FOLDER else item for item in overrides]
-    size = ["data.image_size=32"] if FOLDER in CASES[recipe][0] else []
+    if FOLDERS in overrides:  # two folders of different pictures: the domains of a translator
+        overrides = [item for item in overrides if item != FOLDERS] + [
+            f"data.path={synthetic_folder(tmp_path / 'a', count=12)}",
+            f"data.path_b={synthetic_folder(tmp_path / 'b', count=10, seed=1)}"]
+    size = ["data.image_size=32"] if {FOLDER, FOLDERS} & set(CASES[recipe][0]) else []
     run = tmp_path / "run"
     assert main(["train", recipe, "--run-dir", str(run), *COMMON, *size, *overrides]) == 0
     capsys.readouterr()

@@ -149,3 +149,46 @@ def test_two_step_fashion_run(tmp_path):
         assert key in result.metrics
     assert result.metrics["eval/classifier_real_acc"] > 0.95
     assert (tmp_path / "plots" / "translations_a2b.png").is_file()
+
+
+# --- the livestream's softplus-difference D loss; DiscoGAN on two folders -------------------
+
+def test_softplus_difference_trains_d_and_is_refused_beside_cyclegan():
+    from genforge import losses
+    from genforge.config import validate
+    from genforge.errors import GenforgeError
+
+    model, optimizers = _model("gmm-discogan", "model.gan_loss=softplus_difference")
+    batch = _toy_batch()
+    before = [p.clone() for p in model.D_B.parameters()]
+    with torch.no_grad():
+        expected = (torch.nn.functional.softplus(model.D_B(model.G_AB(batch.images))).mean()
+                    - torch.nn.functional.softplus(model.D_B(batch.images_b)).mean())
+        assert model.d_terms(batch)["d_a2b"].item() == pytest.approx(expected.item(), rel=1e-5)
+    step_phases(model, optimizers, batch)
+    assert any(not torch.equal(b, a) for b, a in zip(before, model.D_B.parameters()))
+    # no lower bound: confident real logits push it down without end (BCE stays above 0)
+    real, fake = torch.full((4,), 50.0), torch.zeros(4)
+    assert losses.d_softplus_difference(real, fake).item() < -49 < 0 < losses.d_bce(real, fake).item()
+    cfg = load_recipe("gmm-discogan", ["model.gan_loss=softplus_difference", "model.cyclegan=true"])
+    with pytest.raises(GenforgeError, match="model.gan_loss=softplus_difference does not combine") as caught:
+        validate(cfg)
+    assert "\n" not in str(caught.value)
+
+
+def test_pokemon_art2sprite_trains_two_steps_on_two_folders_and_translates(tmp_path, private_cache):
+    from genforge import api
+    from genforge.translate import translate_test
+
+    from ..conftest import synthetic_folder
+
+    a, b = synthetic_folder(tmp_path / "art", count=10), synthetic_folder(tmp_path / "sprites", count=6, seed=3)
+    cfg = load_recipe("pokemon-art2sprite", [f"data.path={a}", f"data.path_b={b}", "data.image_size=32",
+                                             "model.width=4", *FAST, "train.batch_size=4"])
+    assert cfg.data.background == "white" and cfg.model.feature_matching == 0.9
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result.step == 2
+    metrics = json.loads((tmp_path / "run" / "translation_metrics.json").read_text())
+    assert {"a2b_pixel_fid", "b2a_pixel_fid_untranslated", "recon_a", "recon_b", "a2b_diversity"} <= set(metrics)
+    translated = translate_test(api.load(tmp_path / "run"), 3, "b2a", tmp_path / "out")
+    assert len(list((tmp_path / "out").glob("test-*_b2a.png"))) == 3 and translated is not None

@@ -16,6 +16,11 @@ Image folders (:mod:`genforge.data.folder`) are named ``folder:PATH`` (or ``fold
 data config's background and channels, so :func:`load_data` (which takes the whole data
 config) loads every kind of dataset; :func:`load_images` only the named tensor sets.
 A folder has no held-out split: its "test" split is its training images.
+
+Two folders make a two-domain set for DiscoGAN: ``data.dataset=folders`` with ``data.path=A``
+and ``data.path_b=B`` (or any folder dataset with ``data.path_b``), or a named pair such as
+``pokemon-art2sprite`` (A = ``<data root>/pokemon/artwork``, B = ``<data root>/pokemon/sprites``).
+Each folder goes through the same safe decoder and on-disk cache as a single image folder.
 """
 
 from __future__ import annotations
@@ -40,6 +45,22 @@ SPLITS = ("train", "test")
 BAG, SHOES = 8, (5, 7, 9)  # Fashion-MNIST classes of the two fashion-bags-shoes domains
 TWO_DOMAIN = ("fashion-bags-shoes", *TOYS)
 FOLDER_PREFIX = "folder:"  # data.dataset=folder:PATH
+FOLDERS = "folders"  # data.dataset=folders data.path=A data.path_b=B: any two image folders
+
+
+@dataclass(frozen=True)
+class FolderPair:
+    """A named two-domain set of two image folders under a data root (A = ``folder_a``, B = ``folder_b``)."""
+
+    description: str
+    folder_a: str
+    folder_b: str
+
+
+FOLDER_PAIRS: dict[str, FolderPair] = {
+    "pokemon-art2sprite": FolderPair("Pokemon: A = the dream-world artworks, B = the in-game (Black/White) sprites",
+                                     "pokemon/artwork", "pokemon/sprites"),
+}
 
 
 @dataclass(frozen=True)
@@ -75,22 +96,38 @@ def bundled_folder() -> Path:
 
 
 def known_datasets() -> list[str]:
-    return ["mnist-10k", *CATALOG, *TWO_DOMAIN, *MIXTURES, *FOLDER_SETS, "folder:PATH"]
+    return ["mnist-10k", *CATALOG, *TWO_DOMAIN, *MIXTURES, *FOLDER_SETS, *FOLDER_PAIRS, FOLDERS, "folder:PATH"]
 
 
 def is_folder_dataset(name: str) -> bool:
-    """Whether ``name`` is an image folder (folder:PATH, folder, pokemon) rather than a tensor set."""
-    return name.startswith(FOLDER_PREFIX) or name == "folder" or name in FOLDER_SETS
+    """Whether ``name`` is an image folder (folder:PATH, folder, pokemon) or two of them (folders,
+    pokemon-art2sprite) rather than a tensor set."""
+    return (name.startswith(FOLDER_PREFIX) or name in ("folder", FOLDERS) or name in FOLDER_SETS
+            or name in FOLDER_PAIRS)
+
+
+def _locate_under_roots(relative: str, root: str | Path | None) -> Path | None:
+    """The first ``<data root>/<relative>`` folder holding at least one file, or None."""
+    for base in search_roots(root):
+        folder = base / relative
+        if folder.is_dir() and any(folder.iterdir()):
+            return folder
+    return None
 
 
 def locate_folder_set(name: str, root: str | Path | None = None) -> Path | None:
     """The first ``<root>/<folder>`` of named folder set ``name`` holding at least one file, or None."""
-    spec = FOLDER_SETS[name]
-    for base in search_roots(root):
-        folder = base / spec.folder
-        if folder.is_dir() and any(folder.iterdir()):
-            return folder
-    return None
+    return _locate_under_roots(FOLDER_SETS[name].folder, root)
+
+
+def _named_folder(name: str, relative: str, key: str, root: str | Path | None) -> Path:
+    """Folder ``relative`` of named set ``name`` under the data roots, or one line saying where it was looked for."""
+    folder = _locate_under_roots(relative, root)
+    if folder is None:
+        where = ", ".join(str(r / relative) for r in search_roots(root))
+        fetch = f"run `genforge data fetch {name}` or " if name in FOLDER_SETS else ""
+        raise GenforgeError(f"dataset '{name}' not found in {where}; {fetch}set {key}=FOLDER to a folder of images")
+    return folder
 
 
 def image_folder(data, root: str | Path | None = None) -> Path | None:
@@ -104,21 +141,32 @@ def image_folder(data, root: str | Path | None = None) -> Path | None:
         if path and Path(path).expanduser() != Path(named).expanduser():
             raise GenforgeError(f"data.dataset={name} and data.path={path} name different folders; set one of them")
         return Path(named).expanduser()
-    if name == "folder" or name in FOLDER_SETS:
+    if name in ("folder", FOLDERS) or name in FOLDER_SETS or name in FOLDER_PAIRS:
         if path:
             return Path(path).expanduser()
-        if name == "folder":
-            raise GenforgeError("data.dataset=folder needs data.path=FOLDER (or use data.dataset=folder:FOLDER)")
-        folder = locate_folder_set(name, root)
-        if folder is None:
-            where = ", ".join(str(r / FOLDER_SETS[name].folder) for r in search_roots(root))
-            raise GenforgeError(f"dataset '{name}' not found in {where}; run `genforge data fetch {name}` "
-                                "or set data.path=FOLDER to a folder of images")
-        return folder
+        if name in ("folder", FOLDERS):
+            raise GenforgeError(f"data.dataset={name} needs data.path=FOLDER (or use data.dataset=folder:FOLDER)")
+        relative = FOLDER_SETS[name].folder if name in FOLDER_SETS else FOLDER_PAIRS[name].folder_a
+        return _named_folder(name, relative, "data.path", root)
     if path:
         raise GenforgeError(f"data.path is for image folders (folder:PATH, folder, {', '.join(FOLDER_SETS)}); "
                             f"dataset '{name}' is not one: leave data.path empty")
     return None
+
+
+def image_folder_b(data, root: str | Path | None = None) -> Path | None:
+    """Domain B's image folder of a two-folder data config, or None for every other dataset:
+    ``data.path_b``, else the named pair's second folder. ``folders`` needs ``data.path_b``."""
+    name, path_b = data.dataset, getattr(data, "path_b", "")
+    if name in FOLDER_PAIRS:
+        return Path(path_b).expanduser() if path_b else _named_folder(name, FOLDER_PAIRS[name].folder_b,
+                                                                      "data.path_b", root)
+    if name == FOLDERS and not path_b:
+        raise GenforgeError("data.dataset=folders needs two folders: data.path=A data.path_b=B")
+    if path_b and not is_folder_dataset(name):
+        raise GenforgeError(f"data.path_b is a second image folder (data.dataset=folders data.path=A data.path_b=B); "
+                            f"dataset '{name}' is not a folder: leave data.path_b empty")
+    return Path(path_b).expanduser() if path_b else None
 
 
 def load_data(data, split: str = "train", root: str | Path | None = None) -> ImageData:
@@ -126,23 +174,38 @@ def load_data(data, split: str = "train", root: str | Path | None = None) -> Ima
 
     Named sets come from :func:`load_images` and are resized; image folders are decoded by
     :func:`genforge.data.folder.load_folder` with ``data.background`` and ``data.channels``
-    (and cached on disk). ``root`` is used when ``data.root`` is empty.
+    (and cached on disk), two folders each alike (domain B in ``images_b``). ``root`` is used
+    when ``data.root`` is empty.
     """
     from genforge.data.folder import DecodeSettings, load_folder, warn_stderr
 
     root = data.root or root
     folder = image_folder(data, root)
     if folder is None:
+        if getattr(data, "path_b", ""):
+            image_folder_b(data, root)  # refuses data.path_b beside a tensor set
         return load_images(data.dataset, split, root).resized(data.image_size)
     if split not in SPLITS:
         raise GenforgeError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
+    folder_b = image_folder_b(data, root)
+    if folder_b is not None and folder_b.resolve() == folder.resolve():
+        raise GenforgeError(f"data.path and data.path_b both name {folder}: a translator needs two different folders")
     # The test split of a folder is its training images again; their problems were reported
     # when the train split was loaded, so they are not repeated.
-    loaded = load_folder(folder, DecodeSettings(data.image_size, data.channels, data.background),
-                         warn=warn_stderr if split == "train" else _quiet)
+    settings = DecodeSettings(data.image_size, data.channels, data.background)
+    warn = warn_stderr if split == "train" else _quiet
+    loaded = load_folder(folder, settings, warn=warn)
     loaded = hold_out(loaded, split, data.test_share)
-    return ImageData(data.dataset, split, loaded.images, torch.zeros(len(loaded.files), dtype=torch.long), (),
-                     files=loaded.files)
+    if folder_b is None:
+        return ImageData(data.dataset, split, loaded.images, _unlabelled(loaded.images), (), files=loaded.files)
+    loaded_b = hold_out(load_folder(folder_b, settings, warn=warn), split, data.test_share)
+    return ImageData(data.dataset, split, loaded.images, _unlabelled(loaded.images), (), loaded_b.images,
+                     _unlabelled(loaded_b.images), (), files=loaded.files)
+
+
+def _unlabelled(images: torch.Tensor) -> torch.Tensor:
+    """Class 0 for every image of a folder (folders have no classes)."""
+    return torch.zeros(len(images), dtype=torch.long)
 
 
 def _quiet(line: str) -> None:
@@ -283,6 +346,14 @@ def dataset_status(root: str | Path | None = None) -> list[dict[str, str]]:
         folder = locate_folder_set(name, root)
         rows.append({"name": name, "description": spec.description,
                      "where": str(folder) if folder else f"missing: genforge data fetch {name}"})
+    for name, pair in FOLDER_PAIRS.items():
+        found = {relative: _locate_under_roots(relative, root) for relative in (pair.folder_a, pair.folder_b)}
+        missing = [relative for relative, folder in found.items() if folder is None]
+        rows.append({"name": name, "description": pair.description,
+                     "where": f"missing: {' and '.join(missing)} under the data root" if missing
+                     else " + ".join(str(folder) for folder in found.values())})
+    rows.append({"name": FOLDERS, "description": "two image folders, the two domains of a translator: "
+                 "data.dataset=folders data.path=A data.path_b=B", "where": "your folders"})
     rows.append({"name": "folder:PATH", "description": "any folder of PNG, JPEG, GIF, WebP or BMP images "
                  "(sub-folders too): data.dataset=folder:PATH", "where": "your folder"})
     return rows

@@ -179,6 +179,8 @@ TRANSLATION_UNITS = {"high_quality": "share of translations within 3 std of a ta
                      "domain_acc": "share 0-1 the domain classifier files under the target",
                      "classifier_real_acc": "the domain classifier on real test images, share 0-1",
                      "diversity": "mean pairwise pixel distance", "diversity_ratio": "vs real target images; 1 = as varied",
+                     "pixel_fid": f"translations vs real target images, pixels at 32x32 projected to 128-d, {LOWER}",
+                     "pixel_fid_untranslated": "the untranslated sources vs the target: where translation starts",
                      "fashion_classifier_acc": "share 0-1 of target classes", "feature_fid": f"extractor features, {LOWER}",
                      "feature_diversity_ratio": "vs real target features; 1 = as varied"}
 
@@ -193,7 +195,8 @@ def _translation_points(judging: Judging) -> dict[str, Any]:
 
 
 @register("translation_images", "per direction: a domain classifier's verdict on translated test images, "
-          "reconstruction error, diversity; on Fashion-MNIST the extractor's class accuracy and feature FID",
+          "reconstruction error, diversity, pixel-space FID (no trained classifier needed: any two folders); on "
+          "Fashion-MNIST the extractor's class accuracy and feature FID",
           ("two-domain-images",), TRANSLATION_UNITS, artefact="translation_metrics.json")
 def _translation_images(judging: Judging) -> dict[str, Any]:
     from genforge.metrics.translation import image_translation_metrics

@@ -6,8 +6,11 @@ how well they reconstruct, and whether they collapse.
   reconstruction MSE;
 - images: a small domain classifier trained on the training split judges each translation
   (a translated bag should say "shoe"), the reconstruction MSE, the pairwise diversity of
-  translations against the real target images', and on Fashion-MNIST's bags and shoes the
-  shipped extractor's class accuracy, feature FID and feature diversity.
+  translations against the real target images', the pixel-space FID of the translations
+  against the real target images (and of the untranslated sources, where translation starts
+  from: the measure that needs no classifier, for two folders of the user's own), and on
+  Fashion-MNIST's bags and shoes the shipped extractor's class accuracy, feature FID and
+  feature diversity.
 """
 
 from __future__ import annotations
@@ -30,6 +33,19 @@ def pairwise_diversity(images: torch.Tensor) -> float:
     distances = torch.cdist(flat, flat)
     n = flat.shape[0]
     return float(distances.sum() / max(n * (n - 1), 1))
+
+
+def pixel_fids(real_target: torch.Tensor, fake: torch.Tensor, source: torch.Tensor, direction: str) -> dict[str, float]:
+    """Pixel-space FID (32x32 pixels through genforge's fixed random projection, as for image folders)
+    of the translations ``fake`` against the real target images, and of the untranslated ``source``
+    images against them: a translation is doing its work when the first falls well below the second.
+    Images in [0, 1]; both sides need at least 2 images."""
+    from genforge.metrics import core
+    from genforge.metrics.features import pixel_set
+
+    target = pixel_set([real_target]).features
+    return {f"{direction}_pixel_fid": core.fid(target, pixel_set([fake]).features),
+            f"{direction}_pixel_fid_untranslated": core.fid(target, pixel_set([source]).features)}
 
 
 def fashion_translation_metrics(extractor: nn.Module, fake: torch.Tensor, real_target: torch.Tensor,
@@ -103,7 +119,8 @@ def _fashion_extractor(model: Any, dataset: str):
 @torch.no_grad()
 def image_translation_metrics(model: Any, train_data: Any, test_data: Any, device: torch.device) -> dict[str, float]:
     """The domain classifier's accuracy on real and translated test images, reconstruction MSE,
-    diversity (and its ratio to the real target images'), and the Fashion-MNIST extractor's view."""
+    diversity (and its ratio to the real target images'), pixel-space FID per direction, and the
+    Fashion-MNIST extractor's view."""
     size = model.image_shape[-1]
     train = train_data.resized(size)
     judge = train_domain_classifier(model.prepare(train.images), model.prepare(train.images_b))
@@ -120,6 +137,7 @@ def image_translation_metrics(model: Any, train_data: Any, test_data: Any, devic
         result[f"{direction}_diversity"] = pairwise_diversity(fake_unit)
         result[f"{direction}_diversity_ratio"] = result[f"{direction}_diversity"] / max(pairwise_diversity(real_unit),
                                                                                         1e-12)
+        result.update(pixel_fids(real_unit, fake_unit, model.to_unit(source.cpu()), direction))
         if extractor is not None:
             result.update(fashion_translation_metrics(extractor, fake_unit, real_unit, direction))
     return result
