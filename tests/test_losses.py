@@ -103,3 +103,12 @@ def test_r1_penalty_of_a_linear_critic():
         critic.weight.copy_(torch.tensor([[1.0, 2.0]]))
     assert losses.r1_penalty(lambda x: critic(x).squeeze(-1), torch.randn(4, 2), gamma=10.0).item() == pytest.approx(
         0.5 * 10.0 * 5.0)
+
+
+def test_softplus_difference_by_hand_and_without_a_lower_bound():
+    # E[softplus(f)] - E[softplus(r)]: the DiscoGAN livestream's D loss
+    expected = (sp(0.5) + sp(-3.0)) / 2 - (sp(2.0) + sp(-1.0)) / 2
+    assert losses.d_softplus_difference(REAL, FAKE).item() == pytest.approx(expected, rel=1e-6)
+    falling = [losses.d_softplus_difference(torch.full((2,), r), FAKE).item() for r in (1.0, 10.0, 100.0, 1000.0)]
+    assert falling == sorted(falling, reverse=True) and falling[-1] < -999  # more confident on reals: lower, no floor
+    assert losses.d_bce(torch.full((2,), 1000.0), FAKE).item() > 0  # BCE is bounded below by 0
