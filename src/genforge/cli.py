@@ -162,6 +162,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--config", action="append", help="only this configuration (repeatable)")
     bench.add_argument("--out", default="runs/bench-toys", help="folder of the runs (default runs/bench-toys)")
     bench.add_argument("--threads", type=int, default=1, help="CPU threads per run (default 1)")
+    bench.add_argument("--one-by-one", action="store_true", help="train each seed alone, not a configuration's "
+                       "seeds as one batched model")
     bench.add_argument("--workers", type=int, default=0,
                        help="runs side by side, each in its own process (default 0: one per CPU core)")
 
@@ -459,7 +461,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     workers = args.workers or max(1, cores() // args.threads)
     start = time.monotonic()
     rows = toy_bench(args.out, args.seeds, args.steps, args.toy or TOYS, args.config, threads=args.threads,
-                     workers=workers, log=lambda line: print(line, file=sys.stderr))
+                     workers=workers, log=lambda line: print(line, file=sys.stderr), batched=not args.one_by_one)
     print(format_bench(rows))
     print(f"genforge: {sum(len(r.seconds) for r in rows)} runs in {(time.monotonic() - start) / 60:.1f} min "
           f"-> {args.out}", file=sys.stderr)
