@@ -458,7 +458,9 @@ def _pixel_account(judging: Judging) -> dict[str, Any]:
     side = min(PIXEL_SIDE, judging.model.image_shape[-1])
     return {"extractor": f"pixels at {side}x{side}, fixed random projection to {PROJECTION_DIM}",
             "extractor_sha256": projection_id(real.pixels.shape[1]), "samples": judging.n, "seed": judging.seed,
-            "reference": f"{judging.dataset} training images ({len(real)})", "test_split": _test_split(judging),
+            "reference": f"{judging.dataset} training images ({len(real)}"
+                         f"{'' if judging.data_cfg.test_share else '; a folder has no held-out split'})",
+            "test_split": _test_split(judging),
             "reference_images": len(real), "floor": floor}
 
 
