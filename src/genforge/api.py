@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from genforge.errors import GenforgeError
-from genforge.runs import Run, RunLock, RunSummary, check_links, list_runs, lock_holder, pid_alive, write_status
+from genforge.runs import PROCESS_FILE, Run, RunLock, RunSummary, check_links, list_runs, lock_holder, pid_alive, write_status
 
 if TYPE_CHECKING:
     import torch
@@ -250,8 +250,12 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data
                 if started or not isinstance(e, GenforgeError):
                     _record_failure(run_dir, e, budget, time.monotonic() - clock, cfg.train.device)
                 raise
-            write_status(run_dir, "interrupted" if result.interrupted else "finished", result.step, budget=budget,
-                         seconds=time.monotonic() - clock, machine=machine(cfg.train.device))
+            try:
+                write_status(run_dir, "interrupted" if result.interrupted else "finished", result.step,
+                             budget=budget, seconds=time.monotonic() - clock, machine=machine(cfg.train.device))
+            except OSError as e:
+                raise GenforgeError(f"{run_dir}: cannot write status.json ({e.strerror or e}); the training itself "
+                                    f"ended at step {result.step} with a complete checkpoint") from None
     except GenforgeError:
         if made and not started:  # refused before training began: no empty run folder is left behind
             _remove_if_empty(run_dir)
@@ -327,8 +331,11 @@ class TrainingProcess:
             return None
 
 
-def _spawn(run_dir: Path, args: list[str]) -> TrainingProcess:
-    """``python -m genforge train ARGS`` detached, its output in RUN_DIR/train.log."""
+def _spawn(run_dir: Path, args: list[str], cfg: RunConfig) -> TrainingProcess:
+    """``python -m genforge train ARGS`` detached, its output in RUN_DIR/train.log; RUN_DIR/process.json
+    names the child, so the run is listed (as training, or as failed) before its config.json exists."""
+    from genforge.atomic import write_json_atomic
+
     run_dir.mkdir(parents=True, exist_ok=True)
     log = open(run_dir / "train.log", "ab")
     try:
@@ -337,7 +344,15 @@ def _spawn(run_dir: Path, args: list[str]) -> TrainingProcess:
                                  start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     finally:
         log.close()
+    write_json_atomic(run_dir / PROCESS_FILE, {"pid": popen.pid, "host": socket.gethostname(), "started": time.time(),
+                                               "recipe": cfg.recipe, "family": cfg.family,
+                                               "budget": {"steps": cfg.train.steps, "minutes": cfg.train.minutes}})
     return TrainingProcess(run_dir, popen.pid, popen)
+
+
+def running_trainings(root: str | Path = "runs") -> list[Path]:
+    """The run folders under ``root`` that a live process is training now."""
+    return [summary.path for summary in list_runs(root) if summary.status == "training"]
 
 
 def start_training(recipe: str, overrides: Iterable[str] | dict[str, Any] = (), run_dir: str | Path | None = None,
@@ -352,7 +367,7 @@ def start_training(recipe: str, overrides: Iterable[str] | dict[str, Any] = (), 
     args += ["--steps", str(steps)] if steps is not None else []
     args += ["--minutes", str(minutes)] if minutes is not None else []
     args += ["--data-root", data_root] if data_root else []
-    return _spawn(path, args)
+    return _spawn(path, args, cfg)
 
 
 def resume_training(run_dir: str | Path, steps: int | None = None, minutes: float | None = None,
@@ -360,7 +375,7 @@ def resume_training(run_dir: str | Path, steps: int | None = None, minutes: floa
     """Continue a run in a child process; refused (one line) while another process trains it."""
     run_dir = Path(run_dir)
     items = _override_list(overrides)
-    resume_config(run_dir, steps, minutes, items)
+    cfg = resume_config(run_dir, steps, minutes, items)
     holder = lock_holder(run_dir)
     if holder is not None and holder.alive:
         raise GenforgeError(f"{run_dir} is being trained by process {holder.pid} on {holder.host}; stop it first")
@@ -368,7 +383,7 @@ def resume_training(run_dir: str | Path, steps: int | None = None, minutes: floa
     args += ["--steps", str(steps)] if steps is not None else []
     args += ["--minutes", str(minutes)] if minutes is not None else []
     args += ["--data-root", data_root] if data_root else []
-    return _spawn(run_dir, args)
+    return _spawn(run_dir, args, cfg)
 
 
 def stop_training(run_dir: str | Path) -> bool:

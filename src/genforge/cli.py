@@ -19,6 +19,7 @@ EPILOGS = {
   genforge train mnist-dcgan --minutes 5 --run-dir runs/dcgan optim.lr=1e-4 train.batch_size=128
   genforge train mnist-vae model.latent_dim=2          # the classic 2-D manifold grid
   genforge train --resume runs/dcgan --steps 6000       # continue to step 6000 in total
+  genforge train --resume runs/dcgan --from step-0000500   # from an earlier checkpoint (the newest is damaged)
   genforge train ring-8 --seeds 3 --run-dir runs/ring  # 3 seeds in turn; the best by eval/modes -> runs/ring/best""",
     "sample": """examples:
   genforge sample runs/dcgan --n 64 --out grid.png
