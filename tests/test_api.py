@@ -148,6 +148,7 @@ def test_a_child_training_stops_with_a_checkpoint_and_resumes(tmp_path):
     process = api.start_training("ring-8", overrides, run_dir=run_dir, steps=10**6)
     wait_for(lambda: api.open_run(run_dir).status() == "training" if (run_dir / "config.json").is_file() else False)
     wait_for(lambda: (api.open_run(run_dir).checkpoint_step() or 0) > 0)
+    assert api.running_trainings(tmp_path) == [run_dir]
     with pytest.raises(GenforgeError, match="being trained by process"):
         api.resume_training(run_dir)
     assert api.stop_training(run_dir)

@@ -177,3 +177,23 @@ def test_a_run_folder_with_a_link_leading_out_is_refused(tmp_path):
     link_to_run.symlink_to(run)
     with pytest.raises(GenforgeError, match="is a symbolic link"):
         check_links(link_to_run)
+
+
+def test_a_child_that_died_before_writing_its_config_is_listed_as_failed(tmp_path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / "train.log").write_text("Traceback ...\n")
+    (folder / "process.json").write_text(json.dumps({"pid": dead_pid(), "recipe": "ring-8", "family": "gan",
+                                                      "budget": {"steps": 50}}))
+    (summary,) = list_runs(tmp_path)
+    assert (summary.recipe, summary.status, summary.total_steps) == ("ring-8", "failed", 50)
+    with pytest.raises(GenforgeError, match="never wrote its config.json"):
+        Run(folder).config
+    (folder / "process.json").write_text(json.dumps({"pid": os.getpid(), "recipe": "ring-8"}))
+    assert read_status(folder) == "training"
+
+
+def test_a_run_stopped_before_its_first_checkpoint_is_failed_not_resumable(tmp_path):
+    folder = make_run(tmp_path / "r", checkpoint=None)
+    (folder / "status.json").write_text(json.dumps({"status": "interrupted", "step": 0}))
+    assert read_status(folder) == "failed"

@@ -20,6 +20,7 @@ from genforge.errors import GenforgeError
 
 LOCK_FILE = "lock"
 STATUS_FILE = "status.json"
+PROCESS_FILE = "process.json"  # written by api.start_training: the child process, before its config.json exists
 STATUSES = ("training", "finished", "interrupted", "failed")
 SEARCH_DEPTH = 3  # run folders are found this many levels below the runs folder at most
 # Final metrics shown first in a run list, when a run has them (lower-is-better ones first).
@@ -198,9 +199,15 @@ def read_status(run_dir: Path) -> str:
     holder = lock_holder(run_dir)
     if holder is not None and holder.alive:
         return "training"
+    if not (run_dir / "config.json").is_file():  # a child started by the studio that has not written it yet
+        child = _read_json(run_dir / PROCESS_FILE)
+        alive = isinstance(child, dict) and isinstance(child.get("pid"), int) and pid_alive(child["pid"])
+        return "training" if alive else "failed"
     recorded = _read_json(run_dir / STATUS_FILE)
     has_checkpoint = _checkpoint_step(run_dir) is not None
     if holder is None and isinstance(recorded, dict) and recorded.get("status") in STATUSES[1:]:
+        if recorded["status"] == "interrupted" and not has_checkpoint:
+            return "failed"  # stopped before its first checkpoint: nothing to resume, only to start again
         return recorded["status"]
     # A dead holder (killed, or the machine went down) or a run from before status.json.
     if not has_checkpoint:
@@ -260,6 +267,8 @@ class Run:
         self.path = Path(path)
         raw = _read_json(self.path / "config.json")
         if not (self.path / "config.json").is_file():
+            raw = _pending_config(self.path)
+        if raw is None:
             raise GenforgeError(f"{self.path}: not a genforge run folder (no config.json)")
         if not isinstance(raw, dict):
             raise GenforgeError(f"{self.path / 'config.json'}: not a JSON object; is this a genforge run folder?")
@@ -271,6 +280,9 @@ class Run:
     def config(self):
         """The run's typed config (RunConfig), validated as it is read."""
         from genforge.config import config_from_json
+
+        if not (self.path / "config.json").is_file():
+            raise GenforgeError(f"{self.path}: the training never wrote its config.json; see {self.path / 'train.log'}")
 
         return config_from_json(self.path / "config.json")
 
@@ -342,6 +354,14 @@ class Run:
                           _updated(self.path))
 
 
+def _pending_config(path: Path) -> dict[str, Any] | None:
+    """What process.json says of a run whose child has not written config.json (yet, or ever)."""
+    child = _read_json(path / PROCESS_FILE)
+    if not isinstance(child, dict) or not isinstance(child.get("recipe"), str):
+        return None
+    return {"recipe": child["recipe"], "family": child.get("family", "?"), "train": child.get("budget", {})}
+
+
 def _updated(path: Path) -> float:
     times = [path.stat().st_mtime]
     for name in ("metrics.jsonl", "status.json", "eval.json"):
@@ -358,7 +378,7 @@ def find_runs(root: str | Path) -> list[Path]:
     found: list[Path] = []
 
     def walk(folder: Path, depth: int) -> None:
-        if (folder / "config.json").is_file():
+        if (folder / "config.json").is_file() or (folder / PROCESS_FILE).is_file():
             found.append(folder)
             return
         if depth >= SEARCH_DEPTH:
