@@ -183,8 +183,20 @@ def init_distributed(device_name: str) -> tuple[Distributed, str]:
         torch.cuda.set_device(ranks.local_rank)
         device_name = f"cuda:{ranks.local_rank}"
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        dist.init_process_group("nccl" if use_cuda else "gloo", store=_attempt_store(), rank=ranks.rank,
+                                world_size=world)
     return ranks, device_name
+
+
+def _attempt_store() -> dist.Store:
+    """torchrun's rendezvous store, with the keys of this attempt under their own prefix: after a
+    ``--max-restarts`` restart the agent's store still holds the dead attempt's addresses, and a
+    restarted rank that read one waited for a peer that is gone (the group hung in connectFullMesh
+    or timed out, in 2 of 4 tries)."""
+    from torch.distributed.rendezvous import rendezvous
+
+    store, _, _ = next(rendezvous("env://"))
+    return dist.PrefixStore(f"genforge/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 class BatchOrder:
