@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -93,23 +94,26 @@ def run(args: argparse.Namespace) -> None:
     print(json.dumps(machine_info(torch.device("cpu"))))
     for recipe in args.recipe or ["mnist-dcgan", "fashion-discogan"]:
         for condition in ("none", args.competitor):
-            rates = {}
+            rates: dict[str, list[float]] = {}
             competitor = start_competitor(condition, recipe, args.seconds)
             try:
                 time.sleep(2 if competitor else 0)  # the competitor running before we measure
-                for setting in args.setting or SETTINGS:
-                    result = measure(recipe, setting, args.seconds)
-                    rates[setting] = result["images_per_s"]
-                    print(f"{recipe:17s} beside {condition:8s} {setting:20s} {result['images_per_s']:9.1f} img/s "
-                          f"(threads at end {result['threads_at_end']})  | {uptime()}", flush=True)
+                for _ in range(args.rounds):  # settings in turn, round after round: a shared machine's load drifts
+                    for setting in args.setting or SETTINGS:
+                        result = measure(recipe, setting, args.seconds)
+                        rates.setdefault(setting, []).append(result["images_per_s"])
+                        print(f"{recipe:17s} beside {condition:8s} {setting:20s} {result['images_per_s']:9.1f} img/s "
+                              f"(threads at end {result['threads_at_end']})  | {uptime()}", flush=True)
             finally:
                 if competitor:
                     competitor.kill()
                     competitor.wait()
-            best = max(rates.get("1 thread", 0.0), rates.get("2 threads", 0.0))
-            if best and "default" in rates:
-                print(f"{recipe:17s} beside {condition:8s} default / best of 1 and 2 threads: "
-                      f"{rates['default'] / best:.2f}x", flush=True)
+            medians = {setting: statistics.median(values) for setting, values in rates.items()}
+            best = max(medians.get("1 thread", 0.0), medians.get("2 threads", 0.0))
+            if best and "default" in medians:
+                print(f"{recipe:17s} beside {condition:8s} medians over {args.rounds} rounds: "
+                      + ", ".join(f"{k} {v:.1f}" for k, v in medians.items())
+                      + f"; default / best of 1 and 2 threads: {medians['default'] / best:.2f}x", flush=True)
 
 
 def main() -> None:
@@ -123,6 +127,8 @@ def main() -> None:
     parser.add_argument("--competitor", choices=("busy", "training"), default="busy",
                         help="what runs beside the training: a busy loop on one core, or a second training")
     parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per figure (default 15)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of every setting, in turn (default 2; "
+                        "the ratio is of the medians)")
     run(parser.parse_args())
 
 
