@@ -34,12 +34,15 @@ TOY = ["model.hidden=16", "model.layers=1", "model.latent_dim=4", "train.batch_s
        "train.device=cpu", "train.log_every=2", "train.sample_every=4", "train.checkpoint_every=3"]
 
 
-def _config(*extra: str):
-    return api.check_config("ring-8", [*TOY, *extra], steps=STEPS)
+IMAGES = ["model.width=8", "model.latent_dim=16", *TOY[3:]]  # a tiny DCGAN on the bundled digits (slow variant)
 
 
-def _train(run_dir: Path, *extra: str):
-    return api.train_run(_config(*extra), run_dir, progress=False)
+def _config(*extra: str, recipe: str = "ring-8"):
+    return api.check_config(recipe, [*(TOY if recipe == "ring-8" else IMAGES), *extra], steps=STEPS)
+
+
+def _train(run_dir: Path, *extra: str, recipe: str = "ring-8"):
+    return api.train_run(_config(*extra, recipe=recipe), run_dir, progress=False)
 
 
 def _resume(run_dir: Path, start: str | None = None):
@@ -99,11 +102,11 @@ def kill_self(*_):
 
 # --- SIGKILL at 20 points -------------------------------------------------------------------
 
-def _kill_points() -> list[tuple[str, str, int]]:
+def _kill_points(seed: int = 20) -> list[tuple[str, str, int]]:
     """(where, what, when): every writer stage at a checkpoint after the first, and 12 points of the
     loop (mid-step between two phases' updates, after a step, a log line, a grid, a checkpoint),
-    drawn by a seeded generator."""
-    draw = random.Random(20)
+    drawn by a generator seeded with ``seed``."""
+    draw = random.Random(seed)
     points = [("writer", stage, draw.choice((6, 9, 12))) for stage in STAGES]
     loop = [("update", "", n) for n in draw.sample(range(8, 2 * STEPS), 4)]
     loop += [("loop", where, draw.choice(steps)) for where, steps in
@@ -139,6 +142,24 @@ def test_sigkill_at_any_point_resumes_bit_for_bit(tmp_path, reference, where, wh
     result = _resume(run_dir)  # takes the stale lock over
     assert result.step == STEPS and not result.interrupted
     assert_same_run(run_dir, reference)
+
+
+@pytest.fixture(scope="module")
+def image_reference(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("image-reference") / "run"
+    _train(run_dir, recipe="mnist-dcgan")
+    return run_dir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where, what, when", _kill_points(21) + _kill_points(22) + _kill_points(23),
+                         ids=lambda v: str(v))
+def test_sigkill_at_60_more_points_of_an_image_run_resumes_bit_for_bit(tmp_path, image_reference, where, what, when):
+    run_dir = tmp_path / "run"
+    status = forked(lambda: (_arm(where, what, when), _train(run_dir, recipe="mnist-dcgan")))
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert _resume(run_dir).step == STEPS
+    assert_same_run(run_dir, image_reference)
 
 
 def test_the_kill_points_cover_every_writer_stage():
