@@ -132,7 +132,8 @@ def test_gan_run_directory_layout(gan_run):
     assert all(k.split(".", 1)[0] in ("generator", "discriminator", "ema") for k in keys)
     assert {k.removeprefix("ema.") for k in keys if k.startswith("ema.")} == {
         k for k in keys if k.startswith("generator.")}
-    assert {p.name for p in (gan_run / "samples").iterdir()} == {"step-0000002.png", "step-0000004.png", "final.png"}
+    assert {p.name for p in (gan_run / "samples").iterdir()} == {"step-0000002.png", "step-0000004.png", "final.png",
+                                                               "progress.gif"}
     assert (gan_run / "plots" / "losses.png").stat().st_size > 0
     assert list(gan_run.glob("events.out.tfevents.*"))
 
