@@ -138,7 +138,7 @@ def test_discogan_mixture_state(recipe):
     metrics = state["metrics"]
     assert metrics["modes_total"] == (2 if recipe == "gmm-discogan" else 10)
     assert {"modes", "hq", "b2a_modes", "b2a_hq", "distinct_modes", "mapping_purity"} <= set(metrics)
-    assert state["config"]["losses"] == ["nonsaturating", "least_squares"]
+    assert state["config"]["losses"] == ["nonsaturating", "least_squares", "softplus_difference"]
 
 
 def test_discogan_arrows_are_minus_the_gradient_of_gs_whole_loss():

@@ -179,8 +179,11 @@ TRANSLATION_UNITS = {"high_quality": "share of translations within 3 std of a ta
                      "domain_acc": "share 0-1 the domain classifier files under the target",
                      "classifier_real_acc": "the domain classifier on real test images, share 0-1",
                      "diversity": "mean pairwise pixel distance", "diversity_ratio": "vs real target images; 1 = as varied",
-                     "pixel_fid": f"translations vs real target images, pixels at 32x32 projected to 128-d, {LOWER}",
-                     "pixel_fid_untranslated": "the untranslated sources vs the target: where translation starts",
+                     # keyed per direction: "pixel_fid" alone is an image folder's sample FID
+                     **{f"{d}_pixel_fid": f"translations vs real target images, pixels at 32x32 projected to 128-d, "
+                        f"{LOWER}" for d in ("a2b", "b2a")},
+                     **{f"{d}_pixel_fid_untranslated": "the untranslated sources vs the target: where translation "
+                        "starts" for d in ("a2b", "b2a")},
                      "fashion_classifier_acc": "share 0-1 of target classes", "feature_fid": f"extractor features, {LOWER}",
                      "feature_diversity_ratio": "vs real target features; 1 = as varied"}
 
