@@ -257,6 +257,8 @@ STATE_DAMAGE = {
         "params", ["a"]), s)[1],
     "param_groups with a parameter too few": lambda s: (s["optimizers"]["generator"]["param_groups"][0]["params"]
                                                         .pop(), s)[1],
+    "param_groups params in another order": lambda s: (s["optimizers"]["generator"]["param_groups"][0]["params"]
+                                                       .reverse(), s)[1],
     "lr as a string": lambda s: (s["optimizers"]["generator"]["param_groups"][0].__setitem__("lr", "fast"), s)[1],
     "betas of one value": lambda s: (s["optimizers"]["generator"]["param_groups"][0].__setitem__("betas", [0.5]), s)[1],
     "a group key unknown to the optimizer": lambda s: (s["optimizers"]["generator"]["param_groups"][0]

@@ -445,6 +445,9 @@ def _check_group(folder: Path, name: str, group: dict[str, Any], want: dict[str,
     if sorted(group) != sorted(want) or len(group["params"]) != len(want["params"]):
         raise refuse(folder, STATE_FILE, f"optimizer {name!r}: a parameter group does not fit this optimizer "
                                          f"(keys {sorted(group)}, {len(group['params'])} parameters)")
+    if group["params"] != want["params"]:  # torch maps the saved moments to parameters by these indices
+        raise refuse(folder, STATE_FILE, f"optimizer {name!r}: a group's parameter indices {group['params'][:8]} are "
+                                         f"not {want['params'][:8]}")
     for key, value in want.items():
         if key != "params" and _kind(group[key]) != _kind(value):
             raise refuse(folder, STATE_FILE, f"optimizer {name!r}: {key!r} is {group[key]!r}, not like {value!r}")
