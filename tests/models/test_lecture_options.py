@@ -42,10 +42,11 @@ def test_truncated_noise_is_resampled_within_two_std_not_clamped():
 
 
 def test_a_gan_draws_its_configured_noise():
-    cfg = load_recipe("duck-cow-2d", FAST)
-    model = build_model(cfg, (2,), 2)
+    model = build_model(load_recipe("duck-cow-2d", [*FAST, "model.noise=uniform01"]), (2,), 2)
     z = model.sample_noise(1000, torch.Generator().manual_seed(0))
     assert z.shape == (1000, 100) and z.min() >= 0 and z.max() < 1
+    recipe = build_model(load_recipe("duck-cow-2d", FAST), (2,), 2).sample_noise(1000, torch.Generator().manual_seed(0))
+    assert recipe.min() < -0.9 and recipe.max() > 0.9  # the recipe's U(-1, 1)
 
 
 def _optimizers(recipe: str, *overrides: str):
