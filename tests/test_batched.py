@@ -74,10 +74,12 @@ def test_configurations_the_batched_step_does_not_take_train_one_by_one(tmp_path
     assert lines == ["genforge: training the 2 seeds one by one: gradient penalties differentiate inside the step, "
                      "which vmap does not take"]
     assert [r.step for r in results] == [2, 2]
-    assert why_not_batched(seed_configs("ring-8", ["model.reuse_fakes=true"], seeds=(0, 1))).startswith("model.reuse")
-    assert why_not_batched(seed_configs("mnist-dcgan", [], seeds=(0, 1))).startswith("model.arch=dcgan")
+    assert why_not_batched(seed_configs("ring-8", ["model.reuse_fakes=true", *GAN_TINY], seeds=(0, 1))).startswith(
+        "model.reuse")
+    assert why_not_batched(seed_configs("mnist-dcgan", ["model.hidden=8"], seeds=(0, 1))).startswith("model.arch=dcgan")
     assert why_not_batched([cfgs[0], load_recipe("ring-8", ["train.seed=1", "optim.lr=0.1"])]) is not None
     assert why_not_batched(cfgs[:1]) == "one seed"
+    assert "bound by arithmetic" in why_not_batched(seed_configs("gmm-discogan", [], seeds=(0, 1)))  # hidden 256
 
 
 @pytest.mark.parametrize("name,options", [("Adam", {"fused": True}), ("Adam", {"foreach": False}),
