@@ -197,3 +197,11 @@ def test_a_run_stopped_before_its_first_checkpoint_is_failed_not_resumable(tmp_p
     folder = make_run(tmp_path / "r", checkpoint=None)
     (folder / "status.json").write_text(json.dumps({"status": "interrupted", "step": 0}))
     assert read_status(folder) == "failed"
+
+
+def test_a_json_file_nested_a_million_deep_is_unreadable_not_a_crash(tmp_path):
+    folder = make_run(tmp_path / "r")
+    (folder / "status.json").write_text("[" * 1_000_000 + "]" * 1_000_000)
+    (folder / "checkpoints" / "step-0000010" / "state.json").write_text("{\"a\": " * 200_000 + "1" + "}" * 200_000)
+    (summary,) = list_runs(tmp_path)
+    assert summary.status == "interrupted" and summary.step == 0

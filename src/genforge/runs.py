@@ -32,7 +32,7 @@ def _read_json(path: Path) -> Any:
     """A JSON file's content, or None when it is missing or unreadable (a run being written)."""
     try:
         return json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: JSON nested a million deep
         return None
 
 
