@@ -63,6 +63,13 @@ def _mean_spread(values: Sequence[float]) -> str:
     return f"{mean:.2f} ± {spread:.2f}"
 
 
+def _why_not_batched(toy: str, overrides: list[list[str]]) -> str | None:
+    from genforge.batched import why_not_batched
+    from genforge.config import load_recipe
+
+    return why_not_batched([load_recipe(toy, one) for one in overrides])
+
+
 def _bench_one(toy: str, overrides: list[str], run_dir: Path) -> list[tuple[dict[str, float], float]]:
     """One seed alone (in a worker process), as :func:`_bench_group` returns a group."""
     return [_bench_run(toy, overrides, run_dir)]
@@ -120,10 +127,13 @@ def toy_bench(out_dir: str | Path, seeds: int = 5, steps: int | None = None, toy
                 if steps is not None:
                     overrides.append(f"train.steps={steps}")
                 group.append((seed, overrides, out_dir / toy / name / f"seed-{seed}"))
-            if batched:
+            why = _why_not_batched(toy, [o for _, o, _ in group]) if batched else "--one-by-one"
+            if why is None:
                 jobs.append((rows[-1], [seed for seed, _, _ in group],
                              (_bench_group, (toy, [o for _, o, _ in group], [d for _, _, d in group]))))
-            else:
+            else:  # each seed its own job, so that the workers share a configuration's seeds
+                if batched:
+                    log(f"{toy:8s} {name:24s} seeds one by one: {why}")
                 jobs += [(rows[-1], [seed], (_bench_one, (toy, o, d))) for seed, o, d in group]
 
     def record(row: BenchRow, seeds_done: list[int], results: list[tuple[dict[str, float], float]]) -> None:
