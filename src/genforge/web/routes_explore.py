@@ -8,6 +8,8 @@ A sample is named by (seed, n, index): ``api.noise(loaded, n, seed)[index]`` is 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
@@ -192,3 +194,34 @@ async def nearest(request: Request, body: SampleRequest):
                 "distances": [float(d) for d in found.distances], "names": list(found.names), "space": found.space}
 
     return await _with_model(request, body.run, work)
+
+
+EXPORT_FORMATS = ("onnx", "torchscript", "folder")
+
+
+@router.get("/export")
+async def export(request: Request, run: str, format: str = Query(..., pattern="^(onnx|torchscript|folder)$")):
+    """The run's sampling networks as ``genforge export`` writes them (ONNX, TorchScript or a model
+    folder with its card), zipped for download; written to a temporary folder, never into the run."""
+    import io
+    import tempfile
+    import zipfile
+
+    from fastapi.responses import Response
+
+    path = run_dir(request, run)
+
+    def work() -> bytes:
+        with tempfile.TemporaryDirectory(prefix="genforge-export-") as tmp:
+            out = Path(tmp) / "export"
+            api.export(path, format, out)
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+                for file in sorted(out.rglob("*")):
+                    if file.is_file():
+                        archive.write(file, file.relative_to(out).as_posix())
+            return buffer.getvalue()
+
+    data = await studio(request).model_workers.run(work)
+    name = f"{path.name}-{format}.zip"
+    return Response(data, media_type="application/zip", headers={"Content-Disposition": f'attachment; filename="{name}"'})

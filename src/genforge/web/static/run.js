@@ -136,6 +136,11 @@ function runHeader(runId, refresh) {
   const resume = GF.el("button", { id: "resume", onclick: () =>
     act("/api/resume", { run: runId, steps: toStep.value ? parseInt(toStep.value, 10) : null }) }, "Resume");
   const explore = GF.el("a", { class: "button", href: `#/explore?id=${GF.q(runId)}` }, "Explore");
+  const download = (format, label) => GF.el("a", { class: "button", id: `export-${format}`, download: "",
+    title: `genforge export ${runId} --format ${format} (zipped)`,
+    href: `/api/explore/export?run=${GF.q(runId)}&format=${format}` }, label);
+  const exports = GF.el("span", { class: "muted" }, "export: ", download("onnx", "ONNX"),
+                        download("torchscript", "TorchScript"), download("folder", "model folder"));
   const update = (summary) => {
     badge.replaceChildren(GF.statusBadge(summary.status));
     const total = summary.total_steps ? ` of ${summary.total_steps}` : "";
@@ -144,7 +149,7 @@ function runHeader(runId, refresh) {
     stop.hidden = summary.status !== "training";
     resume.hidden = toStep.hidden = summary.status === "training";
   };
-  return { node: GF.el("div", {}, title, GF.el("div", { class: "controls" }, badge, info, stop, toStep, resume, explore), note),
+  return { node: GF.el("div", {}, title, GF.el("div", { class: "controls" }, badge, info, stop, toStep, resume, explore, exports), note),
            update, note };
 }
 
