@@ -98,6 +98,9 @@ def serve(runs: str | Path = "runs", host: str = "127.0.0.1", port: int = 8765, 
     """Start the studio and print its URL. Any host but loopback gets a token (generated if not given)."""
     import uvicorn
 
+    from genforge.threads import apply_threads
+
+    apply_threads(0)  # the server's own sampling: the cores the trainings beside it leave free, not all of them
     if token is None and not is_loopback(host):
         token = new_token()
     app = create_app(runs, token=token, data_root=data_root, max_trainings=max_trainings)
