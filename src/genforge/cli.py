@@ -457,7 +457,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise GenforgeError(f"--seeds must be positive, not {args.seeds}")
     if args.workers < 0 or args.threads < 1:
         raise GenforgeError("--workers must be 0 (one per core) or more, and --threads 1 or more")
-    from genforge.runtime import cores
+    from genforge.threads import cores
 
     workers = args.workers or max(1, cores() // args.threads)
     start = time.monotonic()

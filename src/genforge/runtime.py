@@ -31,14 +31,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one, else all)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
 def set_threads(threads: int, processes: int = 1) -> None:
     """``threads`` torch threads; 0 = the cores other work leaves free, shared evenly by ``processes``
     on this machine, re-checked at log steps (:mod:`genforge.threads`)."""
