@@ -142,3 +142,12 @@ def train_on_folder(cfg: RunConfig, run_dir: Path):
     from genforge.train import train
 
     return train(cfg, run_dir, progress=False)
+
+
+def planted_link(link: Path, beside: Path) -> Path:
+    """A file ``beside/outside.txt`` holding "keep", and a link to it planted at ``link`` (inside a run
+    folder): what a crafted run folder does to make genforge write elsewhere. Returns the outside file."""
+    outside = beside / "outside.txt"
+    outside.write_text("keep")
+    link.symlink_to(outside)
+    return outside

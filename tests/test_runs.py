@@ -15,6 +15,8 @@ import pytest
 from genforge.errors import GenforgeError
 from genforge.runs import Run, RunLock, find_runs, list_runs, lock_holder, pid_alive, read_metrics, read_status
 
+from .conftest import planted_link
+
 
 def dead_pid() -> int:
     """The pid of a process that has exited (and been reaped)."""
@@ -66,11 +68,9 @@ def test_the_lock_of_a_dead_process_is_taken_over(tmp_path):
 
 
 def test_a_lock_file_that_is_a_link_is_not_followed(tmp_path):
-    outside = tmp_path / "outside.txt"
-    outside.write_text("keep")
     run = tmp_path / "run"
     run.mkdir()
-    (run / "lock").symlink_to(outside)
+    outside = planted_link(run / "lock", tmp_path)
     with RunLock(run):  # no holder can be read from it: the link is replaced by a lock of our own
         assert not (run / "lock").is_symlink()
         assert lock_holder(run).pid == os.getpid()
