@@ -306,14 +306,14 @@ class Run:
         """The step of the newest complete checkpoint (where a resume starts), or None."""
         return _checkpoint_step(self.path)
 
-    def step(self) -> int:
-        """How far the run got: its newest logged or checkpointed step."""
-        rows = self.metrics()
+    def step(self, rows: list[dict] | None = None) -> int:
+        """How far the run got: its newest logged or checkpointed step (``rows``: its metrics, if already read)."""
+        rows = self.metrics() if rows is None else rows
         logged = int(rows[-1]["step"]) if rows else 0
         return max(logged, _checkpoint_step(self.path) or 0)
 
-    def timeline(self) -> list[tuple[int, Path]]:
-        """The progress grids by step (samples/step-N.png), and final.png at the run's step."""
+    def timeline(self, step: int | None = None) -> list[tuple[int, Path]]:
+        """The progress grids by step (samples/step-N.png), and final.png at the run's step (``step``, if known)."""
         frames = []
         for path in (self.path / "samples").glob("step-*.png"):
             try:
@@ -323,7 +323,7 @@ class Run:
         frames.sort()
         final = self.path / "samples" / "final.png"
         if final.is_file():
-            frames.append((max(self.step(), frames[-1][0] if frames else 0), final))
+            frames.append((max(self.step() if step is None else step, frames[-1][0] if frames else 0), final))
         return frames
 
     def plots(self) -> list[Path]:
@@ -345,10 +345,11 @@ class Run:
         speeds = [r["images_per_s"] for r in rows if isinstance(r.get("images_per_s"), (int, float))]
         final = {k: v for r in rows for k, v in r.items() if k.startswith("eval/") and isinstance(v, (int, float))}
         headline = {k: final[k] for k in HEADLINE_ORDER if k in final} or dict(list(final.items())[:3])
-        frames = self.timeline()
+        step = self.step(rows)  # metrics.jsonl is read once: the studio asks for every run's summary often
+        frames = self.timeline(step)
         train = self.budget()
         ident = self.path.relative_to(root).as_posix() if root is not None else self.path.as_posix()
-        return RunSummary(ident, self.path, self.recipe, self.family, self.status(), self.step(),
+        return RunSummary(ident, self.path, self.recipe, self.family, self.status(), step,
                           int(train.get("steps", 0) or 0), float(train.get("minutes", 0.0) or 0.0),
                           speeds[-1] if speeds else None, frames[-1][1] if frames else None, headline,
                           _updated(self.path))
