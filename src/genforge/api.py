@@ -355,6 +355,13 @@ def running_trainings(root: str | Path = "runs") -> list[Path]:
     return [summary.path for summary in list_runs(root) if summary.status == "training"]
 
 
+def _budget_args(steps: int | None, minutes: float | None, data_root: str | None) -> list[str]:
+    """The command-line words of a child training's budget and data root."""
+    return ([*(["--steps", str(steps)] if steps is not None else []),
+             *(["--minutes", str(minutes)] if minutes is not None else []),
+             *(["--data-root", data_root] if data_root else [])])
+
+
 def start_training(recipe: str, overrides: Iterable[str] | dict[str, Any] = (), run_dir: str | Path | None = None,
                    steps: int | None = None, minutes: float | None = None, data_root: str | None = None,
                    root: str | Path = "runs") -> TrainingProcess:
@@ -364,9 +371,7 @@ def start_training(recipe: str, overrides: Iterable[str] | dict[str, Any] = (), 
     cfg = check_config(recipe, items, steps, minutes)
     path = new_run_dir(cfg, run_dir, root)
     args = [recipe, *items, "--run-dir", str(path)]
-    args += ["--steps", str(steps)] if steps is not None else []
-    args += ["--minutes", str(minutes)] if minutes is not None else []
-    args += ["--data-root", data_root] if data_root else []
+    args += _budget_args(steps, minutes, data_root)
     return _spawn(path, args, cfg)
 
 
@@ -380,9 +385,7 @@ def resume_training(run_dir: str | Path, steps: int | None = None, minutes: floa
     if holder is not None and holder.alive:
         raise GenforgeError(f"{run_dir} is being trained by process {holder.pid} on {holder.host}; stop it first")
     args = ["--resume", str(run_dir), *items]
-    args += ["--steps", str(steps)] if steps is not None else []
-    args += ["--minutes", str(minutes)] if minutes is not None else []
-    args += ["--data-root", data_root] if data_root else []
+    args += _budget_args(steps, minutes, data_root)
     return _spawn(run_dir, args, cfg)
 
 
