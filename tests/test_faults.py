@@ -390,7 +390,10 @@ def test_torchrun_brings_the_group_back_after_a_rank_is_killed_with_the_same_wei
     assert straight.returncode == 0, straight.stderr[-3000:]
     killed = _torchrun(tmp_path / "killed", restarts=1, kill="1:6")  # rank 1 SIGKILLs itself after step 6
     assert killed.returncode == 0, killed.stderr[-3000:]
-    assert "exitcode: -9" in killed.stderr and "resuming mnist-dcgan (gan)" in killed.stderr
+    assert "test hook: rank 1 kills itself after step 6" in killed.stderr
+    # torchrun names whichever process it sees fail first: rank 1 (-9) or rank 0, whose collective broke
+    assert "exitcode: -9" in killed.stderr or "another process of the torchrun group stopped" in killed.stderr
+    assert "resuming mnist-dcgan (gan)" in killed.stderr
     assert "from step 4" in killed.stderr
     a = load_file(latest_checkpoint(tmp_path / "straight") / "model.safetensors")
     b = load_file(latest_checkpoint(tmp_path / "killed") / "model.safetensors")

@@ -663,6 +663,9 @@ def kill_hook_from_env() -> Callable[[str, int], None] | None:
 
     def hook(where: str, at: int) -> None:
         if where == "step" and at == step and int(os.environ.get("RANK", "0")) == rank:
+            # Said first: whichever process torchrun sees fail first (this one's -9, or a peer's exit
+            # when its collective breaks) is a race, so the test reads the kill from this line.
+            print(f"genforge: test hook: rank {rank} kills itself after step {step}", file=sys.stderr, flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
 
     return hook
