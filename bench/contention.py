@@ -6,12 +6,16 @@
 
 Each figure is one fresh process training a recipe through the loop's own set-up (prepare_run, so
 ``train.threads`` goes through genforge's thread policy) and steps for ``--seconds`` after 3 warm-up
-steps, re-checking the thread count every 10 steps as the loop does at its log steps. The settings:
+steps, re-checking the thread count at every step as the loop does (a check is due every 2 seconds). The settings:
 
-- ``1 thread`` / ``2 threads``: ``train.threads=1`` / ``2``, with genforge's passive OpenMP waiting;
-- ``default``: ``train.threads=0`` (the cores other work leaves free), passive waiting;
-- ``2 threads, spinning``: ``train.threads=2`` with OpenMP's own wait policy (what genforge did before:
-  ``OMP_WAIT_POLICY`` set empty, so libgomp spins at every barrier for a while before sleeping).
+- ``1 thread`` / ``2 threads``: ``train.threads=1`` / ``2``, with genforge's short OpenMP spin
+  (``GOMP_SPINCOUNT=10000``, set at genforge's import);
+- ``default``: ``train.threads=0`` (the cores other work leaves free, measured as the loop does), the
+  short spin;
+- ``2 threads, passive``: ``OMP_WAIT_POLICY=PASSIVE``, threads that never spin (genforge's earlier setting,
+  issue 21's first round);
+- ``2 threads, spinning``: libgomp's own policy (``OMP_WAIT_POLICY`` set empty: 300,000 turns of
+  spinning at every barrier before sleeping; what genforge did before issue 21).
 
 Each runs idle (nothing of ours beside it) and beside a competitor: a busy loop on one core, or a second
 training of the same recipe at the default. The machine's load average is printed with every figure, and
@@ -30,8 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
-SETTINGS = {"1 thread": ("1", "PASSIVE"), "2 threads": ("2", "PASSIVE"), "default": ("0", "PASSIVE"),
-            "2 threads, spinning": ("2", "")}
+SETTINGS = {"1 thread": ("1", {}), "2 threads": ("2", {}), "default": ("0", {}),
+            "2 threads, passive": ("2", {"OMP_WAIT_POLICY": "PASSIVE"}),
+            "2 threads, spinning": ("2", {"OMP_WAIT_POLICY": ""})}
 BUSY_LOOP = "while True:\n    pass\n"
 
 
@@ -51,10 +56,10 @@ def worker(recipe: str, threads: int, seconds: float) -> None:
         steps, start = 0, time.monotonic()
         while time.monotonic() - start < seconds:
             logged = run.step()
+            recheck_threads()
             steps += 1
             if steps % 10 == 0:
                 float(next(iter(logged.values())))  # the loop's host sync at a log step
-                recheck_threads()
         float(next(iter(logged.values())))
         elapsed = time.monotonic() - start
     print(json.dumps({"images_per_s": steps * run.batches.global_batch / elapsed, "steps": steps,
@@ -62,8 +67,8 @@ def worker(recipe: str, threads: int, seconds: float) -> None:
 
 
 def measure(recipe: str, setting: str, seconds: float) -> dict:
-    threads, policy = SETTINGS[setting]
-    env = {**os.environ, "OMP_WAIT_POLICY": policy}
+    threads, wait = SETTINGS[setting]
+    env = {**{k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}, **wait}
     out = subprocess.run([sys.executable, __file__, "--worker", recipe, threads, str(seconds)], env=env,
                          capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
     return json.loads(out)
@@ -75,7 +80,7 @@ def start_competitor(kind: str, recipe: str, seconds: float) -> subprocess.Popen
     if kind == "busy":
         return subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
     return subprocess.Popen([sys.executable, __file__, "--worker", recipe, "0", str(10 * seconds)],
-                            stdout=subprocess.DEVNULL, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+                            stdout=subprocess.DEVNULL)
 
 
 def uptime() -> str:

@@ -4,7 +4,7 @@
 (see docs/api.md). Nothing heavy is imported until it is used, so the command starts fast.
 """
 
-from genforge import threads as _threads  # first: OpenMP's passive waiting must be set before torch loads
+from genforge import threads as _threads  # first: OpenMP's wait policy must be set before torch loads
 from genforge._version import __version__
 
 

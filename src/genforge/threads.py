@@ -1,20 +1,28 @@
 """How many CPU threads torch uses, and how its OpenMP threads wait: training on a busy machine.
 
-Two things made a 2-core run beside other work (a browser, the studio, a second training) 6-13x
-slower with two threads than with one (issue 21), and both are set here:
+A 2-core run beside other work (a browser, the studio, a second training) was 6-13x slower with two
+threads than with one (issue 21). Two settings decide it, and both are made here:
 
-- **How threads wait.** torch's CPU build runs its intra-op threads on GNU OpenMP (libgomp,
-  ``torch.__config__.parallel_info()``), whose threads *spin* at the barrier ending every parallel
-  operation. When another process holds one of the cores, the spinning thread burns its time
-  slice waiting for a partner that is not running: the step slows by far more than the CPU share
-  lost. ``OMP_WAIT_POLICY=PASSIVE`` makes them sleep instead. libgomp reads it once, when torch is
-  imported, so :func:`passive_waiting` sets it at genforge's import (before torch) unless the user
-  set it; child processes (bench workers, the studio's trainings) inherit it.
-- **How many threads.** ``train.threads=0`` (the default) takes the cores this process may run on
-  (its affinity mask) less the ones other work keeps busy (the 1-minute load average, less this
-  process's own threads), at least one, shared by the processes ``torchrun`` started; the loop
-  re-checks it at log steps (:func:`recheck_threads`), so a run follows the machine as other work
-  starts and stops. ``train.threads=N`` is used as given.
+- **How many threads.** Two threads beside a process that holds one of the cores collapse, whatever
+  OpenMP's wait policy (``bench/contention.py``: ``mnist-dcgan`` at 458 img/s with 2 passive threads
+  beside a busy loop, 2,838 with one): each parallel operation waits at its barrier for a partner the
+  OS is not running. So ``train.threads=0`` (the default) takes the cores this process may run on (its
+  affinity mask) less the ones other work keeps busy, at least one, shared by the processes ``torchrun``
+  started; the loop re-checks it every few seconds (:func:`recheck_threads`), so a run follows the
+  machine as other work starts and stops. "Busy" is measured, not guessed: from the CPU time the
+  kernel counts on those cores (``/proc/stat``, steal time included) less this process's own, over the
+  seconds since the last check. The load average is the fallback (other systems) and the first guess
+  (no interval measured yet); it lags a minute behind and counts waiting threads, so it is not
+  trusted once a measurement exists. ``train.threads=N`` is used as given.
+- **How threads wait.** torch's CPU build runs its threads on GNU OpenMP (libgomp), whose threads
+  spin at the barrier ending every parallel operation before they sleep: 300,000 turns by default,
+  which burns a competitor's core; never spinning (``OMP_WAIT_POLICY=PASSIVE``) costs a futex wake-up
+  per operation, which made the toy MLPs' small operations 2-3x slower on an idle machine than one
+  thread. ``GOMP_SPINCOUNT=10000`` (a few microseconds) keeps back-to-back operations on running
+  threads and sleeps soon after. libgomp reads it once, when torch is imported, so
+  :func:`wait_policy` sets it at genforge's import (before torch) unless the user chose
+  ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY``; child processes (bench workers, the studio's trainings)
+  inherit it.
 
 Nothing here imports torch at module level (genforge's import must stay light and come first).
 """
@@ -24,24 +32,28 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-WAIT_POLICY = "OMP_WAIT_POLICY"
-RECHECK_SECONDS = 2.0  # the load average moves over a minute: checking more often only costs syscalls
-
-
-def passive_waiting() -> bool:
-    """Ask OpenMP to let waiting threads sleep (``OMP_WAIT_POLICY=PASSIVE``), unless the user chose a
-    policy; True when passive waiting is in effect for this process. Too late (False) when torch was
-    imported first: its OpenMP runtime has read the environment then (children still get it)."""
-    torch_loaded = "torch" in sys.modules
-    if WAIT_POLICY not in os.environ:
-        os.environ[WAIT_POLICY] = "PASSIVE"
-        return not torch_loaded
-    return os.environ[WAIT_POLICY].strip().upper() == "PASSIVE"
+WAIT_POLICY, SPIN_COUNT = "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"
+SPIN = "10000"  # libgomp's turns at a barrier before sleeping (its default: 300,000; PASSIVE: 0)
+RECHECK_SECONDS = 2.0  # the measured interval: shorter ones are a few clock ticks (10 ms each) only
 
 
-PASSIVE_AT_START = passive_waiting()  # at genforge's import: genforge/__init__.py imports this module first
+def wait_policy() -> str:
+    """Set libgomp's short spin (``GOMP_SPINCOUNT``) unless the user chose how OpenMP waits; says how
+    this process's OpenMP threads wait. Too late when torch was imported first: its OpenMP runtime has
+    read the environment then (children still get the setting)."""
+    chosen = [f"{key}={os.environ[key]}" for key in (WAIT_POLICY, SPIN_COUNT) if key in os.environ]
+    if chosen:
+        return ", ".join(chosen) + " (as set)"
+    os.environ[SPIN_COUNT] = SPIN
+    if "torch" in sys.modules:
+        return "libgomp's default spin (torch was imported before genforge)"
+    return f"{SPIN_COUNT}={SPIN}"
+
+
+WAITING = wait_policy()  # at genforge's import: genforge/__init__.py imports this module first
+SPIN_AT_START = WAITING == f"{SPIN_COUNT}={SPIN}"
 
 
 def cores() -> int:
@@ -60,16 +72,52 @@ def load_average() -> float:
         return 0.0
 
 
-def free_threads(own_threads: int, processes: int = 1, load: float | None = None, available: int | None = None) -> int:
-    """The threads each of ``processes`` genforge processes should run: the cores not kept busy by
-    other work, shared evenly, at least 1. ``own_threads`` are the threads each of our processes runs
-    now, already counted in the load average (0 before the run starts)."""
+@dataclass(frozen=True)
+class CpuSample:
+    """The kernel's CPU accounting at one moment: seconds busy on this process's cores (every process,
+    steal time included: the hypervisor ran something else), and this process's own CPU seconds."""
+
+    wall: float
+    busy: float
+    own: float
+
+
+def cpu_sample() -> CpuSample | None:
+    """Now's :class:`CpuSample` from ``/proc/stat``; None where there is none (macOS, Windows)."""
+    try:
+        mask = os.sched_getaffinity(0)
+        with open("/proc/stat") as f:
+            lines = f.read().splitlines()
+        ticks_per_second = os.sysconf("SC_CLK_TCK")
+    except (AttributeError, OSError, ValueError):
+        return None
+    busy = 0
+    for line in lines:
+        name, *fields = line.split()
+        if name[:3] == "cpu" and name[3:].isdigit() and int(name[3:]) in mask:
+            # user nice system idle iowait irq softirq steal ... (guest time is already in user)
+            counts = [int(x) for x in fields[:8]] + [0] * (8 - len(fields[:8]))
+            busy += sum(counts[:3]) + sum(counts[5:8])
+    own = os.times()
+    return CpuSample(time.monotonic(), busy / ticks_per_second, own.user + own.system)
+
+
+def busy_elsewhere(before: CpuSample, after: CpuSample, processes: int = 1) -> float:
+    """Cores other work kept busy between two samples: all the busy time less ours (``processes``
+    genforge processes alike, as torchrun's siblings on this machine are), per second."""
+    wall = after.wall - before.wall
+    if wall <= 0:
+        return 0.0
+    return max(0.0, (after.busy - before.busy) - (after.own - before.own) * max(1, processes)) / wall
+
+
+def free_threads(others: float, processes: int = 1, available: int | None = None) -> int:
+    """The threads each of ``processes`` genforge processes should run when other work keeps ``others``
+    cores busy: the cores left, shared evenly, at least 1 (a little background noise costs no core)."""
     available = cores() if available is None else available
     processes = max(1, processes)
-    load = load_average() if load is None else load
-    others = max(0.0, load - own_threads * processes)
-    share = (available - others) / processes
-    return max(1, min(available // processes, int(share + 0.5)))
+    share = (available - max(0.0, others) + 0.5) / processes  # half a core of noise is forgiven, once
+    return max(1, min(available // processes, int(share)))
 
 
 @dataclass
@@ -81,11 +129,20 @@ class ThreadPolicy:
     processes: int = 1
     current: int = 0
     checked_at: float = -1e9
+    sample: CpuSample | None = field(default=None, repr=False)
+
+    def others(self) -> float:
+        """Cores other work keeps busy: measured since the last check where it can be, else the load
+        average less our own threads (which it counts)."""
+        before, self.sample = self.sample, cpu_sample()
+        if before is not None and self.sample is not None and self.sample.wall - before.wall >= RECHECK_SECONDS / 2:
+            return busy_elsewhere(before, self.sample, self.processes)
+        return load_average() - self.current * self.processes
 
     def choose(self) -> int:
         if self.requested > 0:
             return self.requested
-        return free_threads(self.current, self.processes)
+        return free_threads(self.others(), self.processes)
 
     def apply(self, now: float | None = None) -> int:
         """Set torch's thread count to :meth:`choose` (only when it changed); the count."""
@@ -117,7 +174,7 @@ def apply_threads(threads: int, processes: int = 1) -> int:
 
 
 def recheck_threads() -> int:
-    """At a log step: follow the free cores if the run's threads are automatic; the count in use."""
+    """Each step: follow the free cores if the run's threads are automatic; the count in use."""
     return _policy.recheck() if _policy is not None else 0
 
 
@@ -125,6 +182,5 @@ def describe_threads() -> str:
     """One line for a run's banner: the thread count and how it was chosen."""
     if _policy is None:
         return ""
-    how = "as asked" if _policy.requested > 0 else f"free of {cores()} cores, load {load_average():.1f}"
-    wait = "passive" if PASSIVE_AT_START else os.environ.get(WAIT_POLICY, "spinning").lower()
-    return f"threads={_policy.current} ({how}; OpenMP waits {wait})"
+    how = "as asked" if _policy.requested > 0 else f"the free ones of {cores()} cores"
+    return f"threads={_policy.current} ({how}; OpenMP waits with {WAITING})"

@@ -737,6 +737,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, data_root: str | None, p
             if cfg.optim.schedule != "constant":
                 set_learning_rate(run.optimizers, cfg.optim, lr_factor(cfg.optim, model.progress))
             window.add(run.step())
+            recheck_threads()  # a run on automatic threads follows the cores other work leaves free
             update_ema(model, tcfg.ema_decay, step)
             step += 1
             bar.update(1)
@@ -746,7 +747,6 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, data_root: str | None, p
 
             if step % tcfg.log_every == 0 or step == tcfg.steps:
                 values = window.read(step, run.batches.global_batch)
-                recheck_threads()  # a run on automatic threads follows the cores other work leaves free
                 run.check_finite(step, values)  # a non-finite loss or weight stops the run here
                 log.log(step, {**values, **({"nan_skips": run.guard.skipped} if run.guard else {})})
                 bar.set_postfix({k.split("/", 1)[-1]: f"{v:.3g}" for k, v in values.items()})
