@@ -39,6 +39,7 @@ from genforge.data.datasets import load_data  # noqa: E402
 from genforge.models import build_model  # noqa: E402
 from genforge.models.base import Batch  # noqa: E402
 from genforge.runtime import bf16_supported, choose_fast_paths, resolve_device, set_threads  # noqa: E402
+from genforge.threads import cores  # noqa: E402
 from genforge.train import train  # noqa: E402
 
 # name -> (recipe, overrides). dcgan-32 is the speed issue's yardstick, the widely copied DCGAN at
@@ -217,11 +218,13 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every case")
     parser.add_argument("--steps", type=int, default=0, help="steps per round (default 1000 VAE, 150 others)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads for every side (default 0: every "
+                        "core this process may run on; a figure needs a fixed count, not genforge's thread policy)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
+    args.threads = args.threads or cores()
     set_threads(args.threads)
     cases = [(c, *CASES[c]) for c in (args.case or ([] if args.recipe else CASES))]
     cases += [(r, r, ()) for r in args.recipe]

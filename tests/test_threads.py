@@ -113,17 +113,26 @@ def test_automatic_threads_follow_the_load_average_where_nothing_is_measured(mon
 
 def test_automatic_threads_follow_the_measured_busy_cores_not_the_lagging_load_average(monkeypatch):
     before = torch.get_num_threads()
-    samples = iter([CpuSample(0.0, 0.0, 0.0), CpuSample(2.0, 6.0, 2.0),   # 2 others' seconds in 2: one busy core
-                    CpuSample(4.0, 10.0, 6.0)])                           # all the busy time ours: none
+    samples = iter([CpuSample(0.0, 0.0, 0.0), CpuSample(0.5, 1.5, 1.0),    # 0.5 others' seconds in 0.5: one busy core
+                    CpuSample(2.5, 5.5, 3.0),                              # 2 others' seconds in 2: still one
+                    CpuSample(4.5, 9.5, 7.0)])                             # all the busy time ours: none
     monkeypatch.setattr(threads, "cpu_sample", lambda: next(samples))
-    monkeypatch.setattr(threads, "load_average", lambda: 1.5)  # a minute's lag after the busy loop stopped
+    monkeypatch.setattr(threads, "load_average", lambda: 1.5)  # a minute's lag after other work stopped: ignored
     monkeypatch.setattr(threads, "cores", lambda: 2)
+    clock = {"now": 0.0}
+    monkeypatch.setattr(threads.time, "monotonic", lambda: clock["now"])
     try:
         policy = ThreadPolicy(requested=0)
-        assert policy.apply(now=0.0) == 1  # nothing measured yet: the load average's guess
-        policy.checked_at = -threads.RECHECK_SECONDS
-        assert policy.recheck() == 1  # measured: one core busy elsewhere
-        policy.checked_at = -threads.RECHECK_SECONDS
+        assert policy.apply() == 2  # nothing measured yet: every core
+        clock["now"] = 0.3
+        assert policy.recheck() == 2  # the first interval is not over
+        clock["now"] = 0.5
+        assert policy.recheck() == 1 and torch.get_num_threads() == 1  # measured after half a second
+        clock["now"] = 1.5
+        assert policy.recheck() == 1  # then every 2 seconds
+        clock["now"] = 2.5
+        assert policy.recheck() == 1
+        clock["now"] = 4.5
         assert policy.recheck() == 2 and torch.get_num_threads() == 2  # measured: idle, whatever the load says
     finally:
         torch.set_num_threads(before)

@@ -11,9 +11,10 @@ threads than with one (issue 21). Two settings decide it, and both are made here
   started; the loop re-checks it every few seconds (:func:`recheck_threads`), so a run follows the
   machine as other work starts and stops. "Busy" is measured, not guessed: from the CPU time the
   kernel counts on those cores (``/proc/stat``, steal time included) less this process's own, over the
-  seconds since the last check. The load average is the fallback (other systems) and the first guess
-  (no interval measured yet); it lags a minute behind and counts waiting threads, so it is not
-  trusted once a measurement exists. ``train.threads=N`` is used as given.
+  seconds since the last check; a run starts on every core and takes its first measurement after half
+  a second. The load average is the fallback where the kernel's accounting cannot be read (macOS,
+  Windows); it lags a minute behind (a run just after another would start on one core), so it is not
+  used where a measurement can be made. ``train.threads=N`` is used as given.
 - **How threads wait.** torch's CPU build runs its threads on GNU OpenMP (libgomp), whose threads
   spin at the barrier ending every parallel operation before they sleep: 300,000 turns by default,
   which burns a competitor's core; never spinning (``OMP_WAIT_POLICY=PASSIVE``) costs a futex wake-up
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 WAIT_POLICY, SPIN_COUNT = "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"
 SPIN = "10000"  # libgomp's turns at a barrier before sleeping (its default: 300,000; PASSIVE: 0)
 RECHECK_SECONDS = 2.0  # the measured interval: shorter ones are a few clock ticks (10 ms each) only
+FIRST_CHECK_SECONDS = 0.5  # the first interval, from the start: the run starts on every core until then
 
 
 def wait_policy() -> str:
@@ -130,14 +132,16 @@ class ThreadPolicy:
     current: int = 0
     checked_at: float = -1e9
     sample: CpuSample | None = field(default=None, repr=False)
+    measured: int = 0  # checks made (the first starts the first interval)
 
     def others(self) -> float:
-        """Cores other work keeps busy: measured since the last check where it can be, else the load
-        average less our own threads (which it counts)."""
+        """Cores other work keeps busy: measured since the last check; before the first measured
+        interval none where the kernel's accounting can be read (the first check comes after
+        FIRST_CHECK_SECONDS), else the load average less our own threads (which it counts)."""
         before, self.sample = self.sample, cpu_sample()
-        if before is not None and self.sample is not None and self.sample.wall - before.wall >= RECHECK_SECONDS / 2:
-            return busy_elsewhere(before, self.sample, self.processes)
-        return load_average() - self.current * self.processes
+        if self.sample is None:
+            return load_average() - self.current * self.processes
+        return busy_elsewhere(before, self.sample, self.processes) if before is not None else 0.0
 
     def choose(self) -> int:
         if self.requested > 0:
@@ -150,6 +154,7 @@ class ThreadPolicy:
 
         now = time.monotonic() if now is None else now
         threads = self.choose()
+        self.measured += 1
         if threads != self.current or torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
         self.current, self.checked_at = threads, now
@@ -158,7 +163,8 @@ class ThreadPolicy:
     def recheck(self) -> int:
         """:meth:`apply` again if the count follows the load and the last check is old enough."""
         now = time.monotonic()
-        if self.requested > 0 or now - self.checked_at < RECHECK_SECONDS:
+        due = FIRST_CHECK_SECONDS if self.measured < 2 else RECHECK_SECONDS
+        if self.requested > 0 or now - self.checked_at < due:
             return self.current
         return self.apply(now)
 
