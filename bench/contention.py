@@ -51,8 +51,9 @@ def worker(recipe: str, threads: int, seconds: float) -> None:
     cfg = load_recipe(recipe, [f"train.threads={threads}"])
     with tempfile.TemporaryDirectory() as run_dir:
         run = prepare_run(cfg, Path(run_dir), False, None)
-        for _ in range(3):
+        for _ in range(3):  # warm-up, re-checking the threads as the loop does from its first step
             run.step()
+            recheck_threads()
         steps, start = 0, time.monotonic()
         while time.monotonic() - start < seconds:
             logged = run.step()
