@@ -33,7 +33,7 @@ def resolve_device(name: str) -> torch.device:
 
 def set_threads(threads: int, processes: int = 1) -> None:
     """``threads`` torch threads; 0 = the cores other work leaves free, shared evenly by ``processes``
-    on this machine, re-checked at log steps (:mod:`genforge.threads`)."""
+    on this machine, measured again every 2 s as the run goes (:mod:`genforge.threads`)."""
     from genforge.threads import apply_threads
 
     apply_threads(threads, processes)
