@@ -68,6 +68,17 @@ def test_every_shipped_recipe_is_valid(recipe):
     assert validate(load_recipe(recipe)).recipe == recipe
 
 
+@pytest.mark.parametrize("recipe", ["mnist-dcgan", "mnist-vae"])
+@pytest.mark.parametrize("overrides,key", [(["data.dataset=folder:/data/a", "data.path_b=/data/b"], "data.path_b"),
+                                           (["data.dataset=folders", "data.path=/a", "data.path_b=/b"], "data.path_b"),
+                                           (["data.dataset=folders", "data.path=/a"], "data.dataset=folders")])
+def test_a_second_domain_is_refused_where_the_family_would_ignore_it(recipe, overrides, key):
+    with pytest.raises(GenforgeError, match=f"^{key} is a second domain, for a translator") as refused:
+        validate(load_recipe(recipe, overrides))
+    assert "\n" not in str(refused.value)
+    validate(load_recipe("fashion-discogan", ["data.dataset=folders", "data.path=/a", "data.path_b=/b"]))
+
+
 def test_the_budget_and_schedule_rules():
     with pytest.raises(GenforgeError, match="no budget"):
         validate(load_recipe("mnist-vae", ["train.steps=0", "train.minutes=0"]))

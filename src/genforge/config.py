@@ -304,5 +304,11 @@ def validate(cfg: RunConfig, data_shape: tuple[int, ...] | None = None, num_clas
     if tcfg.device not in ("auto", "cpu", "cuda") and not (tcfg.device.startswith("cuda:")
                                                            and tcfg.device[5:].isdigit()):
         raise GenforgeError(f"train.device={tcfg.device}: must be auto, cpu, cuda or cuda:N")
-    registry.family(cfg.family).check_config(cfg, data_shape, num_classes)
+    family = registry.family(cfg.family)
+    if not family.two_domains and (cfg.data.path_b or cfg.data.dataset == "folders"):
+        what = "data.path_b" if cfg.data.path_b else "data.dataset=folders"
+        raise GenforgeError(f"{what} is a second domain, for a translator (the discogan family); the {cfg.family} "
+                            f"family trains on one dataset and would ignore it: leave it out (one folder: "
+                            f"data.dataset=folder:PATH)")
+    family.check_config(cfg, data_shape, num_classes)
     return cfg

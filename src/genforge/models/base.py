@@ -90,6 +90,7 @@ class GenerativeModel(nn.Module):
     family: ClassVar[str]
     ema_networks: ClassVar[tuple[str, ...]] = ()  # networks averaged when train.ema_decay > 0
     output_range: ClassVar[str] = "tanh"  # "tanh": images in [-1, 1]; "sigmoid": in [0, 1]
+    two_domains: ClassVar[bool] = False  # trains on two domains (data.path_b / data.dataset=folders): translators
     progress: float = 0.0  # share of train.steps done before the current step (the loop sets it; 0 without steps)
 
     def __init__(self, cfg: Any, image_shape: tuple[int, int, int], num_classes: int):

@@ -126,6 +126,7 @@ class DiscoGAN(GenerativeModel):
 
     family = "discogan"
     Config = DiscoGANConfig
+    two_domains = True
 
     # Ranges of the family's keys (one line each: key, value, what is allowed).
     RANGES = {"hidden": ">= 1", "width": ">= 1", "cycle_weight": ">= 0", "feature_matching": "[0, 1]",
