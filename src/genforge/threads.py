@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -170,6 +171,7 @@ class ThreadPolicy:
 
 
 _policy: ThreadPolicy | None = None
+_recheck_lock = threading.Lock()
 
 
 def apply_threads(threads: int, processes: int = 1) -> int:
@@ -180,8 +182,12 @@ def apply_threads(threads: int, processes: int = 1) -> int:
 
 
 def recheck_threads() -> int:
-    """Each step: follow the free cores if the run's threads are automatic; the count in use."""
-    return _policy.recheck() if _policy is not None else 0
+    """Each step (and before each of the studio's jobs): follow the free cores if this process's
+    threads are automatic; the count in use. Safe from several threads (the studio's worker pools)."""
+    if _policy is None:
+        return 0
+    with _recheck_lock:
+        return _policy.recheck()
 
 
 def describe_threads() -> str:

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from genforge.errors import GenforgeError
+from genforge.threads import recheck_threads
 from genforge.web.safety import Refused
+
+
+def on_free_cores(fn: Callable[..., Any], /, *args, **kwargs) -> Any:
+    """``fn(*args, **kwargs)`` on the cores other work leaves free: the server's thread count checked
+    again first (a clock read unless a check is due), as a training checks at every step."""
+    recheck_threads()
+    return fn(*args, **kwargs)
 
 
 class Workers:
@@ -38,7 +46,7 @@ class Workers:
                                    "try again in a moment")
             self._in_hand += 1
         try:
-            future = self._executor.submit(fn, *args, **kwargs)
+            future = self._executor.submit(on_free_cores, fn, *args, **kwargs)
         except BaseException:
             self._release()
             raise
@@ -124,7 +132,7 @@ class EvalJobs:
 
         job.state = "running"
         try:
-            job.result = self._evaluate(run_dir, progress=progress, **options)
+            job.result = on_free_cores(self._evaluate, run_dir, progress=progress, **options)
             job.state = "done"
         except GenforgeError as e:
             job.error, job.state = str(e), "failed"
