@@ -56,7 +56,6 @@ def wait_policy() -> str:
 
 
 WAITING = wait_policy()  # at genforge's import: genforge/__init__.py imports this module first
-SPIN_AT_START = WAITING == f"{SPIN_COUNT}={SPIN}"
 
 
 def cores() -> int:
