@@ -18,6 +18,7 @@ from importlib import resources
 from typing import Any
 
 from genforge import registry
+from genforge.data.catalog import FOLDERS
 from genforge.errors import GenforgeError
 from genforge.fields import allows, check_ranges, opt  # noqa: F401  (re-exported: the config's field helpers)
 
@@ -305,8 +306,8 @@ def validate(cfg: RunConfig, data_shape: tuple[int, ...] | None = None, num_clas
                                                            and tcfg.device[5:].isdigit()):
         raise GenforgeError(f"train.device={tcfg.device}: must be auto, cpu, cuda or cuda:N")
     family = registry.family(cfg.family)
-    if not family.two_domains and (cfg.data.path_b or cfg.data.dataset == "folders"):
-        what = "data.path_b" if cfg.data.path_b else "data.dataset=folders"
+    if not family.two_domains and (cfg.data.path_b or cfg.data.dataset == FOLDERS):
+        what = "data.path_b" if cfg.data.path_b else f"data.dataset={FOLDERS}"
         raise GenforgeError(f"{what} is a second domain, for a translator (the discogan family); the {cfg.family} "
                             f"family trains on one dataset and would ignore it: leave it out (one folder: "
                             f"data.dataset=folder:PATH)")

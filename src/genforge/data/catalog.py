@@ -109,3 +109,4 @@ POKEMON = FolderSpec(
 )
 
 FOLDER_SETS: dict[str, FolderSpec] = {POKEMON.name: POKEMON}
+FOLDERS = "folders"  # data.dataset=folders data.path=A data.path_b=B: any two image folders

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from genforge.data.catalog import CATALOG, FOLDER_SETS, MNIST
+from genforge.data.catalog import CATALOG, FOLDER_SETS, FOLDERS, MNIST
 from genforge.data.idx import read_idx
 from genforge.data.root import data_root, search_roots
 from genforge.data.toy import MIXTURES, TOYS, mixture_points, toy_domains
@@ -45,7 +45,6 @@ SPLITS = ("train", "test")
 BAG, SHOES = 8, (5, 7, 9)  # Fashion-MNIST classes of the two fashion-bags-shoes domains
 TWO_DOMAIN = ("fashion-bags-shoes", *TOYS)
 FOLDER_PREFIX = "folder:"  # data.dataset=folder:PATH
-FOLDERS = "folders"  # data.dataset=folders data.path=A data.path_b=B: any two image folders
 
 
 @dataclass(frozen=True)
