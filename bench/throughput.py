@@ -38,6 +38,7 @@ from genforge.config import RunConfig, load_recipe  # noqa: E402
 from genforge.data.datasets import load_data  # noqa: E402
 from genforge.models import build_model  # noqa: E402
 from genforge.models.base import Batch  # noqa: E402
+from genforge.nets import gemm_conv_grads  # noqa: E402
 from genforge.runtime import bf16_supported, choose_fast_paths, resolve_device, set_threads  # noqa: E402
 from genforge.threads import cores  # noqa: E402
 from genforge.train import train  # noqa: E402
@@ -143,11 +144,17 @@ def measure(name: str, recipe: str, overrides: list[str], steps: int, rounds: in
     if plain:
         plain.run(3)  # warm-up
     rows: dict[str, list[float]] = {"genforge": [], "genforge_fp32_eager": [], "plain": []}
+    gemm = fast.dtype is torch.bfloat16 and device.type == "cpu"  # nets' matrix-product conv gradients apply
+    if gemm:
+        rows["genforge_onednn_grads"] = []
     for _ in range(rounds):
         for dtype in peaks:  # the peak too is taken every round (the best of them counts)
             peaks[dtype] = max(peaks[dtype], peak_gflops(DTYPES[dtype], device))
         rows["genforge"].append(genforge_rate(recipe, overrides, steps))
         rows["genforge_fp32_eager"].append(genforge_rate(recipe, overrides, steps, PLAIN_SETTINGS))
+        if gemm:
+            with gemm_conv_grads(False):
+                rows["genforge_onednn_grads"].append(genforge_rate(recipe, overrides, steps))
         if plain:
             rows["plain"].append(plain.run(max(10, steps // 2)))
     channels = load_data(cfg.data, "train").images.shape[1]  # grey or RGB, as the loop sees the data
@@ -164,6 +171,9 @@ def measure(name: str, recipe: str, overrides: list[str], steps: int, rounds: in
         result["ratio_vs_plain"] = statistics.median(a / b for a, b in zip(rows["genforge"], rows["plain"]))
     result["ratio_vs_fp32_eager"] = statistics.median(
         a / b for a, b in zip(rows["genforge"], rows["genforge_fp32_eager"]))
+    if gemm:
+        result["ratio_vs_onednn_grads"] = statistics.median(
+            a / b for a, b in zip(rows["genforge"], rows["genforge_onednn_grads"]))
     achieved = result["genforge_images_per_s"] * result["gflop_per_image"]
     result["achieved_gflops"] = achieved
     for dtype, peak in peaks.items():
@@ -255,6 +265,9 @@ def run(argv: list[str]) -> None:
               f"{r['sampling_images_per_s']:9.0f} {r['memory_mb']:6.1f}")
         print(f"{'':12s} fast paths: {r['fast_paths']}; x fp32-eager {r['ratio_vs_fp32_eager']:.2f}; "
               f"sampling fp32 {r['sampling_images_per_s_fp32']:.0f}/s; memory fp32 eager {r['memory_mb_fp32_eager']:.1f} MB")
+        if "ratio_vs_onednn_grads" in r:
+            print(f"{'':12s} with oneDNN's own conv gradients {r['genforge_onednn_grads_images_per_s']:.0f}/s: "
+                  f"genforge's matrix-product gradients x {r['ratio_vs_onednn_grads']:.2f}")
 
 
 if __name__ == "__main__":

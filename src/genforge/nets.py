@@ -4,6 +4,8 @@
   the activations they reach (CPU kernels on mixed layouts run up to 30x slower);
 - DCGAN pieces (Radford et al. 2015, arXiv 1511.06434): stride-2 down and up blocks, the
   normalisations a discriminator may use, the N(0, 0.02) initialisation;
+- convolutions whose bf16 CPU weight gradients are one matrix product (:class:`Conv2d`,
+  :class:`ConvTranspose2d`; oneDNN's own run at a third of its forward rate);
 - an MLP that also returns its hidden activations (feature matching), maxout units;
 - :func:`frozen`, for a generator step through a discriminator that must not be updated.
 """
@@ -57,6 +59,139 @@ class FlattenFrom(nn.Flatten):
         return super().forward(relayout(x, torch.contiguous_format))
 
 
+# --- convolutions with matrix-product gradients -----------------------------------------
+
+_gemm_grads = [True]
+# The narrowest im2col windows (kernel x kernel x channels) that take the matrix-product backward,
+# for transposed and plain convolutions: below them oneDNN's own backward was as fast or faster
+# (layer by layer on the Zen 5 bench CPU, bench/README.md: a transposed conv gains 1.2-2x at 2,048
+# and 4,096 values and breaks even at 512; a plain conv gains 1.4x at 2,048 and loses 10-25% at
+# 512 and 1,024).
+MIN_GEMM_WINDOW = {True: 1024, False: 2048}
+
+
+@contextmanager
+def gemm_conv_grads(enabled: bool):
+    """Inside the block, :class:`Conv2d`/:class:`ConvTranspose2d` use (``True``) or do not use
+    (``False``) their matrix-product backward; for benches and tests that compare the two."""
+    before = _gemm_grads[0]
+    _gemm_grads[0] = enabled
+    try:
+        yield
+    finally:
+        _gemm_grads[0] = before
+
+
+def _patches(t: torch.Tensor, padding: int, kernel: int, stride: int, rows: int, cols: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N*rows*cols, kernel*kernel*C): the zero-padded ``kernel`` x ``kernel``
+    window at every stride-``stride`` position, (ky, kx, c) order: im2col, channels innermost."""
+    t = F.pad(t.permute(0, 2, 3, 1), (0, 0, padding, padding, padding, padding)).contiguous()
+    n, _, _, c = t.shape
+    sn, sh, sw, sc = t.stride()
+    windows = t.as_strided((n, rows, cols, kernel, kernel, c), (sn, stride * sh, stride * sw, sh, sw, sc))
+    return windows.reshape(n * rows * cols, kernel * kernel * c)
+
+
+def _pixels(t: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N*H*W, C), a view where ``t`` is channels-last."""
+    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+
+class _GemmGradConv(torch.autograd.Function):
+    """A square stride-s convolution (or transposed convolution) whose weight gradient is one
+    matrix product of the im2col windows with the pixels on the other side, and whose
+    transposed convolution's input gradient reuses those windows. Measured on the Zen 5 bench
+    CPU in bf16 (``bench/README.md``): the backward of the 32x32 DCGAN's wide layers 1.1-2x
+    oneDNN's, whose bf16 weight gradients run at a third of its forward rate.
+    The backward is built from differentiable operations: a gradient penalty (WGAN-GP, R1)
+    backpropagates through it."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, transposed: bool, stride: int, padding: int, output_padding: int):
+        ctx.save_for_backward(x, weight)
+        ctx.conf = (transposed, stride, padding, bias is not None)
+        if transposed:
+            return F.conv_transpose2d(x, weight, bias, stride, padding, output_padding)
+        return F.conv2d(x, weight, bias, stride, padding)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        transposed, stride, padding, has_bias = ctx.conf
+        kernel = weight.shape[-1]
+        n, _, h, w = x.shape
+        grad_bias = grad.sum((0, 2, 3)) if has_bias and ctx.needs_input_grad[2] else None
+        grad_x = grad_w = None
+        if transposed:  # out[o, s*i - p + k] += x[c, i] W[c, o, k]: the windows are grad's
+            windows = _patches(grad, padding, kernel, stride, h, w)  # (N*H*W, k*k*Co)
+            flat = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)  # (Ci, k*k*Co)
+            if ctx.needs_input_grad[1]:
+                grad_w = (_pixels(x).t() @ windows).reshape(-1, kernel, kernel, weight.shape[1]).permute(0, 3, 1, 2)
+            if ctx.needs_input_grad[0]:
+                grad_x = (windows @ flat.t()).reshape(n, h, w, -1).permute(0, 3, 1, 2)
+        else:  # out[o, i] = sum x[c, s*i - p + k] W[o, c, k]: the windows are x's
+            rows, cols = grad.shape[-2:]
+            if ctx.needs_input_grad[1]:
+                windows = _patches(x, padding, kernel, stride, rows, cols)  # (N*Ho*Wo, k*k*Ci)
+                grad_w = (_pixels(grad).t() @ windows).reshape(-1, kernel, kernel, x.shape[1]).permute(0, 3, 1, 2)
+            if ctx.needs_input_grad[0]:
+                extra = h - ((rows - 1) * stride - 2 * padding + kernel)
+                grad_x = F.conv_transpose2d(grad, weight, None, stride, padding, extra)
+        return grad_x, grad_w, grad_bias, None, None, None, None
+
+
+def _gemm_conf(conv: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> tuple[int, int] | None:
+    """(stride, padding) where ``conv`` on ``x`` takes the matrix-product backward: a CPU step
+    computing in bf16 that trains the weights, with a square kernel, one stride and one padding
+    for both sides, no groups or dilation, and windows of at least ``MIN_GEMM_WINDOW`` values;
+    None where oneDNN's own backward serves."""
+    if not (_gemm_grads[0] and x.device.type == "cpu" and x.dim() == 4 and torch.is_grad_enabled()
+            and conv.weight.requires_grad):
+        return None
+    bf16 = x.dtype is torch.bfloat16 or (torch.is_autocast_enabled("cpu")
+                                         and torch.get_autocast_dtype("cpu") is torch.bfloat16)
+    (ky, kx), (sy, sx), padding = conv.kernel_size, conv.stride, conv.padding
+    if not (bf16 and ky == kx and sy == sx and not isinstance(padding, str) and padding[0] == padding[1]
+            and conv.groups == 1 and conv.dilation == (1, 1) and conv.padding_mode == "zeros"):
+        return None
+    transposed = isinstance(conv, nn.ConvTranspose2d)
+    if ky * kx * (conv.out_channels if transposed else conv.in_channels) < MIN_GEMM_WINDOW[transposed]:
+        return None
+    return sy, padding[0]
+
+
+def _gemm_conv(conv: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor, output_padding: int | None) -> torch.Tensor | None:
+    """``conv(x)`` through :class:`_GemmGradConv` (``output_padding`` None for a plain convolution),
+    or None where :func:`_gemm_conf` says no."""
+    conf = _gemm_conf(conv, x)
+    if conf is None:
+        return None
+    bf16 = torch.bfloat16
+    bias = None if conv.bias is None else conv.bias.to(bf16)
+    with torch.autocast("cpu", enabled=False):
+        return _GemmGradConv.apply(x.to(bf16), conv.weight.to(bf16), bias, output_padding is not None, *conf,
+                                   output_padding or 0)
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same parameters and state) with the matrix-product backward of
+    :class:`_GemmGradConv` where :func:`_gemm_conf` allows it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = _gemm_conv(self, x, None)
+        return super().forward(x) if out is None else out
+
+
+class ConvTranspose2d(nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` (same parameters and state) with the matrix-product backward of
+    :class:`_GemmGradConv` where :func:`_gemm_conf` allows it."""
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        square = output_size is None and self.output_padding[0] == self.output_padding[1]
+        out = _gemm_conv(self, x, self.output_padding[0]) if square else None
+        return super().forward(x, output_size) if out is None else out
+
+
 # --- DCGAN blocks -----------------------------------------------------------------------
 
 KERNELS = range(3, 8)  # the kernel sizes a stride-2 block takes
@@ -88,22 +223,22 @@ def down_block(c_in: int, c_out: int, kernel: int = 4, norm: str | None = None) 
     with it, the conv then having a bias only when the kind is ``none``."""
     padding, _ = stride2_padding(kernel)
     if norm is None:
-        return [nn.Conv2d(c_in, c_out, kernel, 2, padding), nn.LeakyReLU(0.2, True)]
-    return [nn.Conv2d(c_in, c_out, kernel, 2, padding, bias=norm == "none"), conv_norm(norm, c_out),
+        return [Conv2d(c_in, c_out, kernel, 2, padding), nn.LeakyReLU(0.2, True)]
+    return [Conv2d(c_in, c_out, kernel, 2, padding, bias=norm == "none"), conv_norm(norm, c_out),
             nn.LeakyReLU(0.2, True)]
 
 
 def up_block(c_in: int, c_out: int, kernel: int = 4) -> list[nn.Module]:
     """Transposed conv ``kernel``/2 (no bias) -> BN -> ReLU: doubles the side."""
     padding, extra = stride2_padding(kernel)
-    return [nn.ConvTranspose2d(c_in, c_out, kernel, 2, padding, extra, bias=False), nn.BatchNorm2d(c_out),
+    return [ConvTranspose2d(c_in, c_out, kernel, 2, padding, extra, bias=False), nn.BatchNorm2d(c_out),
             nn.ReLU(True)]
 
 
 def up_to_image(c_in: int, channels: int, kernel: int = 4) -> list[nn.Module]:
     """The last up block: transposed conv ``kernel``/2 (with bias) to the image's channels, tanh."""
     padding, extra = stride2_padding(kernel)
-    return [nn.ConvTranspose2d(c_in, channels, kernel, 2, padding, extra), nn.Tanh()]
+    return [ConvTranspose2d(c_in, channels, kernel, 2, padding, extra), nn.Tanh()]
 
 
 def dcgan_init(module: nn.Module) -> None:

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def convs(module: nn.Module, kind: type) -> list[nn.Module]:
-    return [m for m in module.modules() if type(m) is kind]
+    return [m for m in module.modules() if isinstance(m, kind)]
 
 
 # --- the kernel option -------------------------------------------------------------------

@@ -1,0 +1,148 @@
+"""nets' convolutions with matrix-product gradients: the same numbers as PyTorch's own
+convolution gradients (float64, to rounding; bf16, to bf16's rounding), through a gradient
+penalty too, taken only where the rule says, and a model that trains on them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from genforge import nets
+from genforge.nets import Conv2d, ConvTranspose2d, _GemmGradConv, gemm_conv_grads
+from genforge.train import train
+from tests.conftest import tiny_config
+
+BF16 = torch.bfloat16
+
+
+def _reference(x, w, b, transposed, stride, padding, extra):
+    if transposed:
+        return F.conv_transpose2d(x, w, b, stride, padding, extra)
+    return F.conv2d(x, w, b, stride, padding)
+
+
+@settings(max_examples=40, deadline=None)
+@given(transposed=st.booleans(), kernel=st.integers(1, 5), stride=st.integers(1, 3), padding=st.integers(0, 2),
+       size=st.integers(3, 9), c_in=st.integers(1, 4), c_out=st.integers(1, 4), bias=st.booleans(),
+       last=st.booleans(), data=st.data())
+def test_gradients_and_a_penalty_through_them_equal_pytorchs_own(transposed, kernel, stride, padding, size, c_in,
+                                                                   c_out, bias, last, data):
+    padding = min(padding, kernel - 1)
+    extra = data.draw(st.integers(0, stride - 1)) if transposed and stride > 1 else 0
+    if not transposed and size + 2 * padding < kernel:
+        return
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, c_in, size, size, dtype=torch.float64, generator=gen)
+    w = torch.randn(*((c_in, c_out) if transposed else (c_out, c_in)), kernel, kernel, dtype=torch.float64,
+                    generator=gen)
+    if last:  # the layout the DCGANs train in
+        x, w = (t.contiguous(memory_format=torch.channels_last) for t in (x, w))
+    x.requires_grad_(True)
+    w.requires_grad_(True)
+    b = torch.randn(c_out, dtype=torch.float64, generator=gen, requires_grad=True) if bias else None
+    inputs = [t for t in (x, w, b) if t is not None]
+    ref = _reference(x, w, b, transposed, stride, padding, extra)
+    out = _GemmGradConv.apply(x, w, b, transposed, stride, padding, extra)
+    assert torch.equal(out, ref)  # the forward is PyTorch's own
+    grad = torch.randn(ref.shape, dtype=torch.float64, generator=gen)
+    ours = torch.autograd.grad(out, inputs, grad, create_graph=True)
+    theirs = torch.autograd.grad(ref, inputs, grad, create_graph=True)
+    for a, e in zip(ours, theirs):
+        assert a.shape == e.shape
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10)
+    # a gradient penalty (WGAN-GP, R1) differentiates the input gradient once more
+    second = torch.autograd.grad(ours[0].square().sum(), [w], retain_graph=True)[0]
+    expected = torch.autograd.grad(theirs[0].square().sum(), [w], retain_graph=True)[0]
+    torch.testing.assert_close(second, expected, rtol=1e-9, atol=1e-9)
+
+
+def _big(transposed: bool) -> nn.Module:
+    """A layer wide enough for the rule (DCGAN's transposed conv to 64 maps, or a plain one from 128)."""
+    layer = ConvTranspose2d(128, 64, 4, 2, 1, bias=False) if transposed else Conv2d(128, 16, 4, 2, 1)
+    return layer.to(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_bf16_layer_takes_the_matrix_product_backward_with_oneDNNs_numbers(transposed):
+    torch.manual_seed(0)
+    layer = _big(transposed)
+    x = torch.randn(8, 128, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    results = {}
+    for gemm in (True, False):
+        with gemm_conv_grads(gemm), torch.autocast("cpu", dtype=BF16):
+            out = layer(x)
+        assert out.dtype is BF16
+        assert (type(out.grad_fn).__name__ == "_GemmGradConvBackward") is gemm
+        grad = torch.ones_like(out)
+        results[gemm] = (out.detach(), *torch.autograd.grad(out, [x, *layer.parameters()], grad))
+    assert torch.equal(results[True][0], results[False][0])  # one forward kernel
+    for ours, theirs in zip(results[True][1:], results[False][1:]):
+        assert ours.dtype == theirs.dtype  # float32 master weights get float32 gradients, as under autocast
+        torch.testing.assert_close(ours.float(), theirs.float(), rtol=0.02, atol=0.02 * theirs.abs().max().item())
+
+
+def test_the_rule_keeps_oneDNN_where_the_matrix_product_does_not_pay_or_does_not_apply():
+    x = torch.randn(2, 128, 6, 6)
+    big = _big(False)
+    with torch.autocast("cpu", dtype=BF16):
+        assert nets._gemm_conf(big, x) == (2, 1)
+        assert nets._gemm_conf(Conv2d(1, 16, 4, 2, 1), x[:, :1]) is None  # a 16-value window: oneDNN's
+        assert nets._gemm_conf(Conv2d(128, 16, 4, 2, 1, dilation=2), x) is None
+        assert nets._gemm_conf(Conv2d(128, 16, 4, 2, 1, groups=2), x) is None
+        assert nets._gemm_conf(Conv2d(128, 16, (4, 3), 2, 1), x) is None
+        assert nets._gemm_conf(Conv2d(128, 16, 4, (2, 1), 1), x) is None
+        assert nets._gemm_conf(Conv2d(128, 16, 4, 1, "same"), x) is None
+        with torch.no_grad():  # sampling: no backward to speed up
+            assert nets._gemm_conf(big, x) is None
+        with nets.frozen(big):  # a frozen D in G's step passes gradients through, computes none of its own
+            assert nets._gemm_conf(big, x) is None
+        with gemm_conv_grads(False):
+            assert nets._gemm_conf(big, x) is None
+    assert nets._gemm_conf(big, x) is None  # float32: PyTorch's plain path, untouched
+    assert nets._gemm_conf(big, x.to(BF16)) == (2, 1)  # bf16 tensors without autocast
+
+
+def test_layers_keep_nn_state_and_take_pytorchs_path_in_float32():
+    torch.manual_seed(0)
+    ours, theirs = Conv2d(3, 4, 4, 2, 1), nn.Conv2d(3, 4, 4, 2, 1)
+    theirs.load_state_dict(ours.state_dict())
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(ours(x), theirs(x))
+    up = ConvTranspose2d(4, 3, 4, 2, 1)
+    assert up(torch.randn(2, 4, 4, 4), output_size=[9, 9]).shape[-2:] == (9, 9)  # nn's output_size still works
+
+
+def test_a_dcgan_trains_on_them_to_the_losses_oneDNNs_gradients_give(tmp_path, monkeypatch):
+    """Every conv of a tiny DCGAN on the matrix-product backward (the rule's widths set to 0), bf16,
+    60 steps: the logged losses within 5% of the same run on oneDNN's own gradients (both bf16;
+    the rounding differs, so they are not equal)."""
+    from genforge import runtime
+
+    monkeypatch.setattr(runtime, "bf16_supported", lambda device: True)
+    monkeypatch.setattr(nets, "MIN_GEMM_WINDOW", {True: 0, False: 0})
+    calls = []
+    backward = _GemmGradConv.backward
+    monkeypatch.setattr(_GemmGradConv, "backward", staticmethod(lambda ctx, g: calls.append(1) or backward(ctx, g)))
+    losses = {}
+    for gemm in (True, False):
+        cfg = tiny_config("mnist-dcgan", "train.steps=60", "train.log_every=20", "train.precision=bf16",
+                          "optim.lr=2e-4")
+        with gemm_conv_grads(gemm):
+            train(cfg, tmp_path / str(gemm), progress=False)
+        rows = (tmp_path / str(gemm) / "metrics.jsonl").read_text().splitlines()
+        losses[gemm] = [r for r in map(json.loads, rows) if "images_per_s" in r][-1]
+        if gemm:
+            assert len(calls) > 0
+            calls.clear()
+    assert not calls  # switched off, it never ran
+    keys = [k for k in losses[False] if k.endswith("/loss")]
+    assert keys
+    for key in keys:
+        assert losses[True][key] == pytest.approx(losses[False][key], rel=0.05), key
