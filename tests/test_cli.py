@@ -322,3 +322,12 @@ def test_evaluator_train_never_writes_into_the_package(capsys, monkeypatch, tmp_
     assert written == [tmp_path / "cache" / "extractors" / "mnist.safetensors"]
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
             for p in (resources.files("genforge") / "metrics" / "weights").iterdir()} == shipped
+
+
+def test_a_gan_on_a_two_domain_toy_is_refused_in_one_line_and_leaves_no_run_folder(capsys, tmp_path):
+    run_dir = tmp_path / "r"
+    code = main(["train", "ring-8", *TOY, "data.dataset=gmm-discogan", "--steps", "2", "--run-dir", str(run_dir),
+                 "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and not run_dir.exists()
+    assert err[-1].startswith("genforge: error: data.dataset=gmm-discogan has two domains (A and B)"), err

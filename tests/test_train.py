@@ -398,3 +398,24 @@ def test_ema_ramps_up_so_early_averages_follow_the_live_weights():
     assert torch.allclose(average, start + 0.9, atol=1e-5)
     update_ema(model, 0.999, step=100_000)  # ramped up: the full decay
     assert torch.allclose(average, start + 0.9 + 0.1 * 0.001, atol=1e-5)
+
+
+def test_augmentation_jitters_a_second_domain_like_the_first():
+    """data.flip on a two-domain set flips B's images too (it once reached A's alone)."""
+    from types import SimpleNamespace
+
+    from genforge.config import load_recipe
+    from genforge.runtime import Distributed
+    from genforge.train import BatchStream
+
+    cfg = load_recipe("fashion-discogan", ["model.width=4", "data.flip=true", "train.batch_size=32"])
+    model = build_model(cfg, (1, 32, 32), 2)
+    half = torch.zeros(64, 1, 32, 32, dtype=torch.uint8)
+    half[..., :16] = 255  # bright left half: a flip moves it right
+    data = SimpleNamespace(images=half.clone(), labels=torch.zeros(64, dtype=torch.long), images_b=half.clone(),
+                           labels_b=torch.zeros(64, dtype=torch.long))
+    torch.manual_seed(0)
+    batch = BatchStream(data, cfg, model, Distributed(), torch.device("cpu"), torch.contiguous_format)()
+    for images in (batch.images, batch.images_b):
+        bright_left = images[..., :16].mean((1, 2, 3)) > images[..., 16:].mean((1, 2, 3))
+        assert 0 < int(bright_left.sum()) < len(images)  # some flipped, some not, in either domain

@@ -79,6 +79,16 @@ def test_a_second_domain_is_refused_where_the_family_would_ignore_it(recipe, ove
     validate(load_recipe("fashion-discogan", ["data.dataset=folders", "data.path=/a", "data.path_b=/b"]))
 
 
+def test_a_named_two_domain_set_is_refused_where_the_family_would_ignore_domain_b():
+    cfg = load_recipe("mnist-dcgan", ["data.dataset=fashion-bags-shoes"])
+    validate(cfg)  # the name alone: whether the set has a domain B is known once it is loaded
+    with pytest.raises(GenforgeError, match="^data.dataset=fashion-bags-shoes has two domains") as refused:
+        validate(cfg, (1, 28, 28), 1, two_domain_data=True)
+    assert "\n" not in str(refused.value) and "gan family" in str(refused.value)
+    validate(cfg, (1, 28, 28), 10)  # one domain: fine
+    validate(load_recipe("fashion-discogan"), (1, 64, 64), 1, two_domain_data=True)  # a translator wants it
+
+
 def test_the_budget_and_schedule_rules():
     with pytest.raises(GenforgeError, match="no budget"):
         validate(load_recipe("mnist-vae", ["train.steps=0", "train.minutes=0"]))

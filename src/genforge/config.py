@@ -285,10 +285,12 @@ RANGES = {
 }
 
 
-def validate(cfg: RunConfig, data_shape: tuple[int, ...] | None = None, num_classes: int | None = None) -> RunConfig:
+def validate(cfg: RunConfig, data_shape: tuple[int, ...] | None = None, num_classes: int | None = None,
+             two_domain_data: bool = False) -> RunConfig:
     """Every check of a run's config, in one place, before anything is written: each key's range, the
     budget and schedule rules, and the family's own ``check_config``. ``data_shape`` (one item's shape,
-    (C, H, W) or (D,)) and ``num_classes`` add the checks that need the data, once it is loaded.
+    (C, H, W) or (D,)), ``num_classes`` and ``two_domain_data`` (the loaded set has a domain B) add the
+    checks that need the data, once it is loaded.
 
     Raises ``GenforgeError`` (one line: the key, its value and what is allowed); returns ``cfg``."""
     for section in ("data", "optim", "train"):
@@ -310,6 +312,11 @@ def validate(cfg: RunConfig, data_shape: tuple[int, ...] | None = None, num_clas
         what = "data.path_b" if cfg.data.path_b else f"data.dataset={FOLDERS}"
         raise GenforgeError(f"{what} is a second domain, for a translator (the discogan family); the {cfg.family} "
                             f"family trains on one dataset and would ignore it: leave it out (one folder: "
+                            f"data.dataset=folder:PATH)")
+    if not family.two_domains and two_domain_data:
+        raise GenforgeError(f"data.dataset={cfg.data.dataset} has two domains (A and B), for a translator (the "
+                            f"discogan family); the {cfg.family} family trains on one and would ignore B: use a "
+                            f"one-domain set (mnist-10k, fashion-mnist, a mixture such as ring-8, or "
                             f"data.dataset=folder:PATH)")
     family.check_config(cfg, data_shape, num_classes)
     return cfg

@@ -250,7 +250,8 @@ class BatchStream:
         batch = Batch(x.contiguous(memory_format=self.layout), self.labels[index])
         if self.two_domains:
             index_b = self.order_b.next()[self.mine]
-            batch.images_b = model.prepare(self.images_b[index_b]).contiguous(memory_format=self.layout)
+            x_b = augment(model.prepare(self.images_b[index_b]), self.data_cfg, output_range=model.output_range)
+            batch.images_b = x_b.contiguous(memory_format=self.layout)  # domain B jittered like A
             batch.labels_b = self.labels_b[index_b]
         return batch
 
@@ -525,7 +526,7 @@ def prepare_run(cfg: RunConfig, run_dir: Path, resume: bool, data_root: str | No
     # Data: decoded once into a uint8 tensor (named sets resized, image folders decoded and cached).
     root = cfg.data.root or data_root
     train_data = load_data(cfg.data, "train", root)
-    validate(cfg, tuple(train_data.images.shape[1:]), len(train_data.classes))
+    validate(cfg, tuple(train_data.images.shape[1:]), len(train_data.classes), train_data.images_b is not None)
     long_run = tcfg.steps >= 2000 or tcfg.minutes >= 10 or (tcfg.steps <= 0 and tcfg.minutes <= 0)
     fast = choose_fast_paths(tcfg.precision, tcfg.channels_last, tcfg.compile, cfg.optim.fused, device,
                              images=train_data.images.ndim == 4, long_run=long_run)
