@@ -119,10 +119,11 @@ def test_layers_keep_nn_state_and_take_pytorchs_path_in_float32():
     assert up(torch.randn(2, 4, 4, 4), output_size=[9, 9]).shape[-2:] == (9, 9)  # nn's output_size still works
 
 
-def test_a_dcgan_trains_on_them_to_the_losses_oneDNNs_gradients_give(tmp_path, monkeypatch):
+@pytest.mark.parametrize("loss", ["nonsaturating", "wgan-gp"])
+def test_a_dcgan_trains_on_them_to_the_losses_oneDNNs_gradients_give(tmp_path, monkeypatch, loss):
     """Every conv of a tiny DCGAN on the matrix-product backward (the rule's widths set to 0), bf16,
     60 steps: the logged losses within 5% of the same run on oneDNN's own gradients (both bf16;
-    the rounding differs, so they are not equal)."""
+    the rounding differs, so they are not equal). WGAN-GP's penalty differentiates through them."""
     from genforge import runtime
 
     monkeypatch.setattr(runtime, "bf16_supported", lambda device: True)
@@ -133,7 +134,7 @@ def test_a_dcgan_trains_on_them_to_the_losses_oneDNNs_gradients_give(tmp_path, m
     losses = {}
     for gemm in (True, False):
         cfg = tiny_config("mnist-dcgan", "train.steps=60", "train.log_every=20", "train.precision=bf16",
-                          "optim.lr=2e-4")
+                          "optim.lr=2e-4", f"model.loss={loss}")
         with gemm_conv_grads(gemm):
             train(cfg, tmp_path / str(gemm), progress=False)
         rows = (tmp_path / str(gemm) / "metrics.jsonl").read_text().splitlines()
