@@ -178,7 +178,7 @@ def compare_runs(runs: list, out: str | Path, n: int = 8, seed: int = 0, data_ro
         raise GenforgeError(f"the runs use different datasets ({', '.join(sorted(datasets))}); compare runs of one")
     first_cfg = loaded[0][1]
     data = load_data(first_cfg.data, "test", first_cfg.data.root or data_root)
-    plt = viz._pyplot()
+    plt = viz.pyplot()
     points = loaded[0][2].capabilities.data == "points"
     rows = 2 if points else 1
     size = (4 * len(loaded), 8) if points else (2.4 * len(loaded), 0.8 * min(n, len(data.images)) + 0.8)
@@ -207,4 +207,4 @@ def compare_runs(runs: list, out: str | Path, n: int = 8, seed: int = 0, data_ro
                 axes[0, column].set_title(f"{title}\nA | A -> B | A -> B -> A", fontsize=9)
                 axes[0, column].axis("off")
     fig.tight_layout()
-    return viz._save_figure(fig, out)
+    return viz.save_figure(fig, out)

@@ -67,7 +67,8 @@ def save_grid_image(grid: torch.Tensor, path: str | Path, scale: int = 2) -> Pat
     return path
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed); imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -76,13 +77,13 @@ def _pyplot():
     return plt
 
 
-def _save_figure(fig, path: str | Path) -> Path:
+def save_figure(fig, path: str | Path) -> Path:
     """Lay out, write (PNG, or PDF by suffix) and close a matplotlib figure."""
     fig.tight_layout()
     path = Path(path)
     with atomic_output(path) as tmp:
         fig.savefig(tmp)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -108,7 +109,7 @@ def plot_curves(rows: Sequence[dict], keys: Iterable[str], path: str | Path, tit
     keys = [k for k in keys if any(k in row for row in rows)]
     if not keys:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     for key in keys:
         points = [(row["step"], row[key]) for row in rows if key in row]
@@ -120,13 +121,13 @@ def plot_curves(rows: Sequence[dict], keys: Iterable[str], path: str | Path, tit
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(frameon=False)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_scatter(points: np.ndarray, labels: np.ndarray, path: str | Path, title: str = "",
                  class_names: Sequence[str] | None = None) -> Path:
     """2-D scatter coloured by integer label, with a legend of class names."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 6), dpi=110)
     cmap = plt.get_cmap("tab10")
     for label in np.unique(labels):
@@ -136,7 +137,7 @@ def plot_scatter(points: np.ndarray, labels: np.ndarray, path: str | Path, title
     ax.set_title(title)
     ax.legend(markerscale=3, frameon=False, fontsize=8, loc="best")
     ax.set_aspect("equal", adjustable="datalim")
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 # --- the GAN toys: data vs generated pictures, and their animation ----------------------
@@ -156,7 +157,7 @@ def render_points(data: torch.Tensor, generated: torch.Tensor, title: str = "",
     1-D points (N, 1): the two densities as histograms, and ``critic`` = (x, D(x), label)
     drawn on a second axis (D's output curve); 2-D points (N, 2): a scatter, data in grey.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 3.6), dpi=80)
     data, generated = data.detach().cpu().numpy(), generated.detach().cpu().numpy()
     if data.shape[1] == 1:
@@ -209,7 +210,7 @@ def render_paths(data: torch.Tensor, paths: torch.Tensor, title: str = "") -> to
     """Walks of generated points over the data, one (3, H, W) picture in [0, 1]: ``paths`` (R, T, D),
     each walk a line from its first point (circle) to its last (square). 2-D points are drawn in the
     plane; 1-D points as x against the step along the walk."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 3.6), dpi=80)
     data, paths = data.detach().cpu().float().numpy(), paths.detach().cpu().float().numpy()
     colours = plt.get_cmap("tab10")
@@ -283,7 +284,7 @@ def _hue_by_angle(points: torch.Tensor) -> np.ndarray:
 
 def translation_progress(a: torch.Tensor, b: torch.Tensor, fake_b: torch.Tensor, fake_a: torch.Tensor) -> torch.Tensor:
     """Two panels of a two-domain toy, A -> B over real B and B -> A over real A, as a (1, 3, H, W) image."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.5), dpi=80)
     for ax, title, real, source, fake in ((axes[0], "A -> B", b, a, fake_b), (axes[1], "B -> A", a, b, fake_a)):
         real, fake = real.cpu().numpy(), fake.cpu().numpy()
@@ -300,7 +301,7 @@ def translation_progress(a: torch.Tensor, b: torch.Tensor, fake_b: torch.Tensor,
 def plot_translations(data, a: torch.Tensor, b: torch.Tensor, model, path: str | Path) -> Path:
     """The original toy's scatter plots: data A, data B, A -> B and B -> A coloured by source mode,
     and both reconstructions (``model`` translates; ``a``, ``b`` in its network space)."""
-    plt = _pyplot()
+    plt = pyplot()
     fake_b, recon_a = model.translate(a, "a2b")
     fake_a, recon_b = model.translate(b, "b2a")
     la, lb = data.labels.numpy(), data.labels_b.numpy()
@@ -319,7 +320,7 @@ def plot_translations(data, a: torch.Tensor, b: torch.Tensor, model, path: str |
         ax.set_title(title)
         ax.set_aspect("equal", adjustable="datalim")
     axes.flat[2].legend(markerscale=3, frameon=False, fontsize=7, title="source mode")
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 # --- end-of-run pictures by registry ------------------------------------------------------
