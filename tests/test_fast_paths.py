@@ -10,6 +10,7 @@ bf16 rounds every product; compile draws its noise from a different RNG stream.
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -87,6 +88,34 @@ def test_auto_compiles_only_long_cuda_runs():
     assert not choose_fast_paths("fp32", "off", "auto", True, cuda, images=True, long_run=False).compile
     assert not choose_fast_paths("fp32", "off", "auto", True, CPU, images=True, long_run=True).compile
     assert choose_fast_paths("fp32", "off", "on", True, CPU, images=True, long_run=False).compile
+
+
+def test_auto_never_compiles_a_gradient_penalty_and_on_is_refused_in_one_line():
+    from genforge.config import load_recipe, validate
+    from genforge.models.gan import GAN
+
+    cuda = torch.device("cuda")
+    assert not choose_fast_paths("fp32", "off", "auto", True, cuda, images=True, long_run=True,
+                                 compilable=False).compile
+    for overrides, compilable in ((["model.loss=wgan-gp"], False), (["model.r1_gamma=1"], False), ([], True)):
+        assert GAN.compilable(load_recipe("mnist-dcgan", overrides).model) is compilable
+    validate(load_recipe("mnist-dcgan", ["train.compile=on"]))
+    with pytest.raises(GenforgeError, match="^train.compile=on: model.loss=wgan-gp backpropagates through a "
+                                            "gradient") as refused:
+        validate(load_recipe("pokemon-wgan-gp", ["train.compile=on"]))
+    assert "\n" not in str(refused.value)
+
+
+def test_a_compiled_gan_trains_with_the_fakes_its_d_step_keeps(tmp_path):
+    """G's step reuses the fakes D's step judged (model.reuse_fakes); compiled, they once came out of
+    D's compiled graph, whose backward D's update had already run: 'backward through the graph a
+    second time' at the first G step."""
+    result = train(tiny_config("mnist-dcgan", "train.compile=on", "train.precision=fp32"), tmp_path / "c",
+                   progress=False)
+    assert result.step == 4
+    rows = [json.loads(line) for line in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
+    losses = [row for row in rows if "g/loss" in row]
+    assert losses and all(math.isfinite(row["g/loss"]) and math.isfinite(row["d/loss"]) for row in losses)
 
 
 def test_explicit_precisions_the_device_cannot_run_are_clear_errors(monkeypatch):

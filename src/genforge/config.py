@@ -74,8 +74,8 @@ class TrainConfig:
                          ("auto", "fp32", "bf16", "fp16"))
     channels_last: str = opt("auto", "channels-last memory layout for conv nets: auto (on for images), on, off",
                              ("auto", "on", "off"))
-    compile: str = opt("auto", "torch.compile the training steps: auto (CUDA runs of 2,000+ steps or 10+ minutes; "
-                       "it did not pay on CPUs), on, off", ("auto", "on", "off"))
+    compile: str = opt("auto", "torch.compile the training steps: auto (CUDA runs of 2,000+ steps or 10+ minutes, "
+                       "never a gradient penalty; it did not pay on CPUs), on, off", ("auto", "on", "off"))
     log_every: int = opt(50, "steps between logged losses (the only host syncs)")
     sample_every: int = opt(500, "steps between sample grids from the fixed noise batch")
     checkpoint_every: int = opt(500, "steps between checkpoints (one is also written at the end)")

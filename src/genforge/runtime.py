@@ -83,14 +83,15 @@ class FastPaths:
 
 
 def choose_fast_paths(precision: str, channels_last: str, compile: str, fused: bool, device: torch.device,
-                      images: bool, long_run: bool) -> FastPaths:
+                      images: bool, long_run: bool, compilable: bool = True) -> FastPaths:
     """Resolve the ``auto`` settings by what was measured (``bench/README.md``).
 
     On a CPU with native bfloat16 and on CUDA, image models train under bf16 autocast
     (1.3-2.2x float32 on the 2-core Zen 4 bench machine, same losses); toy points stay in
     float32 (bf16 steps of 1/64 near 2.0 blur modes of std 0.02). channels_last helps every
     conv net measured on CPU and CUDA. ``torch.compile`` did not repay its compile time on
-    the CPU (1.0x at best), so ``auto`` compiles only on CUDA and only for long runs.
+    the CPU (1.0x at best), so ``auto`` compiles only on CUDA and only for long runs, and never
+    a model that is not ``compilable`` (a gradient penalty: see ``GenerativeModel.compilable``).
     """
     note = ""
     if precision == "auto":
@@ -110,7 +111,7 @@ def choose_fast_paths(precision: str, channels_last: str, compile: str, fused: b
     else:
         last = channels_last == "on" and images
     if compile == "auto":
-        compiled = device.type == "cuda" and long_run
+        compiled = device.type == "cuda" and long_run and compilable
     else:
         compiled = compile == "on"
     return FastPaths(device, dtype, last, compiled, fused, note)

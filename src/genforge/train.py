@@ -29,7 +29,7 @@ from typing import Any, Callable, Collection
 import torch
 from tqdm import tqdm
 
-from genforge import viz
+from genforge import registry, viz
 from genforge.atomic import write_json_atomic
 from genforge.checkpoint import (Checkpoint, check_optimizers, check_run_state, check_weights, latest_checkpoint, load_checkpoint, refuse,
                                  save_best, save_checkpoint, write_error)
@@ -529,7 +529,8 @@ def prepare_run(cfg: RunConfig, run_dir: Path, resume: bool, data_root: str | No
     validate(cfg, tuple(train_data.images.shape[1:]), len(train_data.classes), train_data.images_b is not None)
     long_run = tcfg.steps >= 2000 or tcfg.minutes >= 10 or (tcfg.steps <= 0 and tcfg.minutes <= 0)
     fast = choose_fast_paths(tcfg.precision, tcfg.channels_last, tcfg.compile, cfg.optim.fused, device,
-                             images=train_data.images.ndim == 4, long_run=long_run)
+                             images=train_data.images.ndim == 4, long_run=long_run,
+                             compilable=registry.family(cfg.family).compilable(cfg.model))
     return TrainingRun(cfg, run_dir, ranks, device, fast, train_data, root)
 
 

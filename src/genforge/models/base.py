@@ -99,6 +99,12 @@ class GenerativeModel(nn.Module):
         self.image_shape = image_shape
         self.num_classes = num_classes
 
+    @classmethod
+    def compilable(cls, cfg: Any) -> bool:
+        """Whether ``torch.compile`` can train the model section ``cfg`` (families override: its
+        aot_autograd has no double backward, so a gradient penalty cannot be compiled)."""
+        return True
+
     @property
     def capabilities(self) -> Capabilities:
         """What this model can do (families override); callers read it, never ``hasattr``."""

@@ -35,6 +35,9 @@ from genforge.nets import (KERNELS, FlattenFrom, Maxout, dcgan_init, down_block,
 
 BCE_LOSSES = ("nonsaturating", "minimax")  # the BCE game of Goodfellow et al.: D outputs logits
 REJECT_POOL = 10_000  # model.reject: samples whose D logits set the acceptance threshold
+# The fakes D's step keeps for G's are made in eager mode under train.compile: as outputs of the
+# compiled D step, their graph would be that step's, which D's backward runs (and frees) first.
+_uncompiled = torch.compiler.disable
 
 
 @dataclass
@@ -274,11 +277,20 @@ class GAN(GenerativeModel):
               "d_steps": ">= 1", "hidden": ">= 1", "layers": ">= 1"}
 
     @classmethod
+    def compilable(cls, cfg: GANConfig) -> bool:
+        """Not with a gradient penalty (WGAN-GP's, R1's): compiled steps cannot backpropagate through it."""
+        return cfg.loss != "wgan-gp" and cfg.r1_gamma == 0
+
+    @classmethod
     def check_config(cls, cfg: Any, data_shape: tuple[int, ...] | None = None, num_classes: int | None = None) -> None:
         """Refuse a run config (a ``RunConfig``) this family cannot train, before anything is built or
         written (``genforge.config.validate`` calls it); ``data_shape`` ((C, H, W) images or (D,) points)
         and ``num_classes`` add the checks that need the data, once it is known."""
         cls.check_model(cfg.model, data_shape, num_classes)
+        if cfg.train.compile == "on" and not cls.compilable(cfg.model):
+            penalty = "model.loss=wgan-gp" if cfg.model.loss == "wgan-gp" else f"model.r1_gamma={cfg.model.r1_gamma}"
+            raise GenforgeError(f"train.compile=on: {penalty} backpropagates through a gradient, which torch.compile "
+                                "cannot (aot_autograd has no double backward); use train.compile=off or auto")
         if cfg.train.batch_size % cfg.model.pack:
             raise GenforgeError(f"model.pack={cfg.model.pack} needs train.batch_size divisible by it, not "
                                 f"{cfg.train.batch_size}: set train.batch_size to a multiple of {cfg.model.pack}")
@@ -520,8 +532,8 @@ class GAN(GenerativeModel):
 
         def d_step(batch: Batch):
             labels, fakes = batch.labels if self.classes else None, None
-            if reuse:
-                fakes = self._fake(batch.images.shape[0], batch.images.device, labels)
+            if reuse:  # outside a compiled D step (train.compile): its graph's backward runs once, for D
+                fakes = _uncompiled(self._fake)(batch.images.shape[0], batch.images.device, labels)
                 kept[:] = [fakes]
             terms = self.d_terms(batch.images, labels, fakes)
             loss = terms["loss_adv"] + terms.get("gp", 0.0) + terms.get("r1", 0.0)
