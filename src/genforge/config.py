@@ -308,15 +308,19 @@ def validate(cfg: RunConfig, data_shape: tuple[int, ...] | None = None, num_clas
                                                            and tcfg.device[5:].isdigit()):
         raise GenforgeError(f"train.device={tcfg.device}: must be auto, cpu, cuda or cuda:N")
     family = registry.family(cfg.family)
-    if not family.two_domains and (cfg.data.path_b or cfg.data.dataset == FOLDERS):
-        what = "data.path_b" if cfg.data.path_b else f"data.dataset={FOLDERS}"
-        raise GenforgeError(f"{what} is a second domain, for a translator (the discogan family); the {cfg.family} "
-                            f"family trains on one dataset and would ignore it: leave it out (one folder: "
-                            f"data.dataset=folder:PATH)")
-    if not family.two_domains and two_domain_data:
-        raise GenforgeError(f"data.dataset={cfg.data.dataset} has two domains (A and B), for a translator (the "
-                            f"discogan family); the {cfg.family} family trains on one and would ignore B: use a "
-                            f"one-domain set (mnist-10k, fashion-mnist, a mixture such as ring-8, or "
-                            f"data.dataset=folder:PATH)")
+    if not family.two_domains:
+        if cfg.data.path_b or cfg.data.dataset == FOLDERS:
+            what = "data.path_b" if cfg.data.path_b else f"data.dataset={FOLDERS}"
+            raise GenforgeError(f"{what} is a second domain, for a translator (the discogan family); the "
+                                f"{cfg.family} family trains on one dataset and would ignore it: leave it out (one "
+                                f"folder: data.dataset=folder:PATH)")
+        if two_domain_data:
+            raise GenforgeError(f"data.dataset={cfg.data.dataset} has two domains (A and B), for a translator (the "
+                                f"discogan family); the {cfg.family} family trains on one and would ignore B: use a "
+                                f"one-domain set (mnist-10k, fashion-mnist, a mixture such as ring-8, or "
+                                f"data.dataset=folder:PATH)")
+    uncompilable = family.uncompilable(cfg.model)
+    if tcfg.compile == "on" and uncompilable:
+        raise GenforgeError(f"train.compile=on: {uncompilable}; use train.compile=off or auto")
     family.check_config(cfg, data_shape, num_classes)
     return cfg

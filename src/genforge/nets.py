@@ -124,10 +124,10 @@ class _GemmGradConv(torch.autograd.Function):
         grad_x = grad_w = None
         if transposed:  # out[o, s*i - p + k] += x[c, i] W[c, o, k]: the windows are grad's
             windows = _patches(grad, padding, kernel, stride, h, w)  # (N*H*W, k*k*Co)
-            flat = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)  # (Ci, k*k*Co)
             if ctx.needs_input_grad[1]:
                 grad_w = (_pixels(x).t() @ windows).reshape(-1, kernel, kernel, weight.shape[1]).permute(0, 3, 1, 2)
             if ctx.needs_input_grad[0]:
+                flat = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)  # (Ci, k*k*Co)
                 grad_x = (windows @ flat.t()).reshape(n, h, w, -1).permute(0, 3, 1, 2)
         else:  # out[o, i] = sum x[c, s*i - p + k] W[o, c, k]: the windows are x's
             rows, cols = grad.shape[-2:]

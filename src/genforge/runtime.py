@@ -91,7 +91,7 @@ def choose_fast_paths(precision: str, channels_last: str, compile: str, fused: b
     float32 (bf16 steps of 1/64 near 2.0 blur modes of std 0.02). channels_last helps every
     conv net measured on CPU and CUDA. ``torch.compile`` did not repay its compile time on
     the CPU (1.0x at best), so ``auto`` compiles only on CUDA and only for long runs, and never
-    a model that is not ``compilable`` (a gradient penalty: see ``GenerativeModel.compilable``).
+    a model that is not ``compilable`` (a gradient penalty: see ``GenerativeModel.uncompilable``).
     """
     note = ""
     if precision == "auto":

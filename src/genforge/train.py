@@ -244,15 +244,17 @@ class BatchStream:
                        file=sys.stderr)
         return cut
 
+    def _images(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """One domain's batch: prepared, augmented (each domain alike) and laid out for the networks."""
+        x = augment(self.model.prepare(images[index]), self.data_cfg, output_range=self.model.output_range)
+        return x.contiguous(memory_format=self.layout)
+
     def __call__(self) -> Batch:
-        model, index = self.model, self.order.next()[self.mine]
-        x = augment(model.prepare(self.images[index]), self.data_cfg, output_range=model.output_range)
-        batch = Batch(x.contiguous(memory_format=self.layout), self.labels[index])
+        index = self.order.next()[self.mine]
+        batch = Batch(self._images(self.images, index), self.labels[index])
         if self.two_domains:
             index_b = self.order_b.next()[self.mine]
-            x_b = augment(model.prepare(self.images_b[index_b]), self.data_cfg, output_range=model.output_range)
-            batch.images_b = x_b.contiguous(memory_format=self.layout)  # domain B jittered like A
-            batch.labels_b = self.labels_b[index_b]
+            batch.images_b, batch.labels_b = self._images(self.images_b, index_b), self.labels_b[index_b]
         return batch
 
     def state(self) -> dict[str, dict[str, int]]:
@@ -530,7 +532,7 @@ def prepare_run(cfg: RunConfig, run_dir: Path, resume: bool, data_root: str | No
     long_run = tcfg.steps >= 2000 or tcfg.minutes >= 10 or (tcfg.steps <= 0 and tcfg.minutes <= 0)
     fast = choose_fast_paths(tcfg.precision, tcfg.channels_last, tcfg.compile, cfg.optim.fused, device,
                              images=train_data.images.ndim == 4, long_run=long_run,
-                             compilable=registry.family(cfg.family).compilable(cfg.model))
+                             compilable=not registry.family(cfg.family).uncompilable(cfg.model))
     return TrainingRun(cfg, run_dir, ranks, device, fast, train_data, root)
 
 

@@ -100,10 +100,12 @@ class GenerativeModel(nn.Module):
         self.num_classes = num_classes
 
     @classmethod
-    def compilable(cls, cfg: Any) -> bool:
-        """Whether ``torch.compile`` can train the model section ``cfg`` (families override: its
-        aot_autograd has no double backward, so a gradient penalty cannot be compiled)."""
-        return True
+    def uncompilable(cls, cfg: Any) -> str:
+        """Why ``torch.compile`` cannot train the model section ``cfg`` (one phrase naming the key),
+        or "" where it can. Families override: its aot_autograd has no double backward, so a
+        gradient penalty cannot be compiled. ``validate`` refuses ``train.compile=on`` with the
+        reason; ``auto`` does not compile."""
+        return ""
 
     @property
     def capabilities(self) -> Capabilities:

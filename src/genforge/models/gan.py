@@ -35,9 +35,6 @@ from genforge.nets import (KERNELS, FlattenFrom, Maxout, dcgan_init, down_block,
 
 BCE_LOSSES = ("nonsaturating", "minimax")  # the BCE game of Goodfellow et al.: D outputs logits
 REJECT_POOL = 10_000  # model.reject: samples whose D logits set the acceptance threshold
-# The fakes D's step keeps for G's are made in eager mode under train.compile: as outputs of the
-# compiled D step, their graph would be that step's, which D's backward runs (and frees) first.
-_uncompiled = torch.compiler.disable
 
 
 @dataclass
@@ -277,9 +274,13 @@ class GAN(GenerativeModel):
               "d_steps": ">= 1", "hidden": ">= 1", "layers": ">= 1"}
 
     @classmethod
-    def compilable(cls, cfg: GANConfig) -> bool:
-        """Not with a gradient penalty (WGAN-GP's, R1's): compiled steps cannot backpropagate through it."""
-        return cfg.loss != "wgan-gp" and cfg.r1_gamma == 0
+    def uncompilable(cls, cfg: GANConfig) -> str:
+        """A gradient penalty (WGAN-GP's, R1's): compiled steps cannot backpropagate through it."""
+        if cfg.loss != "wgan-gp" and cfg.r1_gamma == 0:
+            return ""
+        penalty = "model.loss=wgan-gp" if cfg.loss == "wgan-gp" else f"model.r1_gamma={cfg.r1_gamma}"
+        return (f"{penalty} backpropagates through a gradient, which torch.compile cannot (aot_autograd has no "
+                "double backward)")
 
     @classmethod
     def check_config(cls, cfg: Any, data_shape: tuple[int, ...] | None = None, num_classes: int | None = None) -> None:
@@ -287,10 +288,6 @@ class GAN(GenerativeModel):
         written (``genforge.config.validate`` calls it); ``data_shape`` ((C, H, W) images or (D,) points)
         and ``num_classes`` add the checks that need the data, once it is known."""
         cls.check_model(cfg.model, data_shape, num_classes)
-        if cfg.train.compile == "on" and not cls.compilable(cfg.model):
-            penalty = "model.loss=wgan-gp" if cfg.model.loss == "wgan-gp" else f"model.r1_gamma={cfg.model.r1_gamma}"
-            raise GenforgeError(f"train.compile=on: {penalty} backpropagates through a gradient, which torch.compile "
-                                "cannot (aot_autograd has no double backward); use train.compile=off or auto")
         if cfg.train.batch_size % cfg.model.pack:
             raise GenforgeError(f"model.pack={cfg.model.pack} needs train.batch_size divisible by it, not "
                                 f"{cfg.train.batch_size}: set train.batch_size to a multiple of {cfg.model.pack}")
@@ -529,11 +526,14 @@ class GAN(GenerativeModel):
             return self._threshold_phases()
         reuse = self.cfg.reuse_fakes and self.cfg.d_steps == 1
         kept: list = []  # D's step leaves its fakes (with G's graph) here for the G step that follows
+        # made in eager mode under train.compile: as outputs of the compiled D step, their graph would
+        # be that step's, which D's backward runs (and frees) before G's step reaches it
+        eager_fakes = torch.compiler.disable(self._fake)
 
         def d_step(batch: Batch):
             labels, fakes = batch.labels if self.classes else None, None
-            if reuse:  # outside a compiled D step (train.compile): its graph's backward runs once, for D
-                fakes = _uncompiled(self._fake)(batch.images.shape[0], batch.images.device, labels)
+            if reuse:
+                fakes = eager_fakes(batch.images.shape[0], batch.images.device, labels)
                 kept[:] = [fakes]
             terms = self.d_terms(batch.images, labels, fakes)
             loss = terms["loss_adv"] + terms.get("gp", 0.0) + terms.get("r1", 0.0)
