@@ -331,3 +331,12 @@ def test_a_gan_on_a_two_domain_toy_is_refused_in_one_line_and_leaves_no_run_fold
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and not run_dir.exists()
     assert err[-1].startswith("genforge: error: data.dataset=gmm-discogan has two domains (A and B)"), err
+    assert not any("training ring-8" in line for line in err), err  # no banner for a run that never started
+
+
+def test_the_training_banner_comes_once_the_run_has_passed_its_checks(capsys, tmp_path):
+    run_dir = tmp_path / "r"
+    assert main(["train", "ring-8", *TOY, "--steps", "2", "--run-dir", str(run_dir), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert err.count(f"genforge: training ring-8 (gan) into {run_dir}") == 1
+    assert err.index("genforge: training ring-8") < err.index("genforge: done at step 2")

@@ -223,29 +223,36 @@ def torchrun_restart(run_dir: str | Path | None) -> bool | None:
 
 
 def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_root: str | None = None,
-              progress: bool = True, start: str | None = None):
+              progress: bool = True, start: str | None = None, on_start: Callable[[], None] | None = None):
     """Train ``cfg`` into ``run_dir`` in this process, holding the run's lock (one writer per run) and
     recording how it ended in status.json; returns the loop's RunResult. Under torchrun, rank 0
     alone takes the lock and writes the status. ``start``: the checkpoint a resume starts from
     (default: the newest). A run refused before training began (a damaged checkpoint, missing
-    data) is left as it was: no status is written."""
+    data) is left as it was: no status is written. ``on_start`` is called once the data and any
+    checkpoint have passed their checks and the run folder is being written (e.g. to say so)."""
     from genforge.train import train
 
     run_dir = Path(run_dir)
     main_rank = int(os.environ.get("RANK", "0")) == 0
     if not main_rank:
-        return train(cfg, run_dir, resume=resume, data_root=data_root, progress=progress, start=start)
+        return train(cfg, run_dir, resume=resume, data_root=data_root, progress=progress, start=start,
+                     on_start=on_start)
     check_links(run_dir)
     made = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     budget = {"steps": cfg.train.steps, "minutes": cfg.train.minutes}
     started: list[bool] = []
+
+    def begin() -> None:
+        started.append(True)
+        if on_start is not None:
+            on_start()
     clock = time.monotonic()
     try:
         with RunLock(run_dir, budget):
             try:
                 result = train(cfg, run_dir, resume=resume, data_root=data_root, progress=progress, start=start,
-                               on_start=lambda: started.append(True))
+                               on_start=begin)
             except BaseException as e:
                 if started or not isinstance(e, GenforgeError):
                     _record_failure(run_dir, e, budget, time.monotonic() - clock, cfg.train.device)

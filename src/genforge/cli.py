@@ -307,14 +307,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"genforge: best seed -> {best}", file=sys.stderr)
         return 0
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 alone reports
-    if main_rank and args.resume:
-        print(f"genforge: resuming {cfg.recipe} ({cfg.family}) in {run_dir} from "
-              f"{args.from_checkpoint or f'step {api.open_run(run_dir).checkpoint_step()}'}",
-              file=sys.stderr)
-    elif main_rank:
-        print(f"genforge: training {cfg.recipe} ({cfg.family}) into {run_dir}", file=sys.stderr)
+    if args.resume:
+        banner = (f"genforge: resuming {cfg.recipe} ({cfg.family}) in {run_dir} from "
+                  f"{args.from_checkpoint or f'step {api.open_run(run_dir).checkpoint_step()}'}")
+    else:
+        banner = f"genforge: training {cfg.recipe} ({cfg.family}) into {run_dir}"
+    # said once the data and checkpoint passed their checks: a refused run prints its error line alone
     result = api.train_run(cfg, run_dir, resume=bool(args.resume), data_root=args.data_root,
-                           progress=not args.no_progress, start=args.from_checkpoint)
+                           progress=not args.no_progress, start=args.from_checkpoint,
+                           on_start=(lambda: print(banner, file=sys.stderr)) if main_rank else None)
     if not main_rank:
         return 130 if result.interrupted else 0
     if result.interrupted:
