@@ -200,6 +200,47 @@ def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return fields["model name"] + numbers
 
 
+def matrix_engine(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's bf16 matrix hardware, from the first processor's flags: 'amx' (AMX-BF16 tiles),
+    'avx512_bf16' (AVX512-BF16 without AMX), 'none' (no native bf16) or 'unknown' (no /proc/cpuinfo)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return "unknown"
+    flags = next((line.partition(":")[2].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "amx" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else "none"
+
+
+# Issue 21's targets per kind of CPU: (case, result key, threshold, what it says).
+TARGETS = {
+    "amx": [("dcgan-32", "ratio_vs_plain", 2.5, ">= 2.5x plain"),
+            ("dcgan-32", "share_of_bf16_peak", 0.35, ">= 35% of the bf16 peak"),
+            ("mnist-dcgan", "ratio_vs_plain", 2.0, ">= 2x plain")],
+    "avx512_bf16": [("dcgan-32", "ratio_vs_plain", 2.0, ">= 2x plain"),
+                    ("dcgan-32", "share_of_bf16_peak", 0.60, ">= 60% of the bf16 peak")],
+    "none": [("dcgan-32", "share_of_fp32_peak", 0.90, ">= 90% of the fp32 peak")],
+}
+ENGINE_NAMES = {"amx": "AMX-BF16", "avx512_bf16": "AVX512-BF16, no AMX", "none": "no native bf16"}
+
+
+def target_lines(engine: str, results: list[dict], device: torch.device) -> list[str]:
+    """One line per speed target this kind of CPU has (issue 21): the figure and met / not met, or
+    which case to run where the figure was not measured. None on a GPU or an unknown CPU."""
+    if device.type != "cpu" or engine not in TARGETS:
+        return []
+    by_case = {r["case"]: r for r in results}
+    lines = []
+    for case, key, threshold, what in TARGETS[engine]:
+        value = by_case.get(case, {}).get(key)
+        if value is None:
+            lines.append(f"target ({ENGINE_NAMES[engine]}): {case} {what}: not measured (run --case {case})")
+            continue
+        figure = f"{100 * value:.0f}%" if key.startswith("share") else f"{value:.2f}x"
+        lines.append(f"target ({ENGINE_NAMES[engine]}): {case} {what}: {figure}, "
+                     f"{'met' if value >= threshold else 'not met'}")
+    return lines
+
+
 def machine_info(device: torch.device) -> dict:
     """What the figures belong to: processor and its vector instructions, native bf16, threads, torch, GPU."""
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -248,8 +289,11 @@ def run(argv: list[str]) -> None:
                                peaks))
         if not args.json:
             print(f"# {name} done", file=sys.stderr)
+    engine = matrix_engine()
+    machine["matrix_engine"] = engine
+    targets = target_lines(engine, results, device)
     if args.json:
-        print(json.dumps({"machine": machine, "results": results}, indent=2))
+        print(json.dumps({"machine": machine, "results": results, "targets": targets}, indent=2))
         return
     print(f"# {machine}")
     if not machine["native_bf16"]:
@@ -268,6 +312,8 @@ def run(argv: list[str]) -> None:
         if "ratio_vs_onednn_grads" in r:
             print(f"{'':12s} with oneDNN's own conv gradients {r['genforge_onednn_grads_images_per_s']:.0f}/s: "
                   f"genforge's matrix-product gradients x {r['ratio_vs_onednn_grads']:.2f}")
+    for line in targets:
+        print(f"# {line}")
 
 
 if __name__ == "__main__":

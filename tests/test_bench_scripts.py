@@ -80,6 +80,29 @@ def test_cpu_name_keeps_the_family_and_model_a_virtual_machine_leaves(tmp_path):
     assert throughput.cpu_name(tmp_path / "missing")  # no /proc: what platform knows
 
 
+def test_matrix_engine_reads_the_bf16_hardware_from_the_cpu_flags(tmp_path):
+    info = tmp_path / "cpuinfo"
+    for flags, engine in (("fpu avx512f avx512_bf16 amx_bf16 amx_tile", "amx"), ("fpu avx512f avx512_bf16", "avx512_bf16"),
+                          ("fpu avx2 fma", "none")):
+        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+        assert throughput.matrix_engine(info) == engine
+    assert throughput.matrix_engine(tmp_path / "missing") == "unknown"
+
+
+def test_target_lines_judge_each_figure_against_its_cpus_threshold():
+    results = [{"case": "dcgan-32", "ratio_vs_plain": 2.15, "share_of_bf16_peak": 0.53, "share_of_fp32_peak": 0.95}]
+    assert throughput.target_lines("avx512_bf16", results, CPU) == [
+        "target (AVX512-BF16, no AMX): dcgan-32 >= 2x plain: 2.15x, met",
+        "target (AVX512-BF16, no AMX): dcgan-32 >= 60% of the bf16 peak: 53%, not met"]
+    amx = throughput.target_lines("amx", results, CPU)
+    assert amx[0].endswith("2.15x, not met") and amx[1].endswith("53%, met")
+    assert amx[2] == "target (AMX-BF16): mnist-dcgan >= 2x plain: not measured (run --case mnist-dcgan)"
+    assert throughput.target_lines("none", results, CPU) == [
+        "target (no native bf16): dcgan-32 >= 90% of the fp32 peak: 95%, met"]
+    assert throughput.target_lines("unknown", results, CPU) == []
+    assert throughput.target_lines("amx", results, torch.device("meta")) == []  # not a CPU: no CPU targets
+
+
 def test_machine_info_names_what_the_figures_depend_on():
     machine = throughput.machine_info(CPU)
     assert machine["cpu_capability"] and machine["native_bf16"] == runtime.bf16_supported(CPU)
