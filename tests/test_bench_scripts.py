@@ -99,6 +99,11 @@ def test_target_lines_judge_each_figure_against_its_cpus_threshold():
     assert amx[2] == "target (AMX-BF16): mnist-dcgan >= 2x plain: not measured (run --case mnist-dcgan)"
     assert throughput.target_lines("none", results, CPU) == [
         "target (no native bf16): dcgan-32 >= 90% of the fp32 peak: 95%, met"]
+    busy = throughput.target_lines("avx512_bf16", results, CPU, others=1.0)  # a competitor beside the bench
+    assert busy == ["target (AVX512-BF16, no AMX): dcgan-32 >= 2x plain: 2.15x, no verdict (other work kept 1.0 "
+                    "cores busy)", "target (AVX512-BF16, no AMX): dcgan-32 >= 60% of the bf16 peak: 53%, no verdict "
+                    "(other work kept 1.0 cores busy)"]
+    assert throughput.target_lines("avx512_bf16", results, CPU, others=0.2)[0].endswith("met")  # noise
     assert throughput.target_lines("unknown", results, CPU) == []
     assert throughput.target_lines("amx", results, torch.device("meta")) == []  # not a CPU: no CPU targets
 
