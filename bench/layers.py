@@ -32,11 +32,11 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import CASES, machine_info, peak_gflops  # noqa: E402
+from throughput import CASES, busy_warning, machine_info, peak_gflops  # noqa: E402
 
 from genforge.config import load_recipe  # noqa: E402
 from genforge.runtime import resolve_device, set_threads  # noqa: E402
-from genforge.threads import cores  # noqa: E402
+from genforge.threads import busy_elsewhere, cores, cpu_sample  # noqa: E402
 from genforge.train import prepare_run  # noqa: E402
 
 LEAVES = (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.Linear, nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid)
@@ -138,6 +138,7 @@ def main() -> None:
     threads = args.threads or cores()
     cfg = load_recipe(recipe, [*overrides, f"train.precision={args.precision}", f"train.threads={threads}",
                                f"train.channels_last={args.channels_last}", "train.compile=off"])
+    before = cpu_sample()  # the other work beside the measurement, to say whether to trust it
     with tempfile.TemporaryDirectory() as run_dir:
         run = prepare_run(cfg, Path(run_dir), False, None)
         set_threads(threads)
@@ -153,6 +154,10 @@ def main() -> None:
         step_flops = flops(run.step)
         rows = [layer_row(*call, fast.autocast, args.reps) for call in layer_inputs(run)]
     print_table(rows, step_seconds, step_flops, peak, cfg.train.batch_size, args.markdown)
+    after = cpu_sample()
+    warning = busy_warning(busy_elsewhere(before, after)) if before and after else None
+    if warning:
+        print(warning)
 
 
 def print_table(rows: list[dict], step_seconds: float, step_flops: int, peak: float, batch: int, markdown: bool) -> None:

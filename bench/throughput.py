@@ -226,6 +226,14 @@ ENGINE_NAMES = {"amx": "AMX-BF16", "avx512_bf16": "AVX512-BF16, no AMX", "none":
 BUSY_CORES = 0.25  # other work above this many cores on average: the figures make no verdict
 
 
+def busy_warning(others: float) -> str | None:
+    """The line to print where other work kept more than BUSY_CORES cores busy during a benchmark."""
+    if others <= BUSY_CORES:
+        return None
+    return (f"# other work kept {others:.1f} cores busy on average while this ran: the figures are not to be "
+            "trusted; run it again on a quiet machine (see `uptime`)")
+
+
 def target_lines(engine: str, results: list[dict], device: torch.device, others: float = 0.0) -> list[str]:
     """One line per speed target this kind of CPU has (issue 21): the figure and met / not met, or
     which case to run where the figure was not measured; where other work kept ``others`` >
@@ -304,9 +312,9 @@ def run(argv: list[str]) -> None:
         print(json.dumps({"machine": machine, "results": results, "targets": targets}, indent=2))
         return
     print(f"# {machine}")
-    if others > BUSY_CORES:
-        print(f"# other work kept {others:.1f} cores busy on average while this ran: the figures are not to "
-              "be trusted; run it again on a quiet machine (see `uptime`)")
+    warning = busy_warning(others)
+    if warning:
+        print(warning)
     if not machine["native_bf16"]:
         print(f"# no native bfloat16 on this {device.type}: everything trains in float32, and %bf16pk is not measured")
     print(f"{'case':12s} {'batch':>5s} {'genforge':>9s} {'fp32-eager':>10s} {'plain':>8s} {'x plain':>7s} "

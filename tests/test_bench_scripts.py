@@ -105,6 +105,7 @@ def test_target_lines_judge_each_figure_against_its_cpus_threshold():
                     "(other work kept 1.0 cores busy)"]
     assert throughput.target_lines("avx512_bf16", results, CPU, others=0.2)[0].endswith("met")  # noise
     assert throughput.target_lines("unknown", results, CPU) == []
+    assert throughput.busy_warning(0.2) is None and "0.8 cores busy" in throughput.busy_warning(0.8)
     assert throughput.target_lines("amx", results, torch.device("meta")) == []  # not a CPU: no CPU targets
 
 
