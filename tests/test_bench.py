@@ -69,3 +69,44 @@ def test_train_seeds_keeps_the_best(tmp_path):
     winner = max(rows, key=lambda r: r["hq"])
     assert winner["best"] and (best / "checkpoints" / "latest").exists()
     assert "<- best" in format_seeds(rows)
+
+
+def _seeds_config():
+    return load_recipe("ring-8", [*TINY, "train.steps=2", "train.threads=1", "train.sample_every=1000",
+                                  "train.checkpoint_every=1000"])
+
+
+def test_train_seeds_refuses_a_folder_that_holds_earlier_seeds_and_trains_nothing(tmp_path):
+    from genforge.errors import GenforgeError
+
+    (tmp_path / "seed-1").mkdir()
+    (tmp_path / "seed-1" / "config.json").write_text("{}")
+    with pytest.raises(GenforgeError, match="seed-1 already exists: train the seeds into another --run-dir"):
+        train_seeds(_seeds_config(), tmp_path, 2, progress=False, log=lambda _: None)
+    assert not (tmp_path / "seed-0").exists() and (tmp_path / "seed-1" / "config.json").read_text() == "{}"
+
+
+def test_train_seeds_refuses_an_unknown_metric_naming_the_ones_there_are(tmp_path):
+    from genforge.errors import GenforgeError
+
+    with pytest.raises(GenforgeError, match=r"--metric nope is not among the runs' final metrics \(.*hq"):
+        train_seeds(_seeds_config(), tmp_path, 2, "nope", progress=False, log=lambda _: None)
+    assert (tmp_path / "seed-0" / "config.json").is_file() and not (tmp_path / "best").exists()
+
+
+def test_ctrl_c_in_one_seed_stops_the_seeds_after_it_and_chooses_no_best(tmp_path, monkeypatch):
+    from genforge import api, batched, bench
+    from genforge.train import RunResult
+
+    started = []
+
+    def interrupted_run(cfg, run_dir, **_):
+        started.append(cfg.train.seed)
+        return RunResult(run_dir, step=1, interrupted=True)
+
+    monkeypatch.setattr(api, "train_run", interrupted_run)
+    monkeypatch.setattr(batched, "why_not_batched", lambda cfgs: "one by one in this test")
+    with pytest.raises(bench.SeedsInterrupted) as stop:
+        train_seeds(_seeds_config(), tmp_path, 3, progress=False, log=lambda _: None)
+    assert started == [0] and stop.value.folder == tmp_path / "seed-0" and (stop.value.started, stop.value.total) == (1, 3)
+    assert not (tmp_path / "best").exists()

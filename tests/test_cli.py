@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -340,3 +341,16 @@ def test_the_training_banner_comes_once_the_run_has_passed_its_checks(capsys, tm
     err = capsys.readouterr().err
     assert err.count(f"genforge: training ring-8 (gan) into {run_dir}") == 1
     assert err.index("genforge: training ring-8") < err.index("genforge: done at step 2")
+
+
+def test_ctrl_c_during_seeds_exits_130_and_says_which_seed_to_resume(capsys, tmp_path, monkeypatch):
+    from genforge import bench
+
+    def stopped(cfg, run_dir, *args, **kwargs):
+        raise bench.SeedsInterrupted(Path(run_dir) / "seed-1", 2, 3)
+
+    monkeypatch.setattr(bench, "train_seeds", stopped)
+    assert main(["train", "ring-8", *TOY, "--seeds", "3", "--run-dir", str(tmp_path / "s"), "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted in {tmp_path / 's' / 'seed-1'} (2 of 3 seeds begun" in err
+    assert f"genforge train --resume {tmp_path / 's' / 'seed-1'}" in err and "no best seed chosen" in err

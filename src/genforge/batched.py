@@ -272,7 +272,8 @@ def train_batched(cfgs: Sequence[Any], run_dirs: Sequence[str | Path], data_root
                   progress: bool = True, log: Callable[[str], None] = print) -> list[Any]:
     """Train ``cfgs`` (one config, several seeds) into ``run_dirs`` as one batched model; each run as
     :func:`genforge.train.train` would write it alone. Configurations the batched step does not
-    reproduce train one by one, after a line that says why. Returns one RunResult per seed."""
+    reproduce train one by one, after a line that says why. Returns one RunResult per seed trained: after an
+    interrupted one (Ctrl-C), the seeds after it are not started."""
     from genforge.api import train_run
 
     why = why_not_batched(cfgs)
@@ -282,7 +283,12 @@ def train_batched(cfgs: Sequence[Any], run_dirs: Sequence[str | Path], data_root
     if stack is None:
         if len(cfgs) > 1:
             log(f"genforge: training the {len(cfgs)} seeds one by one: {why}")
-        return [train_run(cfg, run_dir, data_root=data_root, progress=progress) for cfg, run_dir in zip(cfgs, run_dirs)]
+        results = []
+        for cfg, run_dir in zip(cfgs, run_dirs):
+            results.append(train_run(cfg, run_dir, data_root=data_root, progress=progress))
+            if results[-1].interrupted:  # Ctrl-C stops every seed, not the one it hit
+                break
+        return results
     return run_stack(stack, progress, log)
 
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from genforge.errors import GenforgeError
+
 TOYS = ("ring-8", "grid-25")
 
 # name -> overrides on top of the toy's recipe (every configuration on the same MLPs; the recipe's
@@ -194,6 +196,15 @@ def format_bench(rows: Sequence[BenchRow]) -> str:
 HIGHER_IS_BETTER = {"modes", "hq", "class_accuracy", "elbo", "classes_covered", "class_entropy"}
 
 
+class SeedsInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped :func:`train_seeds` in ``folder`` (with a checkpoint), after ``started`` of ``total``
+    seeds had begun; no best run is chosen."""
+
+    def __init__(self, folder: Path, started: int, total: int):
+        super().__init__(f"interrupted in {folder}")
+        self.folder, self.started, self.total = folder, started, total
+
+
 def train_seeds(cfg, run_dir: str | Path, seeds: int, metric: str | None = None, data_root: str | None = None,
                 progress: bool = True, log: Callable[[str], None] = print) -> tuple[Path, list[dict]]:
     """Train ``cfg`` with seeds cfg.train.seed, +1, ... into ``run_dir/seed-S`` (as one batched model
@@ -211,12 +222,24 @@ def train_seeds(cfg, run_dir: str | Path, seeds: int, metric: str | None = None,
         seed_cfg.train.seed = cfg.train.seed + offset
         cfgs.append(seed_cfg)
         folders.append(run_dir / f"seed-{seed_cfg.train.seed}")
-        log(f"genforge: seed {seed_cfg.train.seed} -> {folders[-1]}")
+    taken = [folder for folder in [*folders, run_dir / "best"] if folder.exists()]
+    if taken:  # never train over earlier seeds' runs (their checkpoints would stay beside the new ones)
+        raise GenforgeError(f"{taken[0]} already exists: train the seeds into another --run-dir, or continue a "
+                            f"seed with genforge train --resume {folders[0]}")
+    for seed_cfg, folder in zip(cfgs, folders):
+        log(f"genforge: seed {seed_cfg.train.seed} -> {folder}")
+    results = train_batched(cfgs, folders, data_root, progress, log)
+    stopped = next((folder for folder, result in zip(folders, results) if result.interrupted), None)
+    if stopped is not None:
+        raise SeedsInterrupted(stopped, len(results), len(cfgs))
     rows = [{"seed": seed_cfg.train.seed, "run_dir": str(folder), "step": result.step,
              **{k.removeprefix("eval/"): v for k, v in result.metrics.items()}}
-            for seed_cfg, folder, result in zip(cfgs, folders,
-                                                 train_batched(cfgs, folders, data_root, progress, log))]
-    metric = metric or next((k for k in rows[0] if k not in ("seed", "run_dir", "step")), None)
+            for seed_cfg, folder, result in zip(cfgs, folders, results)]
+    names = [k for k in rows[0] if k not in ("seed", "run_dir", "step")]
+    if metric is not None and not any(metric in row for row in rows):
+        raise GenforgeError(f"--metric {metric} is not among the runs' final metrics ({', '.join(names) or 'none'}); "
+                            f"the seeds' runs are kept under {run_dir}")
+    metric = metric or (names[0] if names else None)
     if metric is None:
         best = rows[-1]
     else:

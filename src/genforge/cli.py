@@ -297,12 +297,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
     if args.seeds is not None:
-        from genforge.bench import format_seeds, train_seeds
+        from genforge.bench import SeedsInterrupted, format_seeds, train_seeds
 
         if args.seeds < 1:
             raise GenforgeError(f"--seeds takes a positive count, not {args.seeds}")
-        best, rows = train_seeds(cfg, run_dir, args.seeds, args.metric, args.data_root, not args.no_progress,
-                                 log=lambda line: print(line, file=sys.stderr))
+        try:
+            best, rows = train_seeds(cfg, run_dir, args.seeds, args.metric, args.data_root, not args.no_progress,
+                                     log=lambda line: print(line, file=sys.stderr))
+        except SeedsInterrupted as stop:
+            print(f"genforge: interrupted in {stop.folder} ({stop.started} of {stop.total} seeds begun; checkpoint "
+                  f"saved, no best seed chosen). Continue it with: genforge train --resume {stop.folder}",
+                  file=sys.stderr)
+            return 130
         print(format_seeds(rows))
         print(f"genforge: best seed -> {best}", file=sys.stderr)
         return 0
