@@ -354,3 +354,62 @@ def test_ctrl_c_during_seeds_exits_130_and_says_which_seed_to_resume(capsys, tmp
     err = capsys.readouterr().err
     assert f"interrupted in {tmp_path / 's' / 'seed-1'} (2 of 3 seeds begun" in err
     assert f"genforge train --resume {tmp_path / 's' / 'seed-1'}" in err and "no best seed chosen" in err
+
+
+@pytest.mark.parametrize("out, message", [
+    ("s.jpgx", "--out s.jpgx: the file name must end in one of .png, .jpg"),
+    ("{tmp}", "is a folder: name a file in it"),
+    ("{run}/config.json.png", None),  # a picture beside the run's files is the user's choice
+    ("{run}/checkpoints/x.png", "would overwrite the run"),
+])
+def test_sample_refuses_outputs_it_cannot_or_must_not_write_before_any_work(capsys, tmp_path, out, message):
+    from genforge import cli
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    path = out.format(tmp=tmp_path, run=run)
+    if message is None:
+        cli.check_output(path, "out", cli.IMAGE_SUFFIXES)
+        return
+    assert main(["sample", str(tmp_path / "no-such-run"), "--out", path]) == 2  # refused before the run is opened
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_save_z_onto_a_runs_checkpoint_is_refused_and_the_checkpoint_kept(capsys, tmp_path):
+    run_dir = tmp_path / "r"
+    assert main(["train", "ring-8", *TOY, "--steps", "2", "--run-dir", str(run_dir), "--no-progress"]) == 0
+    weights = next((run_dir / "checkpoints").glob("step-*/model.safetensors"))
+    before = weights.read_bytes()
+    capsys.readouterr()
+    assert main(["sample", str(run_dir), "--n", "4", "--out", str(tmp_path / "s.png"), "--save-z", str(weights)]) == 2
+    assert "would overwrite the run" in capsys.readouterr().err and weights.read_bytes() == before
+
+
+def test_an_os_refusal_is_one_line_naming_the_path_and_ctrl_c_in_an_import_is_an_interruption(capsys, tmp_path,
+                                                                                              monkeypatch):
+    from genforge import cli
+
+    (tmp_path / "afile").write_text("")
+    assert main(["train", "ring-8", *TOY, "--steps", "2", "--run-dir", str(tmp_path / "afile" / "sub"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"genforge: error: {tmp_path / 'afile' / 'sub'}: Not a directory" and "Traceback" not in "".join(err)
+
+    def read_only(args):
+        raise OSError(30, "Read-only file system", str(tmp_path / ".s.123-abcd.tmp.png"))
+
+    monkeypatch.setitem(cli.COMMANDS, "runs", read_only)
+    assert main(["runs", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == f"genforge: error: cannot write into {tmp_path}: Read-only file system"
+
+    def interrupted_import(args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ImportError("initialization failed")
+
+    monkeypatch.setitem(cli.COMMANDS, "runs", interrupted_import)
+    assert main(["runs", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.strip() == "genforge: interrupted"

@@ -168,6 +168,8 @@ def new_run_dir(cfg: RunConfig, run_dir: str | Path | None = None, root: str | P
         return path
     path = Path(run_dir)
     check_links(path)
+    if path.exists() and not path.is_dir():
+        raise GenforgeError(f"--run-dir {path} is a file, not a folder: name a folder for the run")
     checkpoints = path / "checkpoints"
     if (checkpoints.is_dir() and any(checkpoints.iterdir())) or (path / "config.json").is_file():
         raise GenforgeError(f"{path} already holds a run; continue it with --resume {path} or choose another --run-dir")

@@ -613,6 +613,61 @@ def cmd_studio(args: argparse.Namespace) -> int:
     return 0
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+# what each command writes: (option, the suffixes it takes, or None for a folder)
+OUTPUTS = {"sample": [("out", IMAGE_SUFFIXES), ("save_z", (".safetensors", ".npy"))],
+           "interpolate": [("out", IMAGE_SUFFIXES)], "fuse": [("out", IMAGE_SUFFIXES)],
+           "arithmetic": [("out", IMAGE_SUFFIXES), ("save_z", (".safetensors", ".npy"))],
+           "compare": [("out", (*IMAGE_SUFFIXES, ".pdf", ".svg"))], "translate": [("out", None)]}
+RUN_FILES = ("checkpoints", "config.json", "status.json", "metrics.jsonl", "lock", "eval.json")
+
+
+def check_output(path: str, option: str, suffixes: tuple[str, ...] | None) -> None:
+    """Refuse, before any work, an output the command could not write or must not: a file name
+    with a suffix it cannot write, a folder where a file is wanted, or a run's own files (its
+    checkpoints, config, records), which an output would overwrite."""
+    target = Path(path)
+    flag = f"--{option.replace('_', '-')}"
+    if suffixes is not None:
+        if target.is_dir():
+            raise GenforgeError(f"{flag} {_quoted(path)} is a folder: name a file in it, e.g. "
+                                f"{_quoted(str(target / ('out' + suffixes[0])))}")
+        if target.suffix.lower() not in suffixes:
+            raise GenforgeError(f"{flag} {_quoted(path)}: the file name must end in one of {', '.join(suffixes)}")
+    resolved = target.resolve()
+    for folder in resolved.parents:
+        if (folder / "config.json").is_file() and (folder / "checkpoints").is_dir():  # a run folder
+            part = resolved.relative_to(folder).parts[0] if resolved != folder else ""
+            if part in RUN_FILES:
+                raise GenforgeError(f"{flag} {_quoted(path)} would overwrite the run {_quoted(str(folder))}'s own "
+                                    f"{part}: write it elsewhere")
+            break
+
+
+def _interrupted(error: BaseException) -> bool:
+    """Whether Ctrl-C is behind ``error`` (a library import that fails because it was interrupted)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def os_error_line(error: OSError) -> str:
+    """An operating-system refusal (read-only disk, a file where a folder is wanted, no permission) as
+    one line naming the path; a hidden temporary file genforge writes beside a target names its folder."""
+    name = error.filename
+    what = error.strerror or str(error)
+    if name is None:
+        return f"{what}"
+    path = Path(os.fsdecode(name))
+    if path.name.startswith(".") and ".tmp" in path.name:  # atomic_output's temporary beside the target
+        return f"cannot write into {_quoted(str(path.parent))}: {what}"
+    return f"{_quoted(str(path))}: {what}"
+
+
 COMMANDS = {"compare": cmd_compare, "runs": cmd_runs, "train": cmd_train, "sample": cmd_sample, "recipes": cmd_recipes, "data": cmd_data,
             "eval": cmd_eval, "evaluator": cmd_evaluator, "translate": cmd_translate,
             "interpolate": cmd_interpolate, "arithmetic": cmd_arithmetic, "bench": cmd_bench, "studio": cmd_studio,
@@ -638,6 +693,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "data" and args.data_command is None:
         args.data_command = "list"
     try:
+        for option, suffixes in OUTPUTS.get(args.command, []):
+            if getattr(args, option, None):
+                check_output(getattr(args, option), option, suffixes)
         return COMMANDS[args.command](args)
     except GenforgeError as e:
         print(f"genforge: error: {e}", file=sys.stderr)
@@ -648,13 +706,24 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `genforge recipes | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except Exception:  # not bad input but a bug: show where, and ask for a report
-        import traceback
+    except Exception as e:
+        if _interrupted(e):  # Ctrl-C during a library's import surfaces as its ImportError
+            print("genforge: interrupted", file=sys.stderr)
+            return 130
+        if isinstance(e, OSError) and e.filename is not None:  # the disk or the path, not genforge
+            print(f"genforge: error: {os_error_line(e)}", file=sys.stderr)
+            return 2
+        return _internal_error()
 
-        traceback.print_exc()
-        print("genforge: internal error: this is a bug in genforge, not in your input; please report it with "
-              "the lines above and the command you ran", file=sys.stderr)
-        return 1
+
+def _internal_error() -> int:
+    """Not bad input but a bug: show where, and ask for a report."""
+    import traceback
+
+    traceback.print_exc()
+    print("genforge: internal error: this is a bug in genforge, not in your input; please report it with "
+          "the lines above and the command you ran", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -93,6 +93,29 @@ def create_app(runs: str | Path = "runs", token: str | None = None, data_root: s
     return app
 
 
+def check_address(runs: str | Path, host: str, port: int) -> None:
+    """Refuse, before the URL is printed, a runs folder that is a file and a port that is out of range or
+    taken (another studio, another server): uvicorn would fail after the URL pointed at someone else."""
+    import socket
+
+    if Path(runs).exists() and not Path(runs).is_dir():
+        raise GenforgeError(f"--runs {runs} is a file, not a folder of runs")
+    if not 0 < port < 65536:
+        raise GenforgeError(f"--port takes 1-65535, not {port}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise GenforgeError(f"--host {host}: not an address of this machine ({e.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as e:
+            raise GenforgeError(f"cannot serve on {host}:{port} ({e.strerror}): another program holds the port, "
+                                f"perhaps another studio; choose another --port") from None
+
+
 def serve(runs: str | Path = "runs", host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
           data_root: str | None = None, max_trainings: int | None = None) -> None:
     """Start the studio and print its URL. Any host but loopback gets a token (generated if not given)."""
@@ -100,6 +123,7 @@ def serve(runs: str | Path = "runs", host: str = "127.0.0.1", port: int = 8765, 
 
     from genforge.threads import apply_threads
 
+    check_address(runs, host, port)
     apply_threads(0)  # the server's own sampling: the cores the trainings beside it leave free, not all of them
     if token is None and not is_loopback(host):
         token = new_token()
