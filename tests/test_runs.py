@@ -114,6 +114,14 @@ def test_metrics_rows_skip_a_torn_line_and_filter_by_step(tmp_path):
     assert read_metrics(tmp_path / "missing.jsonl") == []
 
 
+def test_a_metrics_file_with_bytes_that_are_not_utf8_keeps_its_readable_rows_and_the_run_list_works(tmp_path):
+    folder = make_run(tmp_path / "r", rows=[{"step": 1}])
+    (folder / "metrics.jsonl").write_bytes(b'{"step": 1, "a": 1}\n\xcc\xff\x00garbage\n{"step": 2, "a": 2}\n')
+    assert [r["step"] for r in read_metrics(folder / "metrics.jsonl")] == [1, 2]
+    make_run(tmp_path / "healthy")
+    assert len(list_runs(tmp_path)) == 2  # one damaged file does not hide the other runs
+
+
 def test_timeline_is_in_step_order_and_ends_with_the_final_grid(tmp_path):
     folder = make_run(tmp_path / "r", rows=[{"step": 30}], final=True)
     for step in (20, 3, 100):

@@ -243,10 +243,11 @@ class RunSummary:
 
 
 def read_metrics(path: Path, since: int | None = None) -> list[dict]:
-    """Rows of a metrics.jsonl (a torn last line, from a run being written, is skipped)."""
+    """Rows of a metrics.jsonl (a torn last line, from a run being written, and lines that are not
+    UTF-8 JSON objects with a step, as on a damaged disk, are skipped)."""
     rows = []
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(errors="replace").splitlines()
     except OSError:
         return rows
     for line in lines:

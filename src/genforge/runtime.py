@@ -286,7 +286,9 @@ class NullLog:
 
 
 def _read_lines(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.is_file() else []
+    """The lines of a metrics.jsonl; bytes that are not UTF-8 (a damaged file) make their line unreadable
+    JSON, which the resume then drops like a torn line."""
+    return path.read_text(errors="replace").splitlines() if path.is_file() else []
 
 
 def _row_step(line: str) -> float:
