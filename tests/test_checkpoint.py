@@ -141,8 +141,8 @@ def test_crash_leftovers_are_ignored(tmp_path):
     (root / "latest").unlink()
     os.symlink("step-0000004", root / "latest")
     with pytest.raises(GenforgeError, match="step-0000004: incomplete checkpoint, missing optim.safetensors, though "
-                                            "latest points to it; resume from the previous checkpoint with --from "
-                                            "step-0000002"):
+                                            "latest points to it; the previous complete checkpoint is step-0000002: "
+                                            "genforge train --resume .* --from step-0000002 continues"):
         latest_checkpoint(tmp_path)
 
     # The next save cleans the old temporary folder of its own step and prunes as usual.
@@ -153,6 +153,10 @@ def test_crash_leftovers_are_ignored(tmp_path):
 
 def test_no_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(GenforgeError, match="no complete checkpoint.*train first"):
+        latest_checkpoint(tmp_path)
+    (tmp_path / "config.json").write_text('{"recipe": "ring-8"}')  # a run whose checkpoints are gone
+    with pytest.raises(GenforgeError, match=r"nothing to resume or load; train it anew into another folder "
+                                            r"\(genforge train ring-8 --run-dir NEW_DIR\), or remove "):
         latest_checkpoint(tmp_path)
     (tmp_path / "checkpoints" / ".tmp-step-0000001").mkdir(parents=True)
     with pytest.raises(GenforgeError, match="no complete checkpoint"):
@@ -173,8 +177,8 @@ def test_corrupt_state_json_and_missing_file(tmp_path):
     _save(tmp_path, 1, *_trained())
     folder = _save(tmp_path, 2, *_trained())
     (folder / "state.json").write_text("{torn")
-    with pytest.raises(GenforgeError, match="unreadable checkpoint.*resume from the previous checkpoint with "
-                                            "--from step-0000001"):
+    with pytest.raises(GenforgeError, match="unreadable checkpoint.*the previous complete checkpoint is "
+                                            "step-0000001: genforge train --resume .* --from step-0000001"):
         load_checkpoint(folder)
     (folder / "optim.safetensors").unlink()
     with pytest.raises(GenforgeError, match="incomplete checkpoint, missing optim.safetensors"):

@@ -274,6 +274,13 @@ def test_resume_with_a_key_that_changes_the_model_is_refused(capsys, toy_cli_run
     assert "cannot change 'model.hidden'" in line
 
 
+def test_resume_with_a_step_budget_below_the_checkpoint_is_refused_and_the_run_left_as_it_was(capsys, toy_cli_run):
+    before = {p.name: p.stat().st_mtime_ns for p in toy_cli_run.iterdir()}
+    line = _fails_cleanly(capsys, ["train", "--resume", str(toy_cli_run), "--steps", "10"])
+    assert "--steps 10 is below the step step-0000020 is at (20)" in line and "give more than 20" in line
+    assert {p.name: p.stat().st_mtime_ns for p in toy_cli_run.iterdir()} == before
+
+
 def test_resume_says_where_it_starts(capsys, toy_cli_run, tmp_path):
     import shutil
 
@@ -357,7 +364,7 @@ def test_ctrl_c_during_seeds_exits_130_and_says_which_seed_to_resume(capsys, tmp
 
 
 @pytest.mark.parametrize("out, message", [
-    ("s.jpgx", "--out s.jpgx: the file name must end in one of .png, .jpg"),
+    ("s.jpgx", "--out s.jpgx: the file name must end in .png, .jpg"),
     ("{tmp}", "is a folder: name a file in it"),
     ("{run}/config.json.png", None),  # a picture beside the run's files is the user's choice
     ("{run}/checkpoints/x.png", "would overwrite the run"),
@@ -413,3 +420,9 @@ def test_an_os_refusal_is_one_line_naming_the_path_and_ctrl_c_in_an_import_is_an
     monkeypatch.setitem(cli.COMMANDS, "runs", interrupted_import)
     assert main(["runs", str(tmp_path)]) == 130
     assert capsys.readouterr().err.strip() == "genforge: interrupted"
+
+
+def test_the_cli_knows_the_latent_file_kinds_latent_writes():
+    from genforge import cli, latent
+
+    assert cli.LATENT_SUFFIXES == latent.LATENT_SUFFIXES

@@ -34,7 +34,7 @@ from .test_validate import _outside, _range_cases
 TOY = ["model.hidden=16", "model.layers=1", "model.latent_dim=4", "train.batch_size=32", "train.threads=1",
        "train.device=cpu", "train.log_every=2", "train.sample_every=3", "train.checkpoint_every=3"]
 LATEST, PREVIOUS = "step-0000006", "step-0000003"
-NEXT = f"resume from the previous checkpoint with --from {PREVIOUS}"
+NEXT = f"the previous complete checkpoint is {PREVIOUS}: genforge train --resume "
 
 
 @pytest.fixture(scope="module")

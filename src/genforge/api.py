@@ -190,7 +190,11 @@ def resume_config(run_dir: str | Path, steps: int | None = None, minutes: float 
     check_links(run_dir)
     _check_budget(steps, minutes)
     cfg = config_from_json(run_dir / "config.json")
-    read_state(latest_checkpoint(run_dir, start))  # a clear error now if there is nothing to resume from
+    folder = latest_checkpoint(run_dir, start)
+    at = int(read_state(folder).get("step", 0))  # and a clear error now if there is nothing to resume from
+    if steps is not None and steps < at:
+        raise GenforgeError(f"--steps {steps} is below the step {folder.name} is at ({at}): --steps is the run's "
+                            f"total, so give more than {at} to train on (or --minutes)")
     items = _override_list(overrides)
     for item in items:
         key = item.partition("=")[0].strip()

@@ -233,7 +233,8 @@ def latest_checkpoint(run_dir: Path, name: str | None = None) -> Path:
                             "or resume with --from step-N")
     found = complete_checkpoints(root)
     if not found:
-        raise GenforgeError(f"{run_dir}: no complete checkpoint in {root}; train first (genforge train RECIPE --run-dir {run_dir})")
+        raise GenforgeError(f"{run_dir}: no complete checkpoint in {root}, so nothing to resume or load; "
+                            f"{_train_anew(Path(run_dir))}")
     return found[-1]
 
 
@@ -252,9 +253,23 @@ def what_to_do(folder: Path) -> str:
     """The advice for a damaged checkpoint: the previous complete one to resume from, if any."""
     folder = Path(folder)
     earlier = [p for p in complete_checkpoints(folder.parent) if checkpoint_step(p.name) < checkpoint_step(folder.name)]
+    run_dir = folder.parent.parent
     if earlier:
-        return f"resume from the previous checkpoint with --from {earlier[-1].name}"
-    return "no earlier checkpoint is left: train the run again"
+        return (f"the previous complete checkpoint is {earlier[-1].name}: genforge train --resume {run_dir} --from "
+                f"{earlier[-1].name} continues from it (and makes it the newest again)")
+    return f"no earlier checkpoint is left; {_train_anew(run_dir)}"
+
+
+def _train_anew(run_dir: Path) -> str:
+    """How to start a run over whose checkpoints are all gone: into another folder, or this one emptied."""
+    try:
+        recipe = json.loads((run_dir / "config.json").read_text()).get("recipe") or "RECIPE"
+    except (OSError, ValueError, AttributeError, RecursionError):
+        recipe = "RECIPE"
+    if not (run_dir / "config.json").exists():
+        return f"train first: genforge train {recipe} --run-dir {run_dir}"
+    return (f"train it anew into another folder (genforge train {recipe} --run-dir NEW_DIR), or remove {run_dir} "
+            f"and train into it again")
 
 
 def read_state(folder: Path, weights_only: bool = False) -> dict[str, Any]:

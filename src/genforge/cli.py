@@ -613,11 +613,12 @@ def cmd_studio(args: argparse.Namespace) -> int:
     return 0
 
 
+LATENT_SUFFIXES = (".safetensors", ".npy")  # genforge.latent's (not imported here: it loads torch)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 # what each command writes: (option, the suffixes it takes, or None for a folder)
-OUTPUTS = {"sample": [("out", IMAGE_SUFFIXES), ("save_z", (".safetensors", ".npy"))],
+OUTPUTS = {"sample": [("out", IMAGE_SUFFIXES), ("save_z", LATENT_SUFFIXES)],
            "interpolate": [("out", IMAGE_SUFFIXES)], "fuse": [("out", IMAGE_SUFFIXES)],
-           "arithmetic": [("out", IMAGE_SUFFIXES), ("save_z", (".safetensors", ".npy"))],
+           "arithmetic": [("out", IMAGE_SUFFIXES), ("save_z", LATENT_SUFFIXES)],
            "compare": [("out", (*IMAGE_SUFFIXES, ".pdf", ".svg"))], "translate": [("out", None)]}
 RUN_FILES = ("checkpoints", "config.json", "status.json", "metrics.jsonl", "lock", "eval.json")
 
@@ -633,7 +634,8 @@ def check_output(path: str, option: str, suffixes: tuple[str, ...] | None) -> No
             raise GenforgeError(f"{flag} {_quoted(path)} is a folder: name a file in it, e.g. "
                                 f"{_quoted(str(target / ('out' + suffixes[0])))}")
         if target.suffix.lower() not in suffixes:
-            raise GenforgeError(f"{flag} {_quoted(path)}: the file name must end in one of {', '.join(suffixes)}")
+            listed = ", ".join(suffixes[:-1]) + " or " + suffixes[-1] if len(suffixes) > 1 else suffixes[0]
+            raise GenforgeError(f"{flag} {_quoted(path)}: the file name must end in {listed}")
     resolved = target.resolve()
     for folder in resolved.parents:
         if (folder / "config.json").is_file() and (folder / "checkpoints").is_dir():  # a run folder
