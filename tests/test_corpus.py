@@ -607,7 +607,9 @@ def test_a_damaged_newest_checkpoint_resumes_from_the_previous_with_from(trained
     assert main(resume(ctx)) == 2
     assert NEXT in capsys.readouterr().err
     assert main(resume(ctx, "--from", PREVIOUS)) == 0
-    assert f"resuming ring-8 (gan) in {ctx.run_dir} from {PREVIOUS}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"resuming ring-8 (gan) in {ctx.run_dir} from {PREVIOUS}" in err
+    assert f"genforge: warning: this abandons the newer {LATEST}: the run's next checkpoint removes it" in err
     redone = load_file(ctx.run_dir / "checkpoints" / LATEST / "model.safetensors")
     straight = load_file(trained / "checkpoints" / LATEST / "model.safetensors")
     assert redone.keys() == straight.keys() and all(torch.equal(redone[k], straight[k]) for k in straight)

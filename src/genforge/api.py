@@ -210,6 +210,17 @@ def resume_config(run_dir: str | Path, steps: int | None = None, minutes: float 
     return cfg
 
 
+def abandoned_checkpoints(run_dir: str | Path, start: str | None) -> list[str]:
+    """The checkpoints newer than ``start`` (``--from step-N``) that a resume from it abandons: the run's
+    next checkpoint removes them (the step counter goes back to N, and later steps are trained anew)."""
+    from genforge.checkpoint import checkpoint_step, complete_checkpoints
+
+    if start is None:
+        return []
+    step = checkpoint_step(start)
+    return [p.name for p in complete_checkpoints(Path(run_dir) / "checkpoints") if checkpoint_step(p.name) > step]
+
+
 # --- training ----------------------------------------------------------------------------
 
 def torchrun_restart(run_dir: str | Path | None) -> bool | None:

@@ -316,6 +316,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         banner = (f"genforge: resuming {cfg.recipe} ({cfg.family}) in {run_dir} from "
                   f"{args.from_checkpoint or f'step {api.open_run(run_dir).checkpoint_step()}'}")
+        newer = api.abandoned_checkpoints(run_dir, args.from_checkpoint)
+        if newer:
+            banner += (f"\ngenforge: warning: this abandons the newer {', '.join(newer)}: the run's next checkpoint "
+                       f"removes {'it' if len(newer) == 1 else 'them'} (copy {run_dir / 'checkpoints'} aside to keep "
+                       f"{'it' if len(newer) == 1 else 'them'})")
     else:
         banner = f"genforge: training {cfg.recipe} ({cfg.family}) into {run_dir}"
     # said once the data and checkpoint passed their checks: a refused run prints its error line alone
