@@ -20,7 +20,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from genforge.errors import GenforgeError
 
@@ -150,30 +150,77 @@ def toy_bench(out_dir: str | Path, seeds: int = 5, steps: int | None = None, toy
         for row, seeds_done, (function, args) in jobs:
             record(row, seeds_done, function(*args))
         return rows
+    for (row, seeds_done, _), results in zip(jobs, side_by_side([job for _, _, job in jobs], workers)):
+        record(row, seeds_done, results)  # in job order, so every row lists its seeds 0, 1, ...
+    return rows
+
+
+def _job_process(send, function: Callable, args: tuple) -> None:
+    """A worker process's one job: ``function(*args)``'s result (or the exception it raised) sent back."""
+    try:
+        outcome = ("ok", function(*args))
+    except BaseException as e:  # noqa: BLE001 - the parent re-raises it
+        outcome = ("error", e)
+    send.send(outcome)
+    send.close()
+
+
+def side_by_side(jobs: Sequence[tuple[Callable, tuple]], workers: int):
+    """Run ``jobs`` ((function, args), picklable) in up to ``workers`` processes at once, one process per
+    job, and yield their results in job order as they become available; a job's exception is raised
+    here. A SIGTERM or Ctrl-C stops every worker (SIGTERM first: a training stops at a step; SIGKILL
+    after 30 s) before it propagates. One pipe per job and no shared queue: multiprocessing.Pool's
+    terminate() could hang for good when a signal to the whole process group killed an idle worker
+    that held its task queue's lock."""
     import multiprocessing
     import signal
     import threading
+    from multiprocessing.connection import wait
 
     def stop(signum, frame):  # a SIGTERM ends the bench like Ctrl-C: the workers are stopped too
         raise KeyboardInterrupt
 
+    context = multiprocessing.get_context("spawn")
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, stop) if main_thread else None
-    # one job per worker process: a worker that stopped its training gracefully (SIGTERM) then exits
-    pool = multiprocessing.get_context("spawn").Pool(workers, maxtasksperchild=1)
+    running: dict[Any, tuple[int, Any]] = {}  # the pipe a job answers on -> (its index, its process)
+    done: dict[int, Any] = {}
+    started = reported = 0
     try:
-        pending = [(row, seeds_done, pool.apply_async(function, args)) for row, seeds_done, (function, args) in jobs]
-        for row, seeds_done, result in pending:  # in job order, so every row lists its seeds 0, 1, ...
-            record(row, seeds_done, result.get())
-        pool.close()
-    except BaseException:
-        pool.terminate()  # no worker outlives the bench
-        raise
+        while reported < len(jobs):
+            while started < len(jobs) and len(running) < workers:
+                receive, send = context.Pipe(duplex=False)
+                process = context.Process(target=_job_process, args=(send, *jobs[started]), daemon=True)
+                process.start()
+                send.close()  # the child holds the sending end: its death reads as EOF here
+                running[receive] = (started, process)
+                started += 1
+            for receive in wait(list(running)):
+                index, process = running.pop(receive)
+                try:
+                    done[index] = receive.recv()
+                except EOFError:
+                    process.join()
+                    done[index] = ("error", RuntimeError(f"a bench worker stopped with exit code {process.exitcode} "
+                                                         "before it answered"))
+                receive.close()
+                process.join()
+            while reported in done:
+                kind, value = done.pop(reported)
+                if kind == "error":
+                    raise value
+                yield value
+                reported += 1
     finally:
-        pool.join()
+        for _, process in running.values():  # no worker outlives the bench
+            process.terminate()
+        for _, process in running.values():
+            process.join(30)
+            if process.is_alive():
+                process.kill()
+                process.join()
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
-    return rows
 
 
 def format_bench(rows: Sequence[BenchRow]) -> str:
