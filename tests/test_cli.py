@@ -426,3 +426,27 @@ def test_the_cli_knows_the_latent_file_kinds_latent_writes():
     from genforge import cli, latent
 
     assert cli.LATENT_SUFFIXES == latent.LATENT_SUFFIXES
+
+
+@pytest.mark.parametrize("count", ["0", "-3"])
+def test_eval_refuses_an_impossible_nll_sample_count_in_one_line(capsys, tmp_path, count):
+    line = _fails_cleanly(capsys, ["eval", str(tmp_path), "--nll-samples", count])
+    assert "--nll-samples must be 1 to" in line and f"not {count}" in line
+
+
+def test_an_override_without_its_value_gets_the_key_value_line_not_the_usage(capsys):
+    line = _fails_cleanly(capsys, ["train", "ring-8", "--steps", "2", "optim.lr", "--dry-run"])
+    assert line == "genforge: error: override 'optim.lr' is not of the form key=value (e.g. optim.lr=1e-4)"
+
+
+def test_runs_of_a_folder_that_is_not_there_is_an_error_but_no_runs_folder_yet_is_not(capsys, tmp_path, monkeypatch):
+    line = _fails_cleanly(capsys, ["runs", str(tmp_path / "missing")])
+    assert line == f"genforge: error: {tmp_path / 'missing'}: no such folder"
+    monkeypatch.chdir(tmp_path)  # a new user's first `genforge runs`: the default runs/ does not exist yet
+    assert main(["runs"]) == 0 and "no runs under runs" in capsys.readouterr().err
+
+
+def test_a_key_set_below_a_value_says_so(capsys):
+    line = _fails_cleanly(capsys, ["train", "ring-8", "optim.lr.x=3", "--dry-run"])
+    assert line == "genforge: error: config key 'optim.lr' is a value, not a section: set it as optim.lr=VALUE " \
+                   "(not optim.lr.x=...)"

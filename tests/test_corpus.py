@@ -169,7 +169,7 @@ for _override, _expected in [
     ("model.latent_dim=", "model.latent_dim"), ("optim.fused=maybe", "optim.fused"), ("optim.lr=nan", "optim.lr"),
     ("optim.lr=inf", "optim.lr"), ("train.precision=fp8", "train.precision"), ("optim.name=lbfgs", "optim.name"),
     ("optim.lrr=1", "unknown config key 'optim.lrr'"), ("modell.width=8", "unknown config key 'modell'"),
-    ("train=5", "is a section"), ("train.steps.x=1", "is not a valid int"), ("data.image_size=30", "data.image_size=30"),
+    ("train=5", "is a section"), ("train.steps.x=1", "is a value, not a section: set it as train.steps=VALUE"), ("data.image_size=30", "data.image_size=30"),
     ("train.device=gpu", "train.device"), ("train.device=cuda:x", "train.device"), ("data.channels=2", "data.channels"),
     ("optim.schedule=cosine", "optim.schedule"), ("train.seed=-1", "train.seed"), ("train.seed=99999999999", "train.seed"),
     ("train.on_nan=ignore", "train.on_nan"), ("train.nan_skips=0", "train.nan_skips"),

@@ -731,6 +731,8 @@ def evaluate(run_dir: str | Path, n: int = 10_000, seed: int = 0, device: str = 
 
     if not 2 <= n <= MAX_SAMPLES:
         raise GenforgeError(f"--n must be 2 to {MAX_SAMPLES:,}, not {n}")
+    if nll_samples is not None:
+        _count(nll_samples, "--nll-samples")
     check_links(run_dir)
     loaded = load(run_dir, device)
     return evaluate_loaded(loaded.cfg, loaded.model, loaded.step, Path(run_dir), n, seed, loaded.device, data_root,

@@ -152,7 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     fuse.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
 
     runs = command("runs", "list the runs in a folder: recipe, status, step, speed and headline metrics")
-    runs.add_argument("root", nargs="?", default="runs", help="folder of run folders (default runs/)")
+    runs.add_argument("root", nargs="?", help="folder of run folders (default runs/)")
     runs.add_argument("--json", action="store_true", help="print the list as one JSON array")
 
     bench = command("bench", "benchmarks that print figures")
@@ -187,7 +187,8 @@ def _parser() -> argparse.ArgumentParser:
                                "pixel-space statistics and a copy check for image folders)")
     evaluate.add_argument("run_dir", nargs="?", help="a run directory with a checkpoint")
     evaluate.add_argument("--real", metavar="DATASET", help="score held-out real images instead of a run (the floor)")
-    evaluate.add_argument("--n", type=int, default=10_000, help="samples to generate (default 10000)")
+    evaluate.add_argument("--n", type=int, default=10_000, help="samples to generate (default 10000; toy points are "
+                          "judged by their protocol's own count: 2,500 samples, or every test point of a DiscoGAN toy)")
     evaluate.add_argument("--seed", type=int, default=0, help="sampling and subset seed (default 0)")
     evaluate.add_argument("--json", action="store_true", help="print the result as one JSON object")
     evaluate.add_argument("--nll-samples", type=int, help="importance samples per test image for VAE NLL "
@@ -439,6 +440,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     from genforge import api
 
+    if args.root is not None and not Path(args.root).is_dir():  # the default runs/ may not exist yet: no error
+        raise GenforgeError(f"{_quoted(args.root)}: {'not a folder' if Path(args.root).exists() else 'no such folder'}")
+    args.root = args.root or "runs"
     runs = api.list_runs(args.root)
     if args.json:
         print(json.dumps([run.to_dict() for run in runs]))
@@ -687,7 +691,8 @@ def main(argv: list[str] | None = None) -> int:
     # option), so the key=value words it leaves over are collected here.
     args, extra = parser.parse_known_args(argv)
     if args.command == "train":
-        args.overrides += [word for word in extra if "=" in word and not word.startswith("-")]
+        # a dotted word without "=" (`optim.lr`) is an override missing its value: config's line says so
+        args.overrides += [word for word in extra if not word.startswith("-") and ("=" in word or "." in word)]
         extra = [word for word in extra if word not in args.overrides]
         if args.resume and args.recipe and "=" in args.recipe:  # `--resume RUN key=value`: no recipe, a key
             args.overrides.insert(0, args.recipe)

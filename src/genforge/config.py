@@ -154,6 +154,9 @@ def parse_value(key: str, text: Any, kind: Any, choices: tuple[str, ...] | None 
             raise GenforgeError(f"config key '{key}' has an unsupported type {kind}")
     except (ValueError, TypeError, OverflowError):
         name = getattr(kind, "__name__", str(kind))
+        if isinstance(text, dict):  # `optim.lr.x=3`: a key below a value
+            raise GenforgeError(f"config key '{key}' is a value, not a section: set it as {key}=VALUE "
+                                f"(not {key}.{next(iter(text), 'KEY')}=...)") from None
         raise GenforgeError(f"config key '{key}': {text!r} is not a valid {name}") from None
     if choices and value not in choices:
         raise GenforgeError(f"config key '{key}': {value!r} is not one of {', '.join(choices)}")
