@@ -672,7 +672,7 @@ def os_error_line(error: OSError) -> str:
     name = error.filename
     what = error.strerror or str(error)
     if name is None:
-        return f"{what}"
+        return what
     path = Path(os.fsdecode(name))
     if path.name.startswith(".") and ".tmp" in path.name:  # atomic_output's temporary beside the target
         return f"cannot write into {_quoted(str(path.parent))}: {what}"
