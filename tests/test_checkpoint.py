@@ -173,6 +173,16 @@ def test_corrupt_model_file_is_a_genforge_error(tmp_path, damage):
         load_checkpoint(folder)
 
 
+def test_a_damaged_checkpoint_never_points_to_an_earlier_one_that_is_damaged_too(tmp_path):
+    first = _save(tmp_path, 1, *_trained())
+    folder = _save(tmp_path, 2, *_trained())
+    for damaged in (first, folder):
+        (damaged / "state.json").write_text("{torn")
+    with pytest.raises(GenforgeError, match="unreadable checkpoint.*no earlier checkpoint is left; ") as refused:
+        load_checkpoint(folder)
+    assert "--from" not in str(refused.value)
+
+
 def test_corrupt_state_json_and_missing_file(tmp_path):
     _save(tmp_path, 1, *_trained())
     folder = _save(tmp_path, 2, *_trained())

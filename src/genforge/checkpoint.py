@@ -252,12 +252,22 @@ def _named_checkpoint(run_dir: Path, root: Path, name: str) -> Path:
 def what_to_do(folder: Path) -> str:
     """The advice for a damaged checkpoint: the previous complete one to resume from, if any."""
     folder = Path(folder)
-    earlier = [p for p in complete_checkpoints(folder.parent) if checkpoint_step(p.name) < checkpoint_step(folder.name)]
+    earlier = [p for p in complete_checkpoints(folder.parent) if checkpoint_step(p.name) < checkpoint_step(folder.name)
+               and _state_reads(p)]  # an earlier one whose own state.json is damaged is no way out
     run_dir = folder.parent.parent
     if earlier:
         return (f"the previous complete checkpoint is {earlier[-1].name}: genforge train --resume {run_dir} --from "
                 f"{earlier[-1].name} continues from it (and makes it the newest again)")
     return f"no earlier checkpoint is left; {_train_anew(run_dir)}"
+
+
+def _state_reads(folder: Path) -> bool:
+    """Whether a checkpoint's state.json reads and passes its checks (the weights are not opened)."""
+    try:
+        read_state(folder)
+    except GenforgeError:
+        return False
+    return True
 
 
 def _train_anew(run_dir: Path) -> str:
