@@ -450,3 +450,20 @@ def test_a_key_set_below_a_value_says_so(capsys):
     line = _fails_cleanly(capsys, ["train", "ring-8", "optim.lr.x=3", "--dry-run"])
     assert line == "genforge: error: config key 'optim.lr' is a value, not a section: set it as optim.lr=VALUE " \
                    "(not optim.lr.x=...)"
+
+
+def test_sample_and_export_take_an_earlier_checkpoint_with_from(capsys, tmp_path):
+    run_dir = tmp_path / "r"
+    assert main(["train", "ring-8", *TOY, "--steps", "10", "--run-dir", str(run_dir), "--no-progress",
+                 "train.checkpoint_every=5"]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(run_dir), "--n", "4", "--out", str(tmp_path / "s.png"), "--from", "step-0000005"]) == 0
+    assert "4 samples from step 5 ->" in capsys.readouterr().err
+    assert main(["export", str(run_dir), "--format", "folder", "--out", str(tmp_path / "ex"), "--from",
+                 "step-0000005"]) == 0
+    assert "of step 5)" in capsys.readouterr().err
+    line = _fails_cleanly(capsys, ["sample", str(run_dir), "--out", str(tmp_path / "t.png"), "--from", "step-9"])
+    assert "one of: step-0000005, step-0000010" in line
+    line = _fails_cleanly(capsys, ["sample", str(tmp_path / "ex"), "--out", str(tmp_path / "t.png"), "--from",
+                                   "step-0000005"])
+    assert "an exported model has no checkpoints to choose from" in line

@@ -472,9 +472,10 @@ class Loaded:
         return generate(self, z)
 
 
-def load(run_dir: str | Path, device: str = "cpu") -> Loaded:
-    """The newest complete checkpoint of a run, as a ready model (sampling uses its EMA weights, if any);
-    or a model folder written by ``genforge export RUN --format folder`` (see :mod:`genforge.export`)."""
+def load(run_dir: str | Path, device: str = "cpu", checkpoint: str | None = None) -> Loaded:
+    """The newest complete checkpoint of a run (or ``checkpoint``, a ``step-N`` of it), as a ready model
+    (sampling uses its EMA weights, if any); or a model folder written by ``genforge export RUN --format
+    folder`` (see :mod:`genforge.export`)."""
     import torch
 
     from genforge import export
@@ -485,10 +486,12 @@ def load(run_dir: str | Path, device: str = "cpu") -> Loaded:
 
     run_dir = Path(run_dir)
     if export.is_export(run_dir):
+        if checkpoint is not None:
+            raise GenforgeError(f"{run_dir}: an exported model has no checkpoints to choose from (--from)")
         folder = export.load_folder(run_dir, device)
         return Loaded(folder.cfg, folder.model, folder.step, run_dir, folder.capabilities)
     cfg = open_run(run_dir).config
-    folder = latest_checkpoint(run_dir)
+    folder = latest_checkpoint(run_dir, checkpoint)
     where = resolve_device(device) if isinstance(device, str) else device
     ckpt = load_checkpoint(folder, map_location=where, weights_only=True)
     check_run_state(folder, ckpt.extra, weights_only=True)
@@ -775,10 +778,12 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path, n: int = 8, seed: 
     return translation.compare_runs([load(run_dir) for run_dir in run_dirs], out, n, seed, data_root)
 
 
-def export(run_dir: str | Path, format: str, out: str | Path, weights: str = "auto", force: bool = False):
-    """Export a run's sampling networks as ``format`` (onnx, torchscript or folder) into the folder ``out``:
-    see :func:`genforge.export.export`. The request is checked before the run is loaded."""
+def export(run_dir: str | Path, format: str, out: str | Path, weights: str = "auto", force: bool = False,
+           checkpoint: str | None = None):
+    """Export a run's sampling networks (of its newest checkpoint, or ``checkpoint``) as ``format`` (onnx,
+    torchscript or folder) into the folder ``out``: see :func:`genforge.export.export`. The request is
+    checked before the run is loaded."""
     from genforge import export as exporting
 
     exporting.check_request(format, out, weights, force)
-    return exporting.export(load(run_dir), format, out, weights, force)
+    return exporting.export(load(run_dir, checkpoint=checkpoint), format, out, weights, force)

@@ -257,7 +257,8 @@ def what_to_do(folder: Path) -> str:
     run_dir = folder.parent.parent
     if earlier:
         return (f"the previous complete checkpoint is {earlier[-1].name}: genforge train --resume {run_dir} --from "
-                f"{earlier[-1].name} continues from it (and makes it the newest again)")
+                f"{earlier[-1].name} continues from it (and makes it the newest again); sample and export "
+                f"take --from {earlier[-1].name} too")
     return f"no earlier checkpoint is left; {_train_anew(run_dir)}"
 
 

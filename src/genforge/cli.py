@@ -113,6 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--class", dest="label", type=int, help="class to draw (conditional GANs)")
     sample.add_argument("--by-class", action="store_true", help="one row per class, --n per row (conditional GANs)")
     sample.add_argument("--save-z", metavar="FILE", help="also save the noise vectors (.safetensors or .npy)")
+    sample.add_argument("--from", dest="from_checkpoint", metavar="step-N",
+                        help="sample from this checkpoint of the run (default: the newest)")
     sample.add_argument("--reject", type=float, metavar="Q",
                         help="discriminator rejection sampling (unconditional BCE GANs): keep a sample with "
                              "probability min(1, exp(logit - t)), t the quantile Q of D's logits, e.g. 0.99; "
@@ -234,6 +236,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="the EMA weights (the default where the run kept them; refused where it did not)")
     weights.add_argument("--live", dest="weights", action="store_const", const="live", help="the live weights")
     export.add_argument("--force", action="store_true", help="replace --out (a file, an empty folder or an earlier export)")
+    export.add_argument("--from", dest="from_checkpoint", metavar="step-N",
+                        help="export this checkpoint of the run (default: the newest)")
 
     studio = command("studio", "the local web studio: watch, train, explore and evaluate runs in the browser")
     studio.add_argument("--runs", default="runs", help="the runs folder it shows (default ./runs)")
@@ -351,7 +355,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from genforge import api
 
     api._count(args.n)
-    loaded = api.load(args.run_dir, args.device)
+    loaded = api.load(args.run_dir, args.device, args.from_checkpoint)
     if args.reject is not None and args.save_z:
         raise GenforgeError("--reject chooses which noise to keep; it does not combine with --save-z")
     nrow = None
@@ -605,7 +609,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from genforge import api
 
-    result = api.export(args.run_dir, args.format, args.out, weights=args.weights or "auto", force=args.force)
+    result = api.export(args.run_dir, args.format, args.out, weights=args.weights or "auto", force=args.force,
+                        checkpoint=args.from_checkpoint)
     print(f"genforge: exported {result.line()}", file=sys.stderr)
     return 0
 
