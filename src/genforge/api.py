@@ -518,9 +518,14 @@ def _count(n: int, what: str = "--n") -> int:
     return n
 
 
+SEED_RANGE = (-2**63, 2**64 - 1)  # what torch.Generator.manual_seed takes
+
+
 def _generator(seed: int):
     import torch
 
+    if not SEED_RANGE[0] <= int(seed) <= SEED_RANGE[1]:
+        raise GenforgeError(f"the seed must be a whole number from {SEED_RANGE[0]} to {SEED_RANGE[1]}, not {seed}")
     return torch.Generator().manual_seed(int(seed))
 
 

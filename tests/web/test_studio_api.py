@@ -201,6 +201,27 @@ def test_samples_by_seed_are_reproducible(client):
     assert picture(one["images"][0]).size[0] >= 28
 
 
+@pytest.mark.parametrize("url, body", [
+    ("/api/explore/sample", {"run": "dcgan", "n": 4, "seed": 10**23}),
+    ("/api/explore/sample", {"run": "dcgan", "n": 4, "seed": -10**23}),
+    ("/api/explore/interpolate", {"run": "dcgan", "a": {"seed": 2**64, "n": 4, "index": 1},
+                                  "b": {"seed": 1, "n": 4, "index": 2}}),
+    ("/api/eval", {"run": "dcgan", "n": 10, "seed": 10**23}),
+])
+def test_a_seed_beyond_what_a_generator_takes_is_a_4xx_before_any_work(client, url, body):
+    answer = client.post(url, json=body)
+    assert answer.status_code == 422 and "seed" in answer.text
+
+
+def test_the_cli_seed_range_is_one_line_too():
+    from genforge import api
+    from genforge.errors import GenforgeError
+
+    with pytest.raises(GenforgeError, match="the seed must be a whole number from -9223372036854775808 to "):
+        api._generator(2**64)
+    assert api._generator(2**64 - 1).initial_seed() == 2**64 - 1
+
+
 def test_a_conditional_run_samples_one_class_or_a_row_per_class(client):
     assert client.get("/api/explore/info", params={"run": "cgan"}).json()["capabilities"]["classes"] == 10
     sevens = client.post("/api/explore/sample", json={"run": "cgan", "n": 3, "label": 7}).json()["images"]

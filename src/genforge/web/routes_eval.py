@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from genforge import api
 from genforge.web.common import run_dir, studio
 
 router = APIRouter(prefix="/api/eval")
@@ -13,7 +14,7 @@ router = APIRouter(prefix="/api/eval")
 class EvalRequest(BaseModel):
     run: str
     n: int = Field(2000, ge=10, le=50_000)
-    seed: int = 0
+    seed: int = Field(0, ge=api.SEED_RANGE[0], le=api.SEED_RANGE[1])
 
 
 @router.post("")

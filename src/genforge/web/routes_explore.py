@@ -23,7 +23,7 @@ MAX_SAMPLES = 256
 
 class SampleRequest(BaseModel):
     run: str
-    seed: int = 0
+    seed: int = Field(0, ge=api.SEED_RANGE[0], le=api.SEED_RANGE[1])
     n: int = Field(16, ge=1, le=MAX_SAMPLES)
     label: int | None = Field(None, ge=0)
     reject: float | None = Field(None, ge=0, lt=1)
@@ -31,7 +31,7 @@ class SampleRequest(BaseModel):
 
 
 class SampleRef(BaseModel):
-    seed: int
+    seed: int = Field(..., ge=api.SEED_RANGE[0], le=api.SEED_RANGE[1])
     n: int = Field(..., ge=1, le=MAX_SAMPLES)
     index: int = Field(..., ge=0)
     label: int | None = Field(None, ge=0)  # a conditional run's class of that grid
