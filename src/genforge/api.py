@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from genforge.errors import GenforgeError
-from genforge.runs import PROCESS_FILE, Run, RunLock, RunSummary, check_links, list_runs, lock_holder, pid_alive, write_status
+from genforge.runs import (PROCESS_FILE, Run, RunLock, RunSummary, check_links, list_runs, lock_holder, pid_alive,
+                           starting_child, write_status)
 
 if TYPE_CHECKING:
     import torch
@@ -408,6 +409,8 @@ def resume_training(run_dir: str | Path, steps: int | None = None, minutes: floa
     holder = lock_holder(run_dir)
     if holder is not None and holder.alive:
         raise GenforgeError(f"{run_dir} is being trained by process {holder.pid} on {holder.host}; stop it first")
+    if starting_child(run_dir) is not None:
+        raise GenforgeError(f"{run_dir}: a training of it is starting already; stop it first")
     args = ["--resume", str(run_dir), *items]
     args += _budget_args(steps, minutes, data_root)
     return _spawn(run_dir, args, cfg)
@@ -415,12 +418,16 @@ def resume_training(run_dir: str | Path, steps: int | None = None, minutes: floa
 
 def stop_training(run_dir: str | Path) -> bool:
     """Ask the process training ``run_dir`` to stop: it checkpoints at the next step and exits.
-    False when no live process of this machine holds the run."""
+    A child the studio started that does not hold the run's lock yet (it is still starting) is
+    stopped too: before its loop it has written nothing to resume from. False when no live process
+    of this machine holds or is starting the run."""
     holder = lock_holder(run_dir)
-    if holder is None or holder.host != socket.gethostname() or not pid_alive(holder.pid):
+    live = holder is not None and holder.host == socket.gethostname() and pid_alive(holder.pid)
+    pid = holder.pid if live else starting_child(Path(run_dir))
+    if pid is None:
         return False
     try:
-        os.kill(holder.pid, signal.SIGINT)
+        os.kill(pid, signal.SIGINT)
     except ProcessLookupError:
         return False
     return True
