@@ -217,3 +217,10 @@ def test_a_json_file_nested_a_million_deep_is_unreadable_not_a_crash(tmp_path):
     (folder / "checkpoints" / "step-0000010" / "state.json").write_text("{\"a\": " * 200_000 + "1" + "}" * 200_000)
     (summary,) = list_runs(tmp_path)
     assert summary.status == "interrupted" and summary.step == 0
+
+
+def test_a_damaged_config_json_is_named_as_damaged_not_as_missing(tmp_path):
+    folder = make_run(tmp_path / "r")
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(GenforgeError, match=r"config.json: unreadable \(not UTF-8 JSON\); the run's config is damaged"):
+        Run(folder)

@@ -295,6 +295,9 @@ class Run:
         raw = _read_json(self.path / "config.json")
         if not (self.path / "config.json").is_file():
             raw = _pending_config(self.path)
+        if raw is None and (self.path / "config.json").is_file():
+            raise GenforgeError(f"{self.path / 'config.json'}: unreadable (not UTF-8 JSON); the run's config is "
+                                "damaged")
         if raw is None:
             raise GenforgeError(f"{self.path}: not a genforge run folder (no config.json)")
         if not isinstance(raw, dict):

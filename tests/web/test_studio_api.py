@@ -345,3 +345,8 @@ def test_a_diverged_run_s_nan_losses_reach_the_page_as_null(client, runs):
     assert rows == [{"step": 8, "g/loss": None, "d/loss": None}]
     streamed = events(client, "/api/events/metrics", run="dcgan", since=6, limit=1)
     assert streamed[0]["rows"] == rows
+
+
+@pytest.mark.parametrize("interval", ["inf", "1e308", "61"])
+def test_an_event_stream_interval_beyond_a_minute_is_refused(client, interval):
+    assert client.get("/api/events/runs", params={"interval": interval}).status_code == 422

@@ -54,7 +54,7 @@ def runs_list(request: Request):
 
 
 @router.get("/events/runs")
-def runs_events(request: Request, limit: int | None = Query(None, ge=1), interval: float = Query(1.0, ge=0.05)):
+def runs_events(request: Request, limit: int | None = Query(None, ge=1), interval: float = Query(1.0, ge=0.05, le=60)):
     snapshot, last = request.app.state.runs, [None]
 
     def poll():
@@ -96,7 +96,7 @@ def run_metrics(request: Request, run: str, since: int | None = None):
 
 @router.get("/events/metrics")
 def metrics_events(request: Request, run: str, since: int | None = None, limit: int | None = Query(None, ge=1),
-                   interval: float = Query(1.0, ge=0.05)):
+                   interval: float = Query(1.0, ge=0.05, le=60)):
     """New metrics rows as they are written, with the run's status and step (sent when either changes)."""
     opened = api.open_run(run_dir(request, run))
     state = {"since": since, "status": None}
