@@ -198,13 +198,13 @@ def side_by_side(jobs: Sequence[tuple[Callable, tuple]], workers: int):
             for receive in wait(list(running)):
                 index, process = running.pop(receive)
                 try:
-                    done[index] = receive.recv()
-                except EOFError:
-                    process.join()
-                    done[index] = ("error", RuntimeError(f"a bench worker stopped with exit code {process.exitcode} "
-                                                         "before it answered"))
+                    outcome = receive.recv()
+                except EOFError:  # it died before it answered
+                    outcome = None
                 receive.close()
                 process.join()
+                done[index] = outcome or ("error", RuntimeError(f"a bench worker stopped with exit code "
+                                                                f"{process.exitcode} before it answered"))
             while reported in done:
                 kind, value = done.pop(reported)
                 if kind == "error":

@@ -252,13 +252,14 @@ def _named_checkpoint(run_dir: Path, root: Path, name: str) -> Path:
 def what_to_do(folder: Path) -> str:
     """The advice for a damaged checkpoint: the previous complete one to resume from, if any."""
     folder = Path(folder)
-    earlier = [p for p in complete_checkpoints(folder.parent) if checkpoint_step(p.name) < checkpoint_step(folder.name)
-               and _state_reads(p)]  # an earlier one whose own state.json is damaged is no way out
+    before = [p for p in complete_checkpoints(folder.parent) if checkpoint_step(p.name) < checkpoint_step(folder.name)]
+    # the newest earlier one whose own state.json reads: a damaged one is no way out
+    previous = next((p for p in reversed(before) if _state_reads(p)), None)
     run_dir = folder.parent.parent
-    if earlier:
-        return (f"the previous complete checkpoint is {earlier[-1].name}: genforge train --resume {run_dir} --from "
-                f"{earlier[-1].name} continues from it (and makes it the newest again); sample and export "
-                f"take --from {earlier[-1].name} too")
+    if previous is not None:
+        return (f"the previous complete checkpoint is {previous.name}: genforge train --resume {run_dir} --from "
+                f"{previous.name} continues from it (and makes it the newest again); sample and export "
+                f"take --from {previous.name} too")
     return f"no earlier checkpoint is left; {_train_anew(run_dir)}"
 
 

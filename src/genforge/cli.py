@@ -323,9 +323,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                   f"{args.from_checkpoint or f'step {api.open_run(run_dir).checkpoint_step()}'}")
         newer = api.abandoned_checkpoints(run_dir, args.from_checkpoint)
         if newer:
+            them = "it" if len(newer) == 1 else "them"
             banner += (f"\ngenforge: warning: this abandons the newer {', '.join(newer)}: the run's next checkpoint "
-                       f"removes {'it' if len(newer) == 1 else 'them'} (copy {run_dir / 'checkpoints'} aside to keep "
-                       f"{'it' if len(newer) == 1 else 'them'})")
+                       f"removes {them} (copy {run_dir / 'checkpoints'} aside to keep {them})")
     else:
         banner = f"genforge: training {cfg.recipe} ({cfg.family}) into {run_dir}"
     # said once the data and checkpoint passed their checks: a refused run prints its error line alone

@@ -292,14 +292,15 @@ class Run:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        raw = _read_json(self.path / "config.json")
-        if not (self.path / "config.json").is_file():
+        config = self.path / "config.json"
+        if config.is_file():
+            raw = _read_json(config)
+            if raw is None:
+                raise GenforgeError(f"{config}: unreadable (not UTF-8 JSON); the run's config is damaged")
+        else:
             raw = _pending_config(self.path)
-        if raw is None and (self.path / "config.json").is_file():
-            raise GenforgeError(f"{self.path / 'config.json'}: unreadable (not UTF-8 JSON); the run's config is "
-                                "damaged")
-        if raw is None:
-            raise GenforgeError(f"{self.path}: not a genforge run folder (no config.json)")
+            if raw is None:
+                raise GenforgeError(f"{self.path}: not a genforge run folder (no config.json)")
         if not isinstance(raw, dict):
             raise GenforgeError(f"{self.path / 'config.json'}: not a JSON object; is this a genforge run folder?")
         self.raw_config: dict[str, Any] = raw
