@@ -199,10 +199,6 @@ def test_a_child_that_died_before_writing_its_config_is_listed_as_failed(tmp_pat
         Run(folder).config
     (folder / "process.json").write_text(json.dumps({"pid": os.getpid(), "recipe": "ring-8"}))
     assert read_status(folder) == "training"
-    # the same pid, but a process that began after process.json was written: another process, not the child
-    (folder / "process.json").write_text(json.dumps({"pid": os.getpid(), "recipe": "ring-8",
-                                                      "started": time.time() - 3600 * 24 * 365}))
-    assert read_status(folder) == "failed"
 
 
 def test_a_run_stopped_before_its_first_checkpoint_is_failed_not_resumable(tmp_path):

@@ -30,8 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from genforge.errors import GenforgeError
-from genforge.runs import (PROCESS_FILE, Run, RunLock, RunSummary, check_links, list_runs, lock_holder, pid_alive,
-                           starting_child, write_status)
+from genforge.runs import PROCESS_FILE, Run, RunLock, RunSummary, check_links, list_runs, lock_holder, pid_alive, write_status
 
 if TYPE_CHECKING:
     import torch
@@ -409,8 +408,6 @@ def resume_training(run_dir: str | Path, steps: int | None = None, minutes: floa
     holder = lock_holder(run_dir)
     if holder is not None and holder.alive:
         raise GenforgeError(f"{run_dir} is being trained by process {holder.pid} on {holder.host}; stop it first")
-    if starting_child(run_dir) is not None:
-        raise GenforgeError(f"{run_dir}: a training of it is starting already; stop it first")
     args = ["--resume", str(run_dir), *items]
     args += _budget_args(steps, minutes, data_root)
     return _spawn(run_dir, args, cfg)
@@ -418,16 +415,12 @@ def resume_training(run_dir: str | Path, steps: int | None = None, minutes: floa
 
 def stop_training(run_dir: str | Path) -> bool:
     """Ask the process training ``run_dir`` to stop: it checkpoints at the next step and exits.
-    A child the studio started that does not hold the run's lock yet (it is still starting) is
-    stopped too: before its loop it has written nothing to resume from. False when no live process
-    of this machine holds or is starting the run."""
+    False when no live process of this machine holds the run."""
     holder = lock_holder(run_dir)
-    live = holder is not None and holder.host == socket.gethostname() and pid_alive(holder.pid)
-    pid = holder.pid if live else starting_child(Path(run_dir))
-    if pid is None:
+    if holder is None or holder.host != socket.gethostname() or not pid_alive(holder.pid):
         return False
     try:
-        os.kill(pid, signal.SIGINT)
+        os.kill(holder.pid, signal.SIGINT)
     except ProcessLookupError:
         return False
     return True

@@ -194,41 +194,15 @@ def _checkpoint_step(run_dir: Path) -> int | None:
     return None
 
 
-def starting_child(run_dir: Path) -> int | None:
-    """The pid of the training child that RUN_DIR/process.json names while it still runs on this
-    machine, else None. A process that began after process.json was written is another one that
-    was given the same pid, not the child."""
-    child = _read_json(Path(run_dir) / PROCESS_FILE)
-    if not (isinstance(child, dict) and isinstance(child.get("pid"), int) and pid_alive(child["pid"])
-            and child.get("host", socket.gethostname()) == socket.gethostname()):
-        return None
-    began = _process_start(child["pid"])
-    written = child.get("started")
-    if began is not None and isinstance(written, (int, float)) and began > written + 2:
-        return None
-    return child["pid"]
-
-
-def _process_start(pid: int) -> float | None:
-    """When process ``pid`` began (seconds since the epoch), from Linux's /proc; None elsewhere."""
-    try:
-        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime"))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-
-
 def read_status(run_dir: Path) -> str:
     """training / finished / interrupted / failed, from the lock, status.json and the checkpoints."""
     holder = lock_holder(run_dir)
     if holder is not None and holder.alive:
         return "training"
-    if starting_child(run_dir) is not None:  # started by the studio, not yet holding the lock: counts as training
-        return "training"
-    if not (run_dir / "config.json").is_file():  # a child that died before writing its config
-        return "failed"
+    if not (run_dir / "config.json").is_file():  # a child started by the studio that has not written it yet
+        child = _read_json(run_dir / PROCESS_FILE)
+        alive = isinstance(child, dict) and isinstance(child.get("pid"), int) and pid_alive(child["pid"])
+        return "training" if alive else "failed"
     recorded = _read_json(run_dir / STATUS_FILE)
     has_checkpoint = _checkpoint_step(run_dir) is not None
     if holder is None and isinstance(recorded, dict) and recorded.get("status") in STATUSES[1:]:
