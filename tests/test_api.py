@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -162,6 +164,28 @@ def test_a_child_training_stops_with_a_checkpoint_and_resumes(tmp_path):
     assert api.open_run(run_dir).status() == "finished"
     assert api.open_run(run_dir).checkpoint_step() == stopped_at + 5
     assert any("resuming" in line for line in api.open_run(run_dir).log_tail())
+
+
+def test_a_stop_at_once_reaches_a_child_that_started_with_sigint_ignored(tmp_path):
+    """A studio started with SIGINT ignored (a background job, a service) hands that on to its children,
+    and Python leaves it ignored: a Stop during the child's start-up was lost and the run trained on.
+    The stop is asked in writing too (stop.json), read once the loop's handler is in place."""
+    run_dir = tmp_path / "early"
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        process = api.start_training("ring-8", TOY, run_dir=run_dir, steps=10**6)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        assert api.stop_training(run_dir)  # at once: the child is still starting
+        # nobody waits on it here: the studio's children are reaped as they end (they stayed zombies)
+        wait_for(lambda: not Path(f"/proc/{process.pid}").exists(), timeout=90)
+    finally:
+        if process.popen.poll() is None:
+            process.popen.kill()
+    assert process.popen.returncode == 130, api.open_run(run_dir).log_tail()
+    assert api.open_run(run_dir).status() in ("interrupted", "failed")  # stopped at step 0, or before it began
+    assert not (run_dir / "stop.json").exists()  # the child that was asked took the request away
 
 
 def test_genforge_load_gives_a_model_with_methods(toy_run, vae_run):

@@ -467,3 +467,19 @@ def test_sample_and_export_take_an_earlier_checkpoint_with_from(capsys, tmp_path
     line = _fails_cleanly(capsys, ["sample", str(tmp_path / "ex"), "--out", str(tmp_path / "t.png"), "--from",
                                    "step-0000005"])
     assert "an exported model has no checkpoints to choose from" in line
+
+
+def test_a_training_answers_sigint_even_when_started_with_it_ignored(tmp_path):
+    """Python leaves SIGINT ignored in a process started with it ignored (a background job, the studio's
+    children when the studio was): `genforge train` takes it back at once, so Ctrl-C and Stop reach it."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert main(["train", "ring-8", "--dry-run"]) == 0
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        main(["runs", str(tmp_path)])  # other commands leave it as they found it
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

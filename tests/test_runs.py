@@ -199,6 +199,43 @@ def test_a_child_that_died_before_writing_its_config_is_listed_as_failed(tmp_pat
         Run(folder).config
     (folder / "process.json").write_text(json.dumps({"pid": os.getpid(), "recipe": "ring-8"}))
     assert read_status(folder) == "training"
+    # the same pid, but a process that began after process.json was written: another process, not the child
+    (folder / "process.json").write_text(json.dumps({"pid": os.getpid(), "recipe": "ring-8",
+                                                      "started": time.time() - 3600 * 24 * 365}))
+    assert read_status(folder) == "failed"
+
+
+def test_a_config_linked_out_of_the_run_folder_is_not_read(tmp_path):
+    run = make_run(tmp_path / "runs" / "r")
+    outside = tmp_path / "elsewhere.json"
+    outside.write_text((run / "config.json").read_text())
+    (run / "config.json").unlink()
+    (run / "config.json").symlink_to(outside)
+    assert list_runs(tmp_path / "runs") == []  # the run list followed it
+    with pytest.raises(GenforgeError, match="outside the run folder"):
+        Run(run)
+    (run / "config.json").unlink()
+    (run / "kept.json").write_text(outside.read_text())
+    (run / "config.json").symlink_to("kept.json")  # a link inside the run is its own file
+    assert [s.path for s in list_runs(tmp_path / "runs")] == [run]
+
+
+def test_a_stop_asked_in_writing_names_one_process(tmp_path):
+    from genforge.runs import STOP_FILE, clear_stop, request_stop, stop_requested
+
+    assert not stop_requested(tmp_path)
+    request_stop(tmp_path, dead_pid())
+    assert not stop_requested(tmp_path)  # another process's
+    clear_stop(tmp_path, only_mine=True)
+    assert (tmp_path / STOP_FILE).exists()
+    request_stop(tmp_path, os.getpid())
+    assert stop_requested(tmp_path)
+    clear_stop(tmp_path, only_mine=True)
+    assert not (tmp_path / STOP_FILE).exists()
+    (tmp_path / STOP_FILE).write_text("{not json")
+    assert not stop_requested(tmp_path)
+    clear_stop(tmp_path)
+    assert not (tmp_path / STOP_FILE).exists()
 
 
 def test_a_run_stopped_before_its_first_checkpoint_is_failed_not_resumable(tmp_path):

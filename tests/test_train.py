@@ -285,6 +285,22 @@ def test_ctrl_c_through_the_cli_exits_130(tmp_path, monkeypatch, capsys):
     assert load_checkpoint(latest_checkpoint(run_dir)).step == 2
 
 
+def test_a_stop_asked_in_writing_stops_the_loop_before_its_first_step(tmp_path):
+    """RUN_DIR/stop.json naming this process (the studio's Stop, for a child that could not take the
+    signal yet) stops a resume at its checkpoint, and is taken away; one naming another process is not."""
+    from genforge.runs import STOP_FILE, request_stop
+
+    train(tiny_config("mnist-vae", "train.steps=3"), tmp_path, progress=False)
+    request_stop(tmp_path, os.getpid())
+    result = train(resume_config(tmp_path, steps=6), tmp_path, resume=True, progress=False)
+    assert result.interrupted and result.step == 3
+    assert not (tmp_path / STOP_FILE).exists()
+    request_stop(tmp_path, os.getpid() + 1_000_000)  # another process's
+    result = train(resume_config(tmp_path, steps=6), tmp_path, resume=True, progress=False)
+    assert not result.interrupted and result.step == 6
+    assert (tmp_path / STOP_FILE).exists()  # not this process's to take away
+
+
 def test_minutes_budget_stops_the_run(tmp_path):
     result = train(tiny_config("mnist-vae", "train.steps=1000000", "train.minutes=0.02"), tmp_path, progress=False)
     assert 0 < result.step < 1000000 and not result.interrupted

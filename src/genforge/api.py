@@ -24,13 +24,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from genforge.errors import GenforgeError
-from genforge.runs import PROCESS_FILE, Run, RunLock, RunSummary, check_links, list_runs, lock_holder, pid_alive, write_status
+from genforge.runs import (PROCESS_FILE, Run, RunLock, RunSummary, check_links, clear_stop, list_runs, lock_holder,
+                           pid_alive, request_stop, starting_child, write_status)
 
 if TYPE_CHECKING:
     import torch
@@ -361,6 +363,7 @@ def _spawn(run_dir: Path, args: list[str], cfg: RunConfig) -> TrainingProcess:
     from genforge.atomic import write_json_atomic
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    clear_stop(run_dir)  # a stop asked of an earlier child is not this one's
     log = open(run_dir / "train.log", "ab")
     try:
         popen = subprocess.Popen([sys.executable, "-m", "genforge", "train", "--no-progress", *args],
@@ -371,6 +374,8 @@ def _spawn(run_dir: Path, args: list[str], cfg: RunConfig) -> TrainingProcess:
     write_json_atomic(run_dir / PROCESS_FILE, {"pid": popen.pid, "host": socket.gethostname(), "started": time.time(),
                                                "recipe": cfg.recipe, "family": cfg.family,
                                                "budget": {"steps": cfg.train.steps, "minutes": cfg.train.minutes}})
+    # reaped as soon as it ends: a finished child must not stay a zombie while the studio runs
+    threading.Thread(target=popen.wait, name=f"genforge-reap-{popen.pid}", daemon=True).start()
     return TrainingProcess(run_dir, popen.pid, popen)
 
 
@@ -408,6 +413,8 @@ def resume_training(run_dir: str | Path, steps: int | None = None, minutes: floa
     holder = lock_holder(run_dir)
     if holder is not None and holder.alive:
         raise GenforgeError(f"{run_dir} is being trained by process {holder.pid} on {holder.host}; stop it first")
+    if starting_child(run_dir) is not None:
+        raise GenforgeError(f"{run_dir}: a training of it is starting already; stop it first")
     args = ["--resume", str(run_dir), *items]
     args += _budget_args(steps, minutes, data_root)
     return _spawn(run_dir, args, cfg)
@@ -415,12 +422,22 @@ def resume_training(run_dir: str | Path, steps: int | None = None, minutes: floa
 
 def stop_training(run_dir: str | Path) -> bool:
     """Ask the process training ``run_dir`` to stop: it checkpoints at the next step and exits.
-    False when no live process of this machine holds the run."""
+    A child the studio started that does not hold the run's lock yet (it is still starting) is
+    stopped too (a resumed run keeps the checkpoint it resumed from). The stop is asked in writing
+    first (RUN_DIR/stop.json, read when the loop begins), then by SIGINT, which a child still
+    starting may not answer yet. False when no live process of this machine holds or is starting the run."""
+    run_dir = Path(run_dir)
     holder = lock_holder(run_dir)
-    if holder is None or holder.host != socket.gethostname() or not pid_alive(holder.pid):
+    live = holder is not None and holder.host == socket.gethostname() and pid_alive(holder.pid)
+    pid = holder.pid if live else starting_child(run_dir)
+    if pid is None:
         return False
     try:
-        os.kill(holder.pid, signal.SIGINT)
+        request_stop(run_dir, pid)
+    except OSError:
+        pass  # a folder that cannot be written: the signal alone
+    try:
+        os.kill(pid, signal.SIGINT)
     except ProcessLookupError:
         return False
     return True

@@ -690,12 +690,24 @@ COMMANDS = {"compare": cmd_compare, "runs": cmd_runs, "train": cmd_train, "sampl
             "export": cmd_export, "fuse": cmd_fuse}
 
 
+def _answer_sigint() -> None:
+    """A training answers SIGINT (Ctrl-C, the studio's Stop) from its start, even when the process that
+    started it ignored the signal (a job sent to the background, a service): Python then leaves it
+    ignored, and a Stop during the start-up was lost while the run trained on. Its loop installs its
+    own handler regardless (one checkpoint, then exit)."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     # Overrides may stand anywhere after the recipe (argparse stops a nargs="*" at the first
     # option), so the key=value words it leaves over are collected here.
     args, extra = parser.parse_known_args(argv)
     if args.command == "train":
+        _answer_sigint()
         # a dotted word without "=" (`optim.lr`) is an override missing its value: config's line says so
         args.overrides += [word for word in extra if not word.startswith("-") and ("=" in word or "." in word)]
         extra = [word for word in extra if word not in args.overrides]

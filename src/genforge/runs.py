@@ -21,6 +21,7 @@ from genforge.errors import GenforgeError
 LOCK_FILE = "lock"
 STATUS_FILE = "status.json"
 PROCESS_FILE = "process.json"  # written by api.start_training: the child process, before its config.json exists
+STOP_FILE = "stop.json"  # written by api.stop_training: the process asked to stop (read once its loop begins)
 STATUSES = ("training", "finished", "interrupted", "failed")
 SEARCH_DEPTH = 3  # run folders are found this many levels below the runs folder at most
 # Final metrics shown first in a run list, when a run has them (lower-is-better ones first).
@@ -194,15 +195,66 @@ def _checkpoint_step(run_dir: Path) -> int | None:
     return None
 
 
+def starting_child(run_dir: Path) -> int | None:
+    """The pid of the training child that RUN_DIR/process.json names while it still runs on this
+    machine, else None. A process that began after process.json was written is another one that
+    was given the same pid, not the child."""
+    child = _read_json(Path(run_dir) / PROCESS_FILE)
+    if not (isinstance(child, dict) and isinstance(child.get("pid"), int) and pid_alive(child["pid"])
+            and child.get("host", socket.gethostname()) == socket.gethostname()):
+        return None
+    began = _process_start(child["pid"])
+    written = child.get("started")
+    if began is not None and isinstance(written, (int, float)) and began > written + 2:
+        return None
+    return child["pid"]
+
+
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` began (seconds since the epoch), from Linux's /proc; None elsewhere."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def request_stop(run_dir: str | Path, pid: int) -> None:
+    """Ask process ``pid`` in writing to stop training ``run_dir``. A signal alone can be lost: a child
+    started by a process that ignores SIGINT ignores it until its loop installs its handler, and the
+    loop reads this file once that handler is in place (so one of the two always reaches it)."""
+    from genforge.atomic import write_json_atomic
+
+    write_json_atomic(Path(run_dir) / STOP_FILE, {"pid": int(pid), "host": socket.gethostname(), "time": time.time()})
+
+
+def stop_requested(run_dir: str | Path) -> bool:
+    """Whether RUN_DIR/stop.json asks this process to stop (one naming another pid is another run's)."""
+    asked = _read_json(Path(run_dir) / STOP_FILE)
+    return (isinstance(asked, dict) and asked.get("pid") == os.getpid()
+            and asked.get("host", socket.gethostname()) == socket.gethostname())
+
+
+def clear_stop(run_dir: str | Path, only_mine: bool = False) -> None:
+    """Remove RUN_DIR/stop.json (``only_mine``: only when it names this process)."""
+    if not only_mine or stop_requested(run_dir):
+        try:
+            (Path(run_dir) / STOP_FILE).unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
 def read_status(run_dir: Path) -> str:
     """training / finished / interrupted / failed, from the lock, status.json and the checkpoints."""
     holder = lock_holder(run_dir)
     if holder is not None and holder.alive:
         return "training"
-    if not (run_dir / "config.json").is_file():  # a child started by the studio that has not written it yet
-        child = _read_json(run_dir / PROCESS_FILE)
-        alive = isinstance(child, dict) and isinstance(child.get("pid"), int) and pid_alive(child["pid"])
-        return "training" if alive else "failed"
+    if starting_child(run_dir) is not None:  # started by the studio, not yet holding the lock: counts as training
+        return "training"
+    if not (run_dir / "config.json").is_file():  # a child that died before writing its config
+        return "failed"
     recorded = _read_json(run_dir / STATUS_FILE)
     has_checkpoint = _checkpoint_step(run_dir) is not None
     if holder is None and isinstance(recorded, dict) and recorded.get("status") in STATUSES[1:]:
@@ -267,6 +319,9 @@ class Run:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         config = self.path / "config.json"
+        if config.is_symlink() and not config.resolve().is_relative_to(self.path.resolve()):
+            raise GenforgeError(f"{config}: a link to {config.resolve()}, outside the run folder; genforge does not "
+                                "read a run through it (copy the file into the run)")
         if config.is_file():
             raw = _read_json(config)
             if raw is None:

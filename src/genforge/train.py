@@ -306,9 +306,13 @@ def update_ema(model: GenerativeModel, decay: float, step: int | None = None) ->
 
 
 @contextmanager
-def stop_on_sigint():
+def stop_on_sigint(run_dir: Path | None = None):
     """First Ctrl-C (or SIGTERM, which torchrun sends its workers) asks the loop to stop at the
-    next step boundary, with a checkpoint; a second Ctrl-C kills."""
+    next step boundary, with a checkpoint; a second Ctrl-C kills. With ``run_dir``, a stop asked in
+    writing before the handler was in place (RUN_DIR/stop.json, :func:`genforge.runs.request_stop`)
+    counts too: the studio's Stop can reach a child whose start-up ignored the signal."""
+    from genforge.runs import clear_stop, stop_requested
+
     flag = {"stop": False}
 
     def handler(signum, frame):
@@ -319,13 +323,17 @@ def stop_on_sigint():
         previous = signal.signal(signal.SIGINT, handler)
         previous_term = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread (e.g. the web studio): no handler
-        yield flag
-        return
+        previous = previous_term = None
     try:
+        if run_dir is not None and stop_requested(run_dir):  # read after the handler is in place
+            flag["stop"] = True
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
-        signal.signal(signal.SIGTERM, previous_term)
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGTERM, previous_term)
+        if run_dir is not None:
+            clear_stop(run_dir, only_mine=True)
 
 
 def rank_rng(ranks: Distributed) -> dict[str, torch.Tensor]:
@@ -731,7 +739,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, data_root: str | None, p
     _announce(run)
     bar = tqdm(total=tcfg.steps or None, initial=step, disable=not (progress and ranks.main), unit="step",
                dynamic_ncols=True, desc=cfg.recipe)
-    with stop_on_sigint() as sigint, closed_on_error(log, bar):
+    with stop_on_sigint(run.run_dir if ranks.main else None) as sigint, closed_on_error(log, bar):
         while step < last_step:
             # Ranks stop together: under torchrun they agree at log steps (the only syncs).
             if not ranks.active or step % tcfg.log_every == 0:

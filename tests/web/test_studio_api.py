@@ -178,9 +178,43 @@ def test_train_stop_and_resume_a_child_process(client, runs):
     stopped_at = client.get("/api/run", params={"run": "live"}).json()["summary"]["step"]
     resumed = client.post("/api/resume", json={"run": "live", "steps": stopped_at + 60})
     assert resumed.status_code == 200, resumed.text
+    # at once, while the child still starts (before it holds the run's lock): the run is training, a second
+    # resume is refused (both were accepted, and the loser's pid was left in process.json)
+    assert run_status(client, "live") == "training"
+    again = client.post("/api/resume", json={"run": "live", "steps": stopped_at + 90})
+    assert again.status_code == 409, again.text
     wait_for(lambda: run_status(client, "live") == "finished")
     assert client.get("/api/run", params={"run": "live"}).json()["summary"]["step"] == stopped_at + 60
     assert client.post("/api/stop", json={"run": "live"}).json() == {"stopped": False}
+
+
+def test_a_run_still_starting_has_a_page_before_its_config_json(client, runs):
+    """A training the studio started is listed at once (its process.json); its page and /api/run answered
+    404 for the seconds until the child wrote config.json, so the page had no Stop button then."""
+    import os
+    import socket
+    import subprocess
+
+    folder = runs / "starting"
+    folder.mkdir()
+    child = subprocess.Popen(["sleep", "60"])  # stands in for the child that is still importing
+    try:
+        (folder / "process.json").write_text(json.dumps({
+            "pid": child.pid, "host": socket.gethostname(), "started": time.time(), "recipe": "ring-8",
+            "family": "gan", "budget": {"steps": 500, "minutes": 0}}))
+        page = client.get("/api/run", params={"run": "starting"})
+        assert page.status_code == 200, page.text
+        details = page.json()
+        assert (details["summary"]["status"], details["summary"]["total_steps"]) == ("training", 500)
+        assert details["config"]["recipe"] == "ring-8" and details["timeline"] == []
+        assert client.get("/api/run/metrics", params={"run": "starting"}).json() == {"rows": []}
+    finally:
+        child.kill()
+        child.wait()
+    assert run_status(client, "starting") == "failed"  # it died before writing its config
+    (folder / "process.json").unlink()
+    os.symlink(runs / "dcgan" / "config.json", folder / "process.json")
+    assert client.get("/api/run", params={"run": "starting"}).status_code == 404  # neither a run nor starting
 
 
 # --- explore ---------------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ def run_details(root: Path, path: Path) -> dict:
     summary["newest_sample"] = relative_name(path, sample) if sample else None
     return {
         "summary": summary,
-        "config": json.loads((path / "config.json").read_text()),
+        "config": run.raw_config,  # a run still starting: what process.json says (recipe, family, budget)
         "timeline": [{"step": step, "name": relative_name(path, p)} for step, p in run.timeline()],
         "plots": [relative_name(path, p) for p in run.plots()],
         "eval": run.eval_result(),

@@ -6,6 +6,7 @@ stays responsive and outlives a crashed run; at most ``max_trainings`` run at on
 
 from __future__ import annotations
 
+import threading
 import time
 
 from fastapi import APIRouter, Request
@@ -77,8 +78,19 @@ def _check_room(request: Request) -> None:
                            "with --max-trainings N")
 
 
+# The checks that a run is free and the spawn of its child happen under one lock: two requests a moment
+# apart both passed the checks and both spawned (the child that lost the run's lock failed, and
+# process.json named it).
+_SPAWNING = threading.Lock()
+
+
 @router.post("/train")
 def train(request: Request, body: TrainRequest):
+    with _SPAWNING:
+        return _train(request, body)
+
+
+def _train(request: Request, body: TrainRequest):
     s = studio(request)
     _check_room(request)
     name = check_run_name(body.name or f"{body.recipe}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -101,6 +113,11 @@ def stop(request: Request, body: RunRequest):
 
 @router.post("/resume")
 def resume(request: Request, body: RunRequest):
+    with _SPAWNING:
+        return _resume(request, body)
+
+
+def _resume(request: Request, body: RunRequest):
     path = run_dir(request, body.run)
     if api.open_run(path).status() == "training":
         raise Refused(409, f"run '{body.run}' is training already; stop it first")

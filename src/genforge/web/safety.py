@@ -21,6 +21,8 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from genforge.runs import PROCESS_FILE
+
 UPLOAD_LIMIT = 10 * 1024 * 1024  # bytes: an upload above this is refused before it is read
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "[::1]", "::1"}
 COOKIE = "genforge_token"
@@ -143,7 +145,8 @@ def resolve_run(root: Path, run_id: str) -> Path:
     """The real folder that ``run_id`` (a posix path relative to ``root``) names, or Refused.
 
     Refuses empty ids, absolute paths, drive letters, backslashes, '.'/'..' parts and any id whose
-    real path (symlinks followed) leaves ``root``; 404 when no run (config.json) is there.
+    real path (symlinks followed) leaves ``root``; 404 when no run is there: a run is a folder with
+    config.json, or with the process.json of a training the studio started that has not written it yet.
     """
     if not run_id or "\x00" in run_id or "\\" in run_id or re.match(r"^[A-Za-z]:", run_id):
         raise Refused(400, f"run id {run_id!r} refused: give a folder under the runs folder, like 'mnist-vae-1'")
@@ -154,8 +157,9 @@ def resolve_run(root: Path, run_id: str) -> Path:
     real = (root_real / run_id).resolve()
     if real == root_real or not real.is_relative_to(root_real):
         raise Refused(403, f"run id {run_id!r} refused: it leads outside the runs folder {root}")
-    config = real / "config.json"
-    if not config.is_file() or not config.resolve().is_relative_to(root_real):
+    config, child = real / "config.json", real / PROCESS_FILE
+    found = config.is_file() if config.exists() else (child.is_file() and not child.is_symlink())
+    if not found or not config.resolve().is_relative_to(root_real):
         raise Refused(404, f"no run '{run_id}' under {root} (a run is a folder with config.json)")
     return real
 

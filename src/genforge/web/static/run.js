@@ -189,6 +189,10 @@ GF.runView = function (view, params) {
     });
   }).catch((e) => GF.notice(header.note, e.message));
   open(120);
+  // The stream speaks only when the rows or the status it last saw change: a resumed child that is stopped
+  // while it starts goes interrupted -> training -> interrupted between two of its polls, and the page
+  // showed "training" for good. While it shows training, the page reads the run again after 3 s of silence.
+  GF.every(1000, () => { if (shownStatus === "training" && Date.now() - lastRefresh > 3000) refresh(); });
 };
 
 function compareGrids(runs, step) {
