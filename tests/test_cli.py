@@ -452,7 +452,7 @@ def test_a_key_set_below_a_value_says_so(capsys):
                    "(not optim.lr.x=...)"
 
 
-def test_sample_and_export_take_an_earlier_checkpoint_with_from(capsys, tmp_path):
+def test_sample_eval_and_export_take_an_earlier_checkpoint_with_from(capsys, tmp_path):
     run_dir = tmp_path / "r"
     assert main(["train", "ring-8", *TOY, "--steps", "10", "--run-dir", str(run_dir), "--no-progress",
                  "train.checkpoint_every=5"]) == 0
@@ -462,6 +462,18 @@ def test_sample_and_export_take_an_earlier_checkpoint_with_from(capsys, tmp_path
     assert main(["export", str(run_dir), "--format", "folder", "--out", str(tmp_path / "ex"), "--from",
                  "step-0000005"]) == 0
     assert "of step 5)" in capsys.readouterr().err
+    # eval of an earlier checkpoint has a file of its own: eval.json is the run's final figures (the run list's)
+    assert main(["eval", str(run_dir), "--from", "step-0000005", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 5
+    assert json.loads((run_dir / "eval-step-0000005.json").read_text())["step"] == 5
+    assert not (run_dir / "eval.json").exists()
+    assert main(["eval", str(run_dir)]) == 0
+    assert f"-> {run_dir / 'eval.json'}" in capsys.readouterr().err
+    assert json.loads((run_dir / "eval.json").read_text())["step"] == 10
+    line = _fails_cleanly(capsys, ["eval", str(run_dir), "--from", "step-9"])
+    assert "one of: step-0000005, step-0000010" in line
+    line = _fails_cleanly(capsys, ["eval", "--real", "mnist", "--from", "step-0000005"])
+    assert "--real scores real images" in line
     line = _fails_cleanly(capsys, ["sample", str(run_dir), "--out", str(tmp_path / "t.png"), "--from", "step-9"])
     assert "one of: step-0000005, step-0000010" in line
     line = _fails_cleanly(capsys, ["sample", str(tmp_path / "ex"), "--out", str(tmp_path / "t.png"), "--from",

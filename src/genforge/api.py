@@ -749,9 +749,11 @@ def png_bytes(image_or_images, nrow: int | None = None, scale: int = 2) -> bytes
 
 def evaluate(run_dir: str | Path, n: int = 10_000, seed: int = 0, device: str = "cpu", data_root: str | None = None,
              nll_samples: int | None = None, progress: Callable[[str, int, int], None] | None = None,
-             show_progress: bool = False) -> dict[str, Any]:
+             show_progress: bool = False, checkpoint: str | None = None) -> dict[str, Any]:
     """Score a run's newest checkpoint with every metric that applies to it; writes RUN_DIR/eval.json
-    and returns it. ``progress(stage, done, total)`` is called as the work goes."""
+    and returns it. ``checkpoint`` (a ``step-N`` of the run) scores that one instead, into
+    RUN_DIR/eval-step-N.json: eval.json is the run's final figures, which the run list shows.
+    ``progress(stage, done, total)`` is called as the work goes."""
     from genforge.metrics.evaluate import evaluate_loaded
 
     if not 2 <= n <= MAX_SAMPLES:
@@ -759,9 +761,15 @@ def evaluate(run_dir: str | Path, n: int = 10_000, seed: int = 0, device: str = 
     if nll_samples is not None:
         _count(nll_samples, "--nll-samples")
     check_links(run_dir)
-    loaded = load(run_dir, device)
+    loaded = load(run_dir, device, checkpoint)
     return evaluate_loaded(loaded.cfg, loaded.model, loaded.step, Path(run_dir), n, seed, loaded.device, data_root,
-                           nll_samples, progress=progress, show_progress=show_progress)
+                           nll_samples, progress=progress, show_progress=show_progress,
+                           out_name=eval_file_name(checkpoint and loaded.step))
+
+
+def eval_file_name(step: int | None = None) -> str:
+    """Where ``evaluate`` writes: eval.json for the newest checkpoint, eval-step-N.json for an earlier one."""
+    return "eval.json" if step is None else f"eval-step-{step:07d}.json"
 
 
 def real_floor(dataset: str, n: int = 10_000, seed: int = 0, device: str = "cpu",

@@ -258,8 +258,8 @@ def what_to_do(folder: Path) -> str:
     run_dir = folder.parent.parent
     if previous is not None:
         return (f"the previous complete checkpoint is {previous.name}: genforge train --resume {run_dir} --from "
-                f"{previous.name} continues from it (and makes it the newest again); sample and export "
-                f"take --from {previous.name} too")
+                f"{previous.name} continues from it (and makes it the newest again); sample, eval and "
+                f"export take --from {previous.name} too")
     return f"no earlier checkpoint is left; {_train_anew(run_dir)}"
 
 

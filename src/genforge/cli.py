@@ -54,6 +54,7 @@ EPILOGS = {
     "eval": """examples:
   genforge eval runs/dcgan                      # 10,000 samples; writes runs/dcgan/eval.json
   genforge eval runs/vae --n 2000 --json        # the eval.json object on stdout
+  genforge eval runs/dcgan --from step-0002000  # an earlier checkpoint: writes runs/dcgan/eval-step-0002000.json
   genforge eval --real fashion-mnist            # the floor: held-out real images vs the test split
   genforge eval runs/pokemon                    # image folders: pixel-space FID/KID, colours, copy check""",
     "evaluator": """examples:
@@ -195,6 +196,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print the result as one JSON object")
     evaluate.add_argument("--nll-samples", type=int, help="importance samples per test image for VAE NLL "
                                                            "(default: the run's train.eval_samples)")
+    evaluate.add_argument("--from", dest="from_checkpoint", metavar="step-N",
+                          help="score this checkpoint of the run, into RUN/eval-step-N.json (default: the newest, "
+                               "into RUN/eval.json, the run's final figures)")
     _device_and_data(evaluate)
 
     evaluator = command("evaluator", "train the feature extractors the metrics use")
@@ -533,16 +537,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if bool(args.run_dir) == bool(args.real):
         raise GenforgeError("name a run directory or --real DATASET (one of them)")
+    if args.real and args.from_checkpoint:
+        raise GenforgeError("--from names a checkpoint of a run; --real scores real images, which have none")
     if args.real:
         result = api.real_floor(args.real, args.n, args.seed, args.device, args.data_root)
     else:
         result = api.evaluate(args.run_dir, args.n, args.seed, args.device, args.data_root, args.nll_samples,
-                              show_progress=not args.json)
+                              show_progress=not args.json, checkpoint=args.from_checkpoint)
     if args.json:
         print(json.dumps(result))
         return 0
     print(format_table(result))
-    where = f" -> {Path(args.run_dir) / 'eval.json'}" if args.run_dir else ""
+    written = api.eval_file_name(result["step"] if args.from_checkpoint else None)
+    where = f" -> {Path(args.run_dir) / written}" if args.run_dir else ""
     extractor = f", extractor {result['extractor']} ({result['extractor_sha256'][:12]})" if "extractor" in result else ""
     print(f"genforge: {result.get('samples', '?')} samples vs {result.get('reference', '?')}{extractor}{where}",
           file=sys.stderr)

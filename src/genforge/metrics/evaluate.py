@@ -539,10 +539,10 @@ def units_of(metrics: list[Metric]) -> dict[str, str]:
 def evaluate_loaded(cfg: Any, model: Any, step: int, run_dir: str | Path | None, n: int = 10_000, seed: int = 0,
                     device: torch.device | str = "cpu", root: str | None = None, nll_samples: int | None = None,
                     progress: Callable[[str, int, int], None] | None = None,
-                    show_progress: bool = False) -> dict[str, Any]:
+                    show_progress: bool = False, out_name: str = "eval.json") -> dict[str, Any]:
     """Score a loaded model (``cfg`` its RunConfig, trained for ``step`` steps) with every metric of
     the registry that applies to it, on ``n`` samples where samples are scored; writes
-    ``RUN_DIR/eval.json`` (unless ``run_dir`` is None) and returns it.
+    ``RUN_DIR/OUT_NAME`` (unless ``run_dir`` is None) and returns it.
 
     Returns ``{figure: value, ..., "samples", "seed", "reference", "step", "family", "dataset",
     "data_kind", "feature_space", "metrics_available": [...], "metrics_unavailable": {metric: why},
@@ -563,7 +563,7 @@ def evaluate_loaded(cfg: Any, model: Any, step: int, run_dir: str | Path | None,
               **availability(model, kind, dataset, ran), "units": units_of(ran)}
     result.update(small_data_notes(result, kind))
     if run_dir is not None:
-        write_json_atomic(Path(run_dir) / "eval.json", result)
+        write_json_atomic(Path(run_dir) / out_name, result)
     return result
 
 
