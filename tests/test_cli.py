@@ -269,6 +269,14 @@ def test_runs_lists_the_run_as_a_table_and_as_json(capsys, toy_cli_run):
     assert (row["id"], row["status"], row["step"]) == ("ring", "finished", 20)
 
 
+def test_runs_lists_a_run_with_a_damaged_config_with_the_reason(capsys, tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text("{cut sh")
+    assert main(["runs", str(tmp_path)]) == 0
+    (line,) = capsys.readouterr().out.splitlines()[1:]
+    assert line.startswith("bad ") and " failed " in line and "config.json: unreadable (not UTF-8 JSON)" in line
+
+
 def test_resume_with_a_key_that_changes_the_model_is_refused(capsys, toy_cli_run):
     line = _fails_cleanly(capsys, ["train", "--resume", str(toy_cli_run), "model.hidden=8", "--steps", "30"])
     assert "cannot change 'model.hidden'" in line

@@ -132,6 +132,21 @@ def test_timeline_is_in_step_order_and_ends_with_the_final_grid(tmp_path):
     assert Run(folder).timeline()[-1][1].name == "final.png"
 
 
+def test_a_resumed_run_s_old_final_grid_stays_at_the_step_where_it_was_drawn(tmp_path):
+    """Stopped at 50 (final.png drawn then), resumed and training at 170: the newest picture is step 150's
+    grid, and final.png sits at step 50 (it was shown last, labelled with the live step)."""
+    folder = make_run(tmp_path / "r", rows=[{"step": 170}], final=True)
+    for step in (40, 100, 150):
+        (folder / "samples" / f"step-{step:07d}.png").write_bytes(b"png")
+    (folder / "status.json").write_text(json.dumps({"status": "interrupted", "step": 50}))
+    frames = [(step, path.name) for step, path in Run(folder).timeline()]
+    assert frames == [(40, "step-0000040.png"), (50, "final.png"), (100, "step-0000100.png"),
+                      (150, "step-0000150.png")]
+    assert Run(folder).summary().newest_sample.name == "step-0000150.png"
+    (folder / "status.json").write_text(json.dumps({"status": "finished", "step": 150}))  # that training ended
+    assert [path.name for _, path in Run(folder).timeline()][-2:] == ["step-0000150.png", "final.png"]
+
+
 def test_summary_has_the_newest_speed_and_final_metrics(tmp_path):
     rows = [{"step": 5, "images_per_s": 100.0}, {"step": 10, "images_per_s": 120.0},
             {"step": 10, "eval/modes": 8.0, "eval/hq": 97.5}]
@@ -150,8 +165,14 @@ def test_list_runs_finds_nested_runs_newest_first_and_skips_links(tmp_path):
     (tmp_path / "link").symlink_to(elsewhere)
     (tmp_path / "not-a-run").mkdir()
     (tmp_path / "broken").mkdir()
-    (tmp_path / "broken" / "config.json").write_text("[1, 2")  # being written
-    assert [s.id for s in list_runs(tmp_path)] == ["group/b", "a"]
+    (tmp_path / "broken" / "config.json").write_text("[1, 2")  # damaged
+    os.utime(tmp_path / "broken", (time.time() - 200, time.time() - 200))
+    listed = list_runs(tmp_path)
+    assert [s.id for s in listed] == ["group/b", "a", "broken"]
+    # listed, not hidden: it said nothing and the run was gone from the list
+    assert (listed[2].status, listed[2].recipe) == ("failed", "?")
+    assert "config.json: unreadable (not UTF-8 JSON); the run's config is damaged" in listed[2].problem
+    assert listed[0].problem == ""
     assert new in find_runs(tmp_path)
     assert list_runs(tmp_path / "missing") == []
 
@@ -211,7 +232,8 @@ def test_a_config_linked_out_of_the_run_folder_is_not_read(tmp_path):
     outside.write_text((run / "config.json").read_text())
     (run / "config.json").unlink()
     (run / "config.json").symlink_to(outside)
-    assert list_runs(tmp_path / "runs") == []  # the run list followed it
+    (listed,) = list_runs(tmp_path / "runs")  # the run list followed it
+    assert listed.recipe == "?" and "outside the run folder" in listed.problem
     with pytest.raises(GenforgeError, match="outside the run folder"):
         Run(run)
     (run / "config.json").unlink()

@@ -462,7 +462,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for run in runs:
         budget = f"/{run.total_steps}" if run.total_steps else ""
         speed = f"{run.images_per_s:8.0f}" if run.images_per_s is not None else f"{'-':>8s}"
-        headline = ", ".join(f"{k.removeprefix('eval/')} {v:.4g}" for k, v in list(run.headline.items())[:3])
+        headline = run.problem or ", ".join(f"{k.removeprefix('eval/')} {v:.4g}" for k, v in list(run.headline.items())[:3])
         print(f"{_quoted(run.id)[:34]:34s} {run.recipe[:18]:18s} {run.status:11s} {f'{run.step}{budget}':>13s} "
               f"{speed}  {headline}")
     return 0

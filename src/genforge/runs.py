@@ -287,6 +287,7 @@ class RunSummary:
     newest_sample: Path | None
     headline: dict[str, float] = field(default_factory=dict)
     updated: float = 0.0
+    problem: str = ""  # why the run cannot be read (a damaged config.json): listed, not hidden
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -373,7 +374,9 @@ class Run:
         return max(logged, _checkpoint_step(self.path) or 0)
 
     def timeline(self, step: int | None = None) -> list[tuple[int, Path]]:
-        """The progress grids by step (samples/step-N.png), and final.png at the run's step (``step``, if known)."""
+        """The progress grids by step (samples/step-N.png), and final.png at the step where the last
+        training ended (status.json's; else the run's step, ``step`` if known). A resumed run's
+        final.png is the earlier training's until this one ends: it was shown as the newest picture."""
         frames = []
         for path in (self.path / "samples").glob("step-*.png"):
             try:
@@ -383,7 +386,11 @@ class Run:
         frames.sort()
         final = self.path / "samples" / "final.png"
         if final.is_file():
-            frames.append((max(self.step() if step is None else step, frames[-1][0] if frames else 0), final))
+            ended = recorded_status(self.path).get("step")
+            if not isinstance(ended, int) or isinstance(ended, bool):
+                ended = max(self.step() if step is None else step, frames[-1][0] if frames else 0)
+            frames.append((ended, final))
+            frames.sort(key=lambda frame: (frame[0], frame[1] == final))  # at its step, after that step's grid
         return frames
 
     def plots(self) -> list[Path]:
@@ -457,12 +464,22 @@ def find_runs(root: str | Path) -> list[Path]:
 
 
 def list_runs(root: str | Path = "runs") -> list[RunSummary]:
-    """Every run under ``root``, most recently updated first."""
+    """Every run under ``root``, most recently updated first; a run whose config.json cannot be read
+    is listed as failed, with the reason as its ``problem`` (it disappeared from the list)."""
     summaries = []
     for folder in find_runs(root):
         try:
             summaries.append(Run(folder).summary(root))
-        except GenforgeError:
-            continue  # a folder whose config.json is being written or is not genforge's
+        except GenforgeError as error:
+            summaries.append(_unreadable(folder, root, str(error)))
     return sorted(summaries, key=lambda s: s.updated, reverse=True)
 
+
+def _unreadable(folder: Path, root: str | Path, problem: str) -> RunSummary:
+    ident = folder.relative_to(root).as_posix()
+    try:
+        updated = _updated(folder)
+    except OSError:
+        updated = 0.0
+    return RunSummary(ident, folder, "?", "?", "failed", _checkpoint_step(folder) or 0, 0, 0.0, None, None, {},
+                      updated, problem)

@@ -207,6 +207,7 @@ def test_a_run_still_starting_has_a_page_before_its_config_json(client, runs):
         details = page.json()
         assert (details["summary"]["status"], details["summary"]["total_steps"]) == ("training", 500)
         assert details["config"]["recipe"] == "ring-8" and details["timeline"] == []
+        assert details["config_written"] is False  # the page offers no Explore, export or Resume yet
         assert client.get("/api/run/metrics", params={"run": "starting"}).json() == {"rows": []}
     finally:
         child.kill()
@@ -215,6 +216,30 @@ def test_a_run_still_starting_has_a_page_before_its_config_json(client, runs):
     (folder / "process.json").unlink()
     os.symlink(runs / "dcgan" / "config.json", folder / "process.json")
     assert client.get("/api/run", params={"run": "starting"}).status_code == 404  # neither a run nor starting
+
+
+def test_a_refused_field_is_one_line_naming_it(client, runs):
+    """FastAPI's refusals were pydantic's error list, which the page showed as JSON."""
+    cases = [(("post", "/api/train"), {"json": {"recipe": "ring-8", "steps": -5}}, "steps: must be at least 1 (got -5)"),
+             (("post", "/api/train"), {"json": {"recipe": "ring-8", "steps": 2.7}}, "steps: must be a whole number (got 2.7)"),
+             (("post", "/api/train"), {"json": {"steps": 3}}, "recipe: is required"),
+             (("post", "/api/resume"), {"json": {"run": "dcgan", "minutes": 0}}, "minutes: must be more than 0 (got 0)"),
+             (("get", "/api/compare"), {"params": {"runs": "dcgan"}}, "runs: needs at least 2 (got 1)"),
+             (("post", "/api/train"), {"content": b"{cut", "headers": {"content-type": "application/json"}},
+              "the request body: is not valid JSON")]
+    for (method, url), options, line in cases:
+        answer = getattr(client, method)(url, **options)
+        assert answer.status_code == 422 and answer.json() == {"error": line}, answer.text
+
+
+def test_the_run_list_shows_a_run_whose_config_is_damaged_with_the_reason(client, runs):
+    (runs / "cut").mkdir()
+    (runs / "cut" / "config.json").write_text('{"recipe": "mnist-va')
+    time.sleep(0.6)  # the list is read at most twice a second
+    listed = {r["id"]: r for r in client.get("/api/runs").json()["runs"]}
+    assert listed["cut"]["status"] == "failed" and "the run's config is damaged" in listed["cut"]["problem"]
+    assert listed["dcgan"]["problem"] == ""
+    assert client.get("/api/run", params={"run": "dcgan"}).json()["config_written"] is True
 
 
 # --- explore ---------------------------------------------------------------------------------------

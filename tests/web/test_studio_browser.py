@@ -141,6 +141,30 @@ def test_sample_by_seed_in_the_url_then_interpolate_two_clicked_samples(page, st
     page.click("#interpolate")
     expect(page.locator("#explore-out .strip img")).to_have_count(10)
     screenshot(page, "explore")
+    expect(page.locator("#sample-grid img.picked")).to_have_count(2)
+    page.locator("#sample-grid img.sample").nth(9).click()  # a third end starts a new pair: one outlined
+    expect(page.locator("#sample-grid img.picked")).to_have_count(1)
+    page.click("#clear-picks")  # the counter went to 0 while the pictures stayed outlined
+    expect(page.locator("#sample-grid img.picked")).to_have_count(0)
+    expect(page.locator("#picks")).to_contain_text("A/B: 0/2")
+
+
+def test_refusals_read_as_one_line_and_a_missing_run_says_so_at_once(page, studio):
+    import shutil
+
+    page.goto(studio.url + "/#/run?id=nope")  # it said "waiting for the run to start…" for two minutes
+    expect(page.locator(".notice.error")).to_contain_text("no run 'nope'", timeout=5_000)
+    for control in ("#stop", "#resume", "#export-onnx"):
+        expect(page.locator(control)).to_be_hidden()
+    page.goto(studio.url + "/#/explore?id=dcgan&n=100000000")  # pydantic's error list was shown as JSON
+    expect(page.locator(".notice.error")).to_contain_text("n: must be at most")
+    assert "[{" not in page.locator(".notice.error").inner_text()
+    bare = studio.root / "no-checkpoint"
+    shutil.copytree(studio.root / "toys" / "ring", bare)
+    shutil.rmtree(bare / "checkpoints")
+    page.goto(studio.url + "/#/run?id=no-checkpoint")
+    page.click("#export-onnx")  # a cancelled download named export.json, and nothing on the page
+    expect(page.locator(".notice.error")).to_contain_text("no complete checkpoint")
 
 
 def test_evaluate_from_the_run_page_with_a_progress_bar(page, studio):

@@ -61,3 +61,36 @@ class StudioJSON(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return dumps(content).encode()
+
+
+_RULES = {"greater_than_equal": "must be at least {ge}", "greater_than": "must be more than {gt}",
+          "less_than_equal": "must be at most {le}", "less_than": "must be less than {lt}",
+          "int_parsing": "must be a whole number", "int_from_float": "must be a whole number",
+          "float_parsing": "must be a number", "bool_parsing": "must be true or false", "missing": "is required",
+          "too_short": "needs at least {min_length}", "too_long": "takes at most {max_length}",
+          "json_invalid": "is not valid JSON"}
+
+
+def validation_line(errors: list[dict]) -> str:
+    """FastAPI's refusal of a request's fields (pydantic's error list) as one line a person reads:
+    'steps: must be at least 1 (got -5)'."""
+    parts = []
+    for error in errors:
+        loc = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path")]
+        name = "the request body" if error.get("type") == "json_invalid" else ".".join(loc) or "the request"
+        rule = _RULES.get(error.get("type", ""))
+        ctx = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in error.get("ctx", {}).items()}
+        try:
+            said = rule.format(**ctx) if rule else None
+        except (KeyError, IndexError):
+            said = None
+        said = said or str(error.get("msg", "is refused")).removeprefix("Value error, ")
+        if said[:1].isupper() and not said[:2].isupper():
+            said = said[0].lower() + said[1:]
+        given = error.get("input")
+        shown = f" (got {given!r})" if isinstance(given, (int, float, str)) and len(repr(given)) <= 40 \
+            and error.get("type") != "missing" else ""
+        if isinstance(given, list) and error.get("type") in ("too_short", "too_long"):
+            shown = f" (got {len(given)})"
+        parts.append(f"{name}: {said}{shown}")
+    return " ".join("; ".join(parts).split()) or "the request was refused"  # one line, whatever the fields held

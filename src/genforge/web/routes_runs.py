@@ -77,6 +77,7 @@ def run_details(root: Path, path: Path) -> dict:
     return {
         "summary": summary,
         "config": run.raw_config,  # a run still starting: what process.json says (recipe, family, budget)
+        "config_written": (path / "config.json").is_file(),
         "timeline": [{"step": step, "name": relative_name(path, p)} for step, p in run.timeline()],
         "plots": [relative_name(path, p) for p in run.plots()],
         "eval": run.eval_result(),

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from genforge.errors import GenforgeError
-from genforge.web.common import StudioJSON
+from genforge.web.common import StudioJSON, validation_line
 from genforge.web.jobs import EvalJobs, ModelCache, Workers
 from genforge.web.safety import UPLOAD_LIMIT, Guard, Refused, is_loopback, new_token
 
@@ -83,6 +84,10 @@ def create_app(runs: str | Path = "runs", token: str | None = None, data_root: s
     @app.exception_handler(GenforgeError)
     async def bad_input(_, error: GenforgeError):
         return JSONResponse({"error": str(error)}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def refused_fields(_, error: RequestValidationError):  # one line, not pydantic's error list
+        return JSONResponse({"error": validation_line(error.errors())}, status_code=422)
 
     @app.get("/", include_in_schema=False)
     async def index():

@@ -89,7 +89,7 @@ function runRow(run, chosen) {
     GF.el("td", { class: "num", text: `${run.step}${total}` }),
     GF.el("td", { class: "num", text: run.images_per_s ? GF.fmt(run.images_per_s) : "-" }),
     GF.el("td", {}, run.newest_sample ? GF.el("img", { class: "thumb", src: GF.fileUrl(run.id, run.newest_sample) }) : "-"),
-    GF.el("td", { text: headline || "-" }));
+    run.problem ? GF.el("td", { class: "problem", text: run.problem }) : GF.el("td", { text: headline || "-" }));
 }
 
 GF.runsView = function (view) {

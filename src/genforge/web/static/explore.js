@@ -22,7 +22,7 @@ function sampleControls(params, info) {
   c.node = GF.el("div", { class: "controls" }, GF.el("label", {}, "seed ", c.seed), GF.el("label", {}, "n ", c.n),
     caps.classes ? GF.el("label", {}, c.label) : null, caps.classes ? GF.el("label", {}, c.byClass, " one row per class") : null,
     caps.rejection ? GF.el("label", {}, c.reject, " rejection sampling (q 0.99)") : null,
-    GF.el("label", {}, "click a sample to ", c.mode));
+    caps.data === "images" ? GF.el("label", {}, "click a sample to ", c.mode) : null);
   return c;
 }
 
@@ -43,11 +43,14 @@ function explorePicks(runId, c, out, note) {
       .then((d) => out.replaceChildren(GF.el("h3", {}, "mean a, mean b, mean c, a − b + c"),
                                        pictureStrip(d.images, ["a", "b", "c", "a − b + c"], "arithmetic"))).catch(fail);
   } }, "a − b + c");
-  const clear = GF.el("button", { onclick: () => { Object.values(picks).forEach((l) => (l.length = 0)); refresh(); } }, "Clear picks");
-  const pick = (ref) => {
+  const marked = { ab: [], a: [], b: [], c: [] };  // the pictures outlined for each list
+  const unmark = (mode) => { marked[mode].forEach((img) => img.classList.remove("picked")); marked[mode].length = 0; };
+  const clear = GF.el("button", { id: "clear-picks", onclick: () => {
+    Object.keys(picks).forEach((mode) => { picks[mode].length = 0; unmark(mode); }); refresh(); } }, "Clear picks");
+  const pick = (ref, img) => {
     const mode = c.mode.value, list = picks[mode];
-    if (mode === "ab" && list.length >= 2) list.length = 0;
-    list.push(ref); refresh(); GF.notice(note, "");
+    if (mode === "ab" && list.length >= 2) { list.length = 0; unmark(mode); }
+    list.push(ref); marked[mode].push(img); img.classList.add("picked"); refresh(); GF.notice(note, "");
   };
   refresh();
   return { pick, node: GF.el("div", { class: "controls" }, show, GF.el("label", {}, spherical, " spherical"),
@@ -58,13 +61,13 @@ function sampleGrid(runId, c, picks, grid, note) {
   return () => {
     const body = { run: runId, seed: +c.seed.value, n: +c.n.value, label: c.label.value === "" ? null : +c.label.value,
                    reject: c.reject.checked ? 0.99 : null, by_class: c.byClass.checked };
-    GF.setParams("/explore", { id: runId, seed: body.seed, n: body.n, label: c.label.value,
-                               reject: c.reject.checked ? 1 : "", byclass: c.byClass.checked ? 1 : "" });
     GF.post("/api/explore/sample", body).then((d) => {
+      GF.setParams("/explore", { id: runId, seed: body.seed, n: body.n, label: c.label.value,
+                                 reject: c.reject.checked ? 1 : "", byclass: c.byClass.checked ? 1 : "" });
       grid.replaceChildren(...d.images.map((src, index) => {
         const img = GF.el("img", { src, class: "sample", "data-index": index, title: `seed ${body.seed} #${index}` });
         const clickable = d.kind === "images" && !body.reject && !body.by_class;
-        if (clickable) img.onclick = () => { img.classList.add("picked"); picks.pick({ seed: body.seed, n: body.n, index, label: body.label }); };
+        if (clickable) img.onclick = () => picks.pick({ seed: body.seed, n: body.n, index, label: body.label }, img);
         return GF.el("span", { class: "cell" }, img, GF.downloadLink(src, `seed${body.seed}-${index}.png`));
       }));
       grid.dataset.seed = body.seed;
@@ -78,7 +81,7 @@ function uploadTool(label, id, url, captions, out, note) {
     const file = input.files[0];
     if (!file) return;
     GF.call("POST", url, undefined, file).then((d) => out.replaceChildren(GF.el("h3", {}, label),
-      pictureStrip(d.images, captions, id))).catch((e) => GF.notice(note, e.message));
+      pictureStrip(d.images, captions, id))).catch((e) => { out.replaceChildren(); GF.notice(note, e.message); });
   } });
   return GF.el("div", { class: "controls" }, GF.el("label", {}, label + " ", input));
 }
@@ -102,7 +105,10 @@ GF.exploreView = function (view, params) {
       const picks = explorePicks(runId, c, out, note), draw = sampleGrid(runId, c, picks, grid, note);
       tools.append(c.node, GF.el("div", { class: "controls" }, GF.el("button", { id: "sample", onclick: draw }, "Sample"),
         GF.el("button", { id: "random-seed", onclick: () => { c.seed.value = Math.floor(Math.random() * 1e6); draw(); } }, "New seed"),
-        caps.data === "images" ? nearestTool(runId, c, out, note) : null), picks.node, grid);
+        caps.data === "images" ? nearestTool(runId, c, out, note) : null),
+        // a toy run draws one scatter per seed, with no single sample to click
+        caps.data === "images" ? picks.node : GF.el("p", { class: "muted", id: "picks-toy", text: "a toy run's samples " +
+          "are points of one scatter: genforge interpolate RUN and genforge arithmetic RUN walk its latent space" }), grid);
       draw();
     }
     if (caps.encoder) tools.append(GF.latentMap(runId, info, out, note),

@@ -74,8 +74,9 @@ GF.labView = function (view) {
   // A 32x32 heatmap (drawn smoothed) and 80 arrows: the picture reads the same as at 40x40 and costs less a frame.
   lab.step = (which, n) => GF.post(`/api/lab/${lab.id}/step`, { which, n, grid: 32, arrows: 80 }).then((d) => lab.show(d.state));
   lab.once = (which) => lab.id && lab.step(which, 1).catch(fail);
-  lab.apply = () => GF.post(`/api/lab/${lab.id}/set`, { loss: c.loss.value, lr_d: +c.lrD.value || null,
-    lr_g: +c.lrG.value || null, d_steps: +c.dSteps.value || null })
+  const given = (input) => (input.value === "" ? null : Number(input.value));  // 0 is a value (refused), not "no change"
+  lab.apply = () => GF.post(`/api/lab/${lab.id}/set`, { loss: c.loss.value, lr_d: given(c.lrD),
+    lr_g: given(c.lrG), d_steps: given(c.dSteps) })
     .then((d) => { lab.show(d.state); showLabConfig(c, d.state.config); GF.notice(c.note, "changed", "ok"); }).catch(fail);
   lab.loop = async () => {
     while (lab.playing && lab.id) {

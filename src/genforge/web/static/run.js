@@ -134,23 +134,47 @@ function runHeader(runId, refresh) {
   const toStep = GF.el("input", { id: "resume-steps", type: "number", min: 1, class: "short", placeholder: "to step",
                                   title: "the run's total steps after resuming (empty: its budget)" });
   const resume = GF.el("button", { id: "resume", onclick: () =>
-    act("/api/resume", { run: runId, steps: toStep.value ? parseInt(toStep.value, 10) : null }) }, "Resume");
+    act("/api/resume", { run: runId, steps: toStep.value ? Number(toStep.value) : null }) }, "Resume");
   const explore = GF.el("a", { class: "button", href: `#/explore?id=${GF.q(runId)}` }, "Explore");
-  const download = (format, label) => GF.el("a", { class: "button", id: `export-${format}`, download: "",
-    title: `genforge export ${runId} --format ${format} (zipped)`,
-    href: `/api/explore/export?run=${GF.q(runId)}&format=${format}` }, label);
+  // Fetched first, so a refusal (no checkpoint yet) is said on the page, not left as a cancelled download.
+  const download = (format, label) => {
+    const link = GF.el("a", { class: "button", id: `export-${format}`, download: "",
+      title: `genforge export ${runId} --format ${format} (zipped)`,
+      href: `/api/explore/export?run=${GF.q(runId)}&format=${format}` }, label);
+    link.onclick = (event) => {
+      event.preventDefault();
+      GF.notice(note, `exporting ${format}…`, "ok");
+      fetch(link.href).then(async (res) => {
+        if (!res.ok) {
+          const text = await res.text();
+          let message = text;
+          try { message = JSON.parse(text).error || text; } catch (e) { /* not JSON: the text itself */ }
+          throw new Error(message || `${res.status} ${res.statusText}`);
+        }
+        const named = /filename="?([^";]+)"?/.exec(res.headers.get("Content-Disposition") || "");
+        const url = URL.createObjectURL(await res.blob());
+        const save = GF.el("a", { href: url, download: named ? named[1] : `${runId}-${format}.zip` });
+        document.body.append(save); save.click(); save.remove();
+        setTimeout(() => URL.revokeObjectURL(url), 60_000);
+        GF.notice(note, "");
+      }).catch((e) => GF.notice(note, e.message));
+    };
+    return link;
+  };
   const exports = GF.el("span", { class: "muted" }, "export: ", download("onnx", "ONNX"),
                         download("torchscript", "TorchScript"), download("folder", "model folder"));
-  const update = (summary) => {
+  const update = (summary, ready) => {  // ready: config.json written (a model to explore, export or resume)
     badge.replaceChildren(GF.statusBadge(summary.status));
     const total = summary.total_steps ? ` of ${summary.total_steps}` : "";
     info.textContent = `${summary.recipe} (${summary.family}) · step ${summary.step}${total}` +
       (summary.images_per_s ? ` · ${GF.fmt(summary.images_per_s)} img/s` : "");
     stop.hidden = summary.status !== "training";
-    resume.hidden = toStep.hidden = summary.status === "training";
+    resume.hidden = toStep.hidden = summary.status === "training" || !ready;
+    explore.hidden = exports.hidden = !ready;
   };
+  const missing = () => { stop.hidden = resume.hidden = toStep.hidden = explore.hidden = exports.hidden = true; };
   return { node: GF.el("div", {}, title, GF.el("div", { class: "controls" }, badge, info, stop, toStep, resume, explore, exports), note),
-           update, note };
+           update, missing, note };
 }
 
 GF.runView = function (view, params) {
@@ -163,7 +187,7 @@ GF.runView = function (view, params) {
   const log = GF.el("pre", { class: "log" });
   const fill = (d) => {
     lastRefresh = Date.now(); shownStatus = d.summary.status;
-    header.update(d.summary); timeline.update(d.timeline); evaluation.show(d.eval, d.summary.headline);
+    header.update(d.summary, d.config_written); timeline.update(d.timeline); evaluation.show(d.eval, d.summary.headline);
     plots.replaceChildren(...d.plots.map((p) => GF.el("figure", {}, GF.el("img", { src: GF.fileUrl(runId, p) }),
                                                    GF.el("figcaption", { text: p }))));
     config.textContent = JSON.stringify(d.config, null, 2);
@@ -172,11 +196,9 @@ GF.runView = function (view, params) {
   view.append(header.node, charts.node, timeline.node, evaluation.node,
     GF.el("section", {}, GF.el("h2", {}, "Plots"), plots),
     GF.el("section", {}, GF.el("h2", {}, "Config"), config), GF.el("section", {}, GF.el("h2", {}, "train.log"), log));
-  // A run started a moment ago has no config.json yet (404): wait for it, then stream its metrics.
-  const open = (tries) => GF.get(`/api/run?run=${GF.q(runId)}`).then((d) => { fill(d); live(); }).catch((e) => {
-    if (e.status !== 404 || tries <= 0) return GF.notice(header.note, e.message);
-    GF.notice(header.note, "waiting for the run to start…", "ok");
-    GF.timers.push(setTimeout(() => open(tries - 1), 1000));
+  // A run the studio started a moment ago answers already (from its process.json): a 404 is no run at all.
+  const open = () => GF.get(`/api/run?run=${GF.q(runId)}`).then((d) => { fill(d); live(); }).catch((e) => {
+    header.missing(); GF.notice(header.note, e.message);
   });
   const live = () => GF.get(`/api/run/metrics?run=${GF.q(runId)}`).then((d) => {
     GF.notice(header.note, "");
@@ -188,7 +210,7 @@ GF.runView = function (view, params) {
       if (changed || Date.now() - lastRefresh > 3000) refresh();
     });
   }).catch((e) => GF.notice(header.note, e.message));
-  open(120);
+  open();
   // The stream speaks only when the rows or the status it last saw change: a resumed child that is stopped
   // while it starts goes interrupted -> training -> interrupted between two of its polls, and the page
   // showed "training" for good. While it shows training, the page reads the run again after 3 s of silence.

@@ -50,7 +50,8 @@ function schemaForm(schema) {
 function budgetOf(form) {
   const kind = form.querySelector("[name=budget-kind]:checked").value, value = form.querySelector("#budget").value;
   if (!value) return {};
-  return kind === "steps" ? { steps: parseInt(value, 10) } : { minutes: parseFloat(value) };
+  // Number, not parseInt: "1e3" is 1000 steps and "2.7" is refused by the server, not read as 1 and 2
+  return kind === "steps" ? { steps: Number(value) } : { minutes: Number(value) };
 }
 
 function showError(form, note, error) {
