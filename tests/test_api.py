@@ -188,6 +188,30 @@ def test_a_stop_at_once_reaches_a_child_that_started_with_sigint_ignored(tmp_pat
     assert not (run_dir / "stop.json").exists()  # the child that was asked took the request away
 
 
+def test_ctrl_c_before_a_new_run_began_leaves_no_folder_behind(tmp_path, monkeypatch):
+    """It left a folder holding only status.json ("interrupted" at step 0): not listed, not resumable."""
+    import genforge.train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(genforge.train, "prepare_run", interrupted)
+    cfg = api.check_config("ring-8", TOY, steps=5)
+    with pytest.raises(KeyboardInterrupt):
+        api.train_run(cfg, tmp_path / "new", progress=False)
+    assert not (tmp_path / "new").exists()
+
+
+def test_relative_folders_are_kept_as_absolute_paths(tmp_path, monkeypatch):
+    """A run trained on folder:imgs/some kept the relative name, and broke from any other folder."""
+    monkeypatch.chdir(tmp_path)
+    cfg = api.check_config("pokemon-dcgan", ["data.dataset=folder:imgs/some"])
+    assert cfg.data.dataset == f"folder:{tmp_path / 'imgs' / 'some'}"
+    cfg = api.check_config("pokemon-art2sprite", ["data.path=a", "data.path_b=../b"])
+    assert (cfg.data.path, cfg.data.path_b) == (str(tmp_path / "a"), str(tmp_path.parent / "b"))
+    assert api.check_config("mnist-vae").data.dataset == "mnist-10k"  # names stay names
+
+
 def test_genforge_load_gives_a_model_with_methods(toy_run, vae_run):
     import genforge
 

@@ -197,7 +197,20 @@ def test_unrecognized_option_is_an_argparse_error(capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", "mnist-vae", "--bogus"])
     assert info.value.code == 2
-    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+    assert capsys.readouterr().err == "genforge: error: unrecognized arguments: --bogus (see genforge --help)\n"
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["train", "ring-8", "--steps", "5", "--minutes", "1"], "argument --minutes: not allowed with argument --steps"),
+    (["train", "ring-8", "--steps", "abc"], "argument --steps: invalid int value: 'abc'"),
+    (["export", "runs/a"], "the following arguments are required: --format, --out")])
+def test_argparse_refusals_are_one_line_too(capsys, argv, said):
+    """They printed the usage block first, and 'genforge train: error:' (README: mistakes get one line)."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1
+    assert err == f"genforge: error: {said} (see genforge {argv[0]} --help)\n"
 
 
 def test_no_command_prints_help(capsys):
@@ -296,6 +309,25 @@ def test_resume_says_where_it_starts(capsys, toy_cli_run, tmp_path):
     shutil.copytree(toy_cli_run, copy, symlinks=True)
     assert main(["train", "--resume", str(copy), "train.log_every=2", "--steps", "24", "--no-progress"]) == 0
     assert f"resuming ring-8 (gan) in {copy} from step 20" in capsys.readouterr().err
+    # a plain resume (the hint after Ctrl-C) keeps the budget the last one set: it went back to config.json's
+    from genforge.api import resume_config
+
+    assert json.loads((copy / "config.json").read_text())["train"]["steps"] == 20
+    assert resume_config(copy).train.steps == 24
+    assert resume_config(copy, minutes=1.5).train.minutes == 1.5  # a budget given still wins
+    status = json.loads((copy / "status.json").read_text())
+    (copy / "status.json").write_text(json.dumps({**status, "budget": {"steps": 7}}))  # below the checkpoint
+    assert resume_config(copy).train.steps == 20  # config.json's, as before
+
+
+def test_resume_of_a_run_in_training_before_its_first_checkpoint_names_who_trains_it(capsys, tmp_path):
+    import os
+
+    (tmp_path / "config.json").write_text(json.dumps(tiny_config("mnist-vae").to_dict()))
+    (tmp_path / "lock").write_text(json.dumps({"pid": os.getpid(), "host": __import__("socket").gethostname(),
+                                               "started": 0}))
+    line = _fails_cleanly(capsys, ["train", "--resume", str(tmp_path), "--steps", "9"])
+    assert f"is being trained by process {os.getpid()}" in line  # it said: no checkpoint, remove the folder
 
 
 def test_a_run_folder_with_links_out_is_refused_and_what_they_point_to_is_untouched(capsys, toy_cli_run, tmp_path):
@@ -376,6 +408,8 @@ def test_ctrl_c_during_seeds_exits_130_and_says_which_seed_to_resume(capsys, tmp
     ("{tmp}", "is a folder: name a file in it"),
     ("{run}/config.json.png", None),  # a picture beside the run's files is the user's choice
     ("{run}/checkpoints/x.png", "would overwrite the run"),
+    ("{run}/samples/final.png", "would overwrite the run"),  # it was overwritten
+    ("{run}/plots/losses.png", "would overwrite the run"),
 ])
 def test_sample_refuses_outputs_it_cannot_or_must_not_write_before_any_work(capsys, tmp_path, out, message):
     from genforge import cli
@@ -503,3 +537,12 @@ def test_a_training_answers_sigint_even_when_started_with_it_ignored(tmp_path):
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.parametrize("extra, named", [(["--class", "7"], "--class"), (["--save-z", "z.npy"], "--save-z"),
+                                          (["--reject", "0.9"], "--reject")])
+def test_sample_by_class_refuses_what_it_would_drop(capsys, tmp_path, extra, named):
+    """--by-class dropped --save-z and --class without a word (and drew every class for --class 7)."""
+    line = _fails_cleanly(capsys, ["sample", str(tmp_path), "--by-class", "--out", str(tmp_path / "g.png"),
+                                   *[str(tmp_path / e) if e.endswith(".npy") else e for e in extra]])
+    assert "--by-class draws --n samples of every class" in line and named in line

@@ -209,7 +209,7 @@ add("resume of a folder without config.json", lambda ctx: (ctx.run(), (ctx.run_d
                                                              resume(ctx))[-1], "no config.json")
 add("resume of a folder with no checkpoint", lambda ctx: (ctx.run(), shutil.rmtree(ctx.run_dir / "checkpoints"),
                                                           resume(ctx))[-1], "no complete checkpoint")
-add("resume of a folder that does not exist", lambda ctx: resume(ctx), "not a genforge run folder")
+add("resume of a folder that does not exist", lambda ctx: resume(ctx), "no such run folder")
 add("resume of a file", lambda ctx: (ctx.run(), ["train", "--resume", str(ctx.run_dir / "config.json")])[-1],
     "not a genforge run folder")
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from genforge.errors import GenforgeError
 from genforge.runs import (PROCESS_FILE, Run, RunLock, RunSummary, check_links, clear_stop, list_runs, lock_holder,
-                           pid_alive, request_stop, starting_child, write_status)
+                           pid_alive, recorded_status, request_stop, starting_child, write_status)
 
 if TYPE_CHECKING:
     import torch
@@ -139,8 +139,24 @@ def check_config(recipe: str, overrides: Iterable[str] | dict[str, Any] = (), st
         cfg.train.seed = seed
     if device is not None:
         cfg.train.device = device
+    _absolute_paths(cfg)
     _validate(cfg)
     return cfg
+
+
+def _absolute_paths(cfg: RunConfig) -> None:
+    """Folders named relative to where the run was started, made absolute as the config is built: a
+    run keeps config.json's, so one trained on folder:imgs/some broke from any other folder (eval,
+    sample, resume), and the key is one a resume may not change."""
+    from genforge.data.datasets import FOLDER_PREFIX
+
+    data = cfg.data
+    if data.dataset.startswith(FOLDER_PREFIX) and data.dataset[len(FOLDER_PREFIX):]:
+        data.dataset = FOLDER_PREFIX + os.path.abspath(os.path.expanduser(data.dataset[len(FOLDER_PREFIX):]))
+    for key in ("path", "path_b", "root"):
+        value = getattr(data, key, "")
+        if isinstance(value, str) and value:
+            setattr(data, key, os.path.abspath(os.path.expanduser(value)))
 
 
 def _validate(cfg: RunConfig) -> None:
@@ -187,14 +203,22 @@ def resume_config(run_dir: str | Path, steps: int | None = None, minutes: float 
     from genforge.config import build_config, config_from_json, parse_overrides
 
     run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise GenforgeError(f"{run_dir}: no such run folder")
     if not (run_dir / "config.json").is_file():
         raise GenforgeError(f"{run_dir}: not a genforge run folder (no config.json)")
     check_links(run_dir)
     _check_budget(steps, minutes)
+    holder = lock_holder(run_dir)  # before the checkpoints: a run still before its first one said "remove it"
+    if holder is not None and holder.alive:
+        raise GenforgeError(f"{run_dir} is being trained by process {holder.pid} on {holder.host} (since "
+                            f"{time.strftime('%H:%M:%S', time.localtime(holder.started))}); stop it first")
     cfg = config_from_json(run_dir / "config.json")
     folder = latest_checkpoint(run_dir, start)
     at = int(read_state(folder).get("step", 0))  # and a clear error now if there is nothing to resume from
-    if steps is not None and steps < at:
+    if steps is None and minutes is None:
+        steps, minutes = _last_budget(run_dir, at)
+    elif steps is not None and steps < at:
         raise GenforgeError(f"--steps {steps} is below the step {folder.name} is at ({at}): --steps is the run's "
                             f"total, so give more than {at} to train on (or --minutes)")
     items = _override_list(overrides)
@@ -210,6 +234,21 @@ def resume_config(run_dir: str | Path, steps: int | None = None, minutes: float 
         cfg.train.steps, cfg.train.minutes = 0, minutes
     _validate(cfg)
     return cfg
+
+
+def _last_budget(run_dir: Path, at: int) -> tuple[int | None, float | None]:
+    """The budget the last training of a run ran to (status.json's), for a resume that names none: a
+    resume with --steps changes it, and the next plain --resume (the hint after Ctrl-C) went back to
+    config.json's and trained nothing. (None, None): config.json's."""
+    recorded = recorded_status(run_dir).get("budget")
+    if not isinstance(recorded, dict):
+        return None, None
+    steps, minutes = recorded.get("steps", 0), recorded.get("minutes", 0.0)
+    if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0:
+        return (steps, None) if steps >= at else (None, None)
+    if isinstance(minutes, (int, float)) and not isinstance(minutes, bool) and minutes > 0:
+        return None, float(minutes)
+    return None, None
 
 
 def abandoned_checkpoints(run_dir: str | Path, start: str | None) -> list[str]:
@@ -273,7 +312,9 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data
                 result = train(cfg, run_dir, resume=resume, data_root=data_root, progress=progress, start=start,
                                on_start=begin)
             except BaseException as e:
-                if started or not isinstance(e, GenforgeError):
+                # a failure before the run folder was written (Ctrl-C while importing) leaves no status.json
+                # in a folder with no config.json: no run to list or resume, only an unexplained folder
+                if started or (not isinstance(e, GenforgeError) and (run_dir / "config.json").is_file()):
                     _record_failure(run_dir, e, budget, time.monotonic() - clock, cfg.train.device)
                 raise
             try:
@@ -282,8 +323,8 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data
             except OSError as e:
                 raise GenforgeError(f"{run_dir}: cannot write status.json ({e.strerror or e}); the training itself "
                                     f"ended at step {result.step} with a complete checkpoint") from None
-    except GenforgeError:
-        if made and not started:  # refused before training began: no empty run folder is left behind
+    except BaseException:
+        if made and not started:  # refused or stopped before training began: no empty run folder is left behind
             _remove_if_empty(run_dir)
         raise
     return result
@@ -409,10 +450,7 @@ def resume_training(run_dir: str | Path, steps: int | None = None, minutes: floa
     """Continue a run in a child process; refused (one line) while another process trains it."""
     run_dir = Path(run_dir)
     items = _override_list(overrides)
-    cfg = resume_config(run_dir, steps, minutes, items)
-    holder = lock_holder(run_dir)
-    if holder is not None and holder.alive:
-        raise GenforgeError(f"{run_dir} is being trained by process {holder.pid} on {holder.host}; stop it first")
+    cfg = resume_config(run_dir, steps, minutes, items)  # refused while another process trains it
     if starting_child(run_dir) is not None:
         raise GenforgeError(f"{run_dir}: a training of it is starting already; stop it first")
     args = ["--resume", str(run_dir), *items]

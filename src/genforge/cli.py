@@ -58,7 +58,7 @@ EPILOGS = {
   genforge eval --real fashion-mnist            # the floor: held-out real images vs the test split
   genforge eval runs/pokemon                    # image folders: pixel-space FID/KID, colours, copy check""",
     "evaluator": """examples:
-  genforge evaluator train mnist                # rewrites the shipped metrics/weights/mnist.safetensors
+  genforge evaluator train mnist                # -> ~/.cache/genforge/extractors/mnist.safetensors (never the shipped one)
   genforge evaluator train fashion-mnist --out /tmp/fm.safetensors""",
     "translate": """examples:
   genforge translate runs/bags-shoes bag1.png photos/ --out translated      # bags -> shoes
@@ -75,8 +75,16 @@ EPILOGS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its refusals as one line like every other genforge error (it printed the usage
+    block first, and a prefix of its own)."""
+
+    def error(self, message: str):
+        self.exit(2, f"genforge: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="genforge", description="Train, sample and evaluate deep generative models.",
+    parser = _Parser(prog="genforge", description="Train, sample and evaluate deep generative models.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="run `genforge COMMAND --help` for a command's options and examples")
     parser.add_argument("--version", action="version", version=_version())
@@ -191,7 +199,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", nargs="?", help="a run directory with a checkpoint")
     evaluate.add_argument("--real", metavar="DATASET", help="score held-out real images instead of a run (the floor)")
     evaluate.add_argument("--n", type=int, default=10_000, help="samples to generate (default 10000; toy points are "
-                          "judged by their protocol's own count: 2,500 samples, or every test point of a DiscoGAN toy)")
+                          "judged by their protocol's own count: 2,500 samples, or every test point of a DiscoGAN toy; "
+                          "an image DiscoGAN translates 1,000 test images per domain)")
     evaluate.add_argument("--seed", type=int, default=0, help="sampling and subset seed (default 0)")
     evaluate.add_argument("--json", action="store_true", help="print the result as one JSON object")
     evaluate.add_argument("--nll-samples", type=int, help="importance samples per test image for VAE NLL "
@@ -359,9 +368,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from genforge import api
 
     api._count(args.n)
-    loaded = api.load(args.run_dir, args.device, args.from_checkpoint)
     if args.reject is not None and args.save_z:
         raise GenforgeError("--reject chooses which noise to keep; it does not combine with --save-z")
+    if args.by_class:  # they were dropped without a word (and --class 7 drew every class)
+        clash = [flag for flag, given in (("--class", args.label is not None), ("--save-z", bool(args.save_z)),
+                                          ("--reject", args.reject is not None)) if given]
+        if clash:
+            raise GenforgeError(f"--by-class draws --n samples of every class; it does not combine with "
+                                f"{' or '.join(clash)}")
+    loaded = api.load(args.run_dir, args.device, args.from_checkpoint)
     nrow = None
     if args.by_class:
         samples, nrow = api.class_grid(loaded, args.n, args.seed), args.n
@@ -379,15 +394,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
         path = viz.save_grid_image(viz.pair_grid(samples, found.images, nrow), args.out)
         closest = int(found.distances.argmin())
-        print(f"genforge: {args.n} samples from step {loaded.step}, each beside its nearest training image "
+        print(f"genforge: {samples.shape[0]} samples from step {loaded.step}, each beside its nearest training image "
               f"({found.space}; mean distance {float(found.distances.mean()):.4g}, closest pair "
               f"{float(found.distances[closest]):.4g}: sample {closest} ~ {_quoted(found.names[closest])}) -> {path}",
               file=sys.stderr)
         return 0
     kept = f" ({samples.shape[0]} kept by rejection)" if args.reject else ""
+    drawn = f"{samples.shape[0]} samples ({args.n} per class)" if args.by_class else f"{args.n} samples"
     path = _save_picture(loaded, samples, args.out, args.data_root, nrow,
                          title=f"{loaded.cfg.recipe}: {samples.shape[0]} samples, step {loaded.step}")
-    print(f"genforge: {args.n} samples{kept} from step {loaded.step} -> {path}", file=sys.stderr)
+    print(f"genforge: {drawn}{kept} from step {loaded.step} -> {path}", file=sys.stderr)
     return 0
 
 
@@ -641,7 +657,7 @@ OUTPUTS = {"sample": [("out", IMAGE_SUFFIXES), ("save_z", LATENT_SUFFIXES)],
            "interpolate": [("out", IMAGE_SUFFIXES)], "fuse": [("out", IMAGE_SUFFIXES)],
            "arithmetic": [("out", IMAGE_SUFFIXES), ("save_z", LATENT_SUFFIXES)],
            "compare": [("out", (*IMAGE_SUFFIXES, ".pdf", ".svg"))], "translate": [("out", None)]}
-RUN_FILES = ("checkpoints", "config.json", "status.json", "metrics.jsonl", "lock", "eval.json")
+RUN_FILES = ("checkpoints", "config.json", "status.json", "metrics.jsonl", "lock", "eval.json", "samples", "plots")
 
 
 def check_output(path: str, option: str, suffixes: tuple[str, ...] | None) -> None:

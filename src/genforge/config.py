@@ -68,7 +68,8 @@ class TrainConfig:
     batch_size: int = opt(64, "images per batch")
     seed: int = opt(0, "seed for weights, batches and noise")
     device: str = opt("auto", "auto (cuda if present, else cpu), cpu, cuda or cuda:N")
-    threads: int = opt(0, "CPU threads for torch; 0 = all cores (shared by the processes torchrun starts)")
+    threads: int = opt(0, "CPU threads for torch; 0 = the cores other work leaves free, re-measured as the run "
+                          "goes (shared by the processes torchrun starts)")
     precision: str = opt("auto", "autocast of the training steps: auto (bf16 for image models where the CPU or GPU "
                          "has native bfloat16, else fp32), fp32, bf16, fp16 (CUDA only, with loss scaling)",
                          ("auto", "fp32", "bf16", "fp16"))
