@@ -236,3 +236,21 @@ def test_a_model_card_names_the_recorded_training_time_and_machine(toy_run, tmp_
     api.export(toy_run, "folder", tmp_path / "card")
     card = (tmp_path / "card" / "README.md").read_text()
     assert "Training time:" in card and "minutes of wall clock" in card and "not recorded" not in card
+
+
+def test_a_file_given_for_a_run_folder_names_the_folder_to_give(tmp_path):
+    from genforge.errors import GenforgeError
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-2").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    (run / "checkpoints" / "step-2" / "state.json").write_text("{}")
+    for path in (run / "config.json", run / "checkpoints" / "step-2" / "state.json"):
+        with pytest.raises(GenforgeError, match=f"^{path}: a file of the run {run}, not a run folder; give the "
+                                                f"folder: {run}$"):
+            api.open_run(path)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(GenforgeError, match="notes.txt: a file, not a run folder$"):
+        api.resume_config(tmp_path / "notes.txt")
+    with pytest.raises(GenforgeError, match="nowhere: no such run folder$"):
+        api.open_run(tmp_path / "nowhere")

@@ -86,12 +86,50 @@ def test_train_seeds_refuses_a_folder_that_holds_earlier_seeds_and_trains_nothin
     assert not (tmp_path / "seed-0").exists() and (tmp_path / "seed-1" / "config.json").read_text() == "{}"
 
 
-def test_train_seeds_refuses_an_unknown_metric_naming_the_ones_there_are(tmp_path):
+def test_train_seeds_refuses_an_unknown_metric_before_training_naming_the_ones_there_are(tmp_path):
     from genforge.errors import GenforgeError
 
-    with pytest.raises(GenforgeError, match=r"--metric nope is not among the runs' final metrics \(.*hq"):
+    with pytest.raises(GenforgeError, match=r"--metric nope is not among ring-8's final metrics "
+                                            r"\(modes, hq, reverse_kl, modes_total\)$"):
         train_seeds(_seeds_config(), tmp_path, 2, "nope", progress=False, log=lambda _: None)
+    assert list(tmp_path.iterdir()) == []  # nothing trained, no folder made
+
+
+def test_a_metric_the_finished_runs_lack_is_refused_and_their_runs_kept(tmp_path, monkeypatch):
+    from genforge import bench
+    from genforge.errors import GenforgeError
+
+    monkeypatch.setattr(bench, "final_figures", lambda cfg, root: ["modes", "ghost"])  # promised, never given
+    with pytest.raises(GenforgeError, match=r"--metric ghost is not among the runs' final metrics \(.*hq.*kept under"):
+        train_seeds(_seeds_config(), tmp_path, 2, "ghost", progress=False, log=lambda _: None)
     assert (tmp_path / "seed-0" / "config.json").is_file() and not (tmp_path / "best").exists()
+
+
+def test_seeds_with_no_final_metric_choose_no_best(tmp_path, monkeypatch):
+    from genforge import batched, bench
+    from genforge.train import RunResult
+
+    monkeypatch.setattr(bench, "final_figures", lambda cfg, root: [])
+    monkeypatch.setattr(batched, "train_batched", lambda cfgs, folders, *_: [RunResult(f, 2, False) for f in folders])
+    best, rows = train_seeds(_seeds_config(), tmp_path, 3, progress=False, log=lambda _: None)
+    assert best is None and [r["best"] for r in rows] == [False] * 3 and not (tmp_path / "best").exists()
+    assert "<- best" not in format_seeds(rows)
+
+
+@pytest.mark.parametrize("recipe, wanted, unwanted", [
+    ("ring-8", ["modes", "hq", "reverse_kl", "modes_total"], []),
+    ("mnist-vae", ["test_neg_elbo", "test_nll"], ["test_bits_per_dim"]),
+    ("mnist-cgan", ["class_accuracy"], ["test_nll"]),
+    ("mnist-dcgan", [], ["class_accuracy", "modes", "fid"]),
+    ("gmm-discogan", ["a2b_modes_covered", "b2a_mapping_purity", "recon_a"], ["modes_covered", "a2b_pixel_fid"]),
+])
+def test_final_figures_name_what_training_s_end_gives(recipe, wanted, unwanted):
+    from genforge.bench import final_figures
+
+    figures = final_figures(load_recipe(recipe))
+    assert set(wanted) <= set(figures) and not set(unwanted) & set(figures)
+    if recipe == "mnist-dcgan":
+        assert figures == []
 
 
 def test_ctrl_c_in_one_seed_stops_the_seeds_after_it_and_chooses_no_best(tmp_path, monkeypatch):

@@ -211,7 +211,7 @@ add("resume of a folder with no checkpoint", lambda ctx: (ctx.run(), shutil.rmtr
                                                           resume(ctx))[-1], "no complete checkpoint")
 add("resume of a folder that does not exist", lambda ctx: resume(ctx), "no such run folder")
 add("resume of a file", lambda ctx: (ctx.run(), ["train", "--resume", str(ctx.run_dir / "config.json")])[-1],
-    "not a genforge run folder")
+    "config.json: a file of the run ")
 
 
 # --- a checkpoint's state.json ----------------------------------------------------------------------
@@ -439,6 +439,8 @@ for _argv, _expected in [
     (("sample", "RUN", "--save-z", "OUT/z.txt", "--out", "OUT/s.png"), ".safetensors or .npy"),
     (("sample", "RUN", "--device", "tpu"), "unknown device"),
     (("sample", "OUT/folder"), "no config.json"), (("sample", "OUT/nowhere"), "no such run folder"),
+    (("eval", "RUN/config.json"), "config.json: a file of the run "),
+    (("sample", "RUN/checkpoints"), "no config.json"), (("sample", "OUT/victim.txt"), "a file, not a run folder"),
     (("interpolate", "RUN", "--rows", "0", "--out", "OUT/i.png"), "--rows must be positive"),
     (("interpolate", "RUN", "--from", "OUT/victim.txt", "--out", "OUT/i.png"), "give both --from and --to"),
     (("interpolate", "RUN", "--steps", "100000", "--rows", "100", "--out", "OUT/i.png"), "--steps x --rows"),

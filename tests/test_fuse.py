@@ -70,3 +70,11 @@ def test_an_upload_is_composited_on_the_runs_background(fuse_run, tmp_path):
     assert float(api.decode_image_bytes(data, loaded).max()) == 0.0  # pokemon-vae: on black
     loaded.cfg.data.background = "white"
     assert float(api.decode_image_bytes(data, loaded).min()) == 1.0
+
+
+def test_a_toy_run_is_refused_for_what_it_is_before_its_images_are_read(tmp_path, capsys):
+    toy = tmp_path / "ring"
+    assert main(["train", "ring-8", "model.hidden=16", "train.device=cpu", "train.threads=1", "--steps", "2",
+                 "--run-dir", str(toy), "--no-progress"]) == 0
+    err = _error(capsys, ["fuse", str(toy), str(tmp_path / "missing-a.png"), str(tmp_path / "missing-b.png")])
+    assert "fusion needs a VAE run" in err and "ring-8" in err and "image" not in err.split("needs")[0]

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from genforge.checkpoint import latest_checkpoint, load_checkpoint
+from genforge.config import load_recipe
 from genforge.data.datasets import load_images
 from genforge.models import build_model
 from genforge.models.base import Batch
@@ -185,6 +186,23 @@ def test_resume_is_bit_identical(tmp_path, recipe, extra):
         for index, state in opt_a[name]["state"].items():
             for key, value in state.items():
                 assert torch.equal(value, opt_b[name]["state"][index][key]), (name, index, key)
+
+
+def test_the_final_metrics_row_is_marked_beside_the_last_checkpoints_and_a_resume_drops_it(tmp_path):
+    def eval_rows(run_dir):
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return [row for row in rows if any(key.startswith("eval/") for key in row)]
+
+    settings = ("model.hidden=16", "train.threads=1", "train.log_every=5", "train.checkpoint_every=5",
+                "train.sample_every=100", "train.device=cpu")
+    train(load_recipe("ring-8", ["train.steps=10", *settings]), tmp_path / "straight", progress=False)
+    train(load_recipe("ring-8", ["train.steps=5", *settings]), tmp_path / "halves", progress=False)
+    first = eval_rows(tmp_path / "halves")
+    assert [(row["step"], row.get("stage")) for row in first] == [(5, None), (5, "final")]  # one of each at step 5
+    train(resume_config(tmp_path / "halves", steps=10), tmp_path / "halves", resume=True, progress=False)
+    straight, resumed = eval_rows(tmp_path / "straight"), eval_rows(tmp_path / "halves")
+    assert [(row["step"], row.get("stage")) for row in resumed] == [(5, None), (10, None), (10, "final")]
+    assert resumed == straight  # the earlier end's final row is gone: the log reads as one training
 
 
 def test_interrupted_run_with_a_schedule_resumes_bit_identical(tmp_path, monkeypatch):

@@ -203,8 +203,8 @@ def resume_config(run_dir: str | Path, steps: int | None = None, minutes: float 
     from genforge.config import build_config, config_from_json, parse_overrides
 
     run_dir = Path(run_dir)
-    if not run_dir.exists():
-        raise GenforgeError(f"{run_dir}: no such run folder")
+    if not run_dir.is_dir():
+        raise GenforgeError(_not_a_folder(run_dir))
     if not (run_dir / "config.json").is_file():
         raise GenforgeError(f"{run_dir}: not a genforge run folder (no config.json)")
     check_links(run_dir)
@@ -485,8 +485,18 @@ def open_run(path: str | Path) -> Run:
     """A run folder read back (config, status, metrics, timeline, plots, evaluation)."""
     path = Path(path)
     if not path.is_dir():
-        raise GenforgeError(f"{path}: no such run folder")
+        raise GenforgeError(_not_a_folder(path))
     return Run(path)
+
+
+def _not_a_folder(path: Path) -> str:
+    """Why ``path`` is no run folder, and what to give instead where it is a file inside one."""
+    if not path.exists():
+        return f"{path}: no such run folder"
+    inside = next((folder for folder in path.parents if (folder / "config.json").is_file()), None)
+    if inside is not None:
+        return f"{path}: a file of the run {inside}, not a run folder; give the folder: {inside}"
+    return f"{path}: a file, not a run folder"
 
 
 # --- a trained model -----------------------------------------------------------------------
@@ -702,6 +712,11 @@ def reconstruct(loaded: Loaded, images):
     return generate(loaded, encode(loaded, images))
 
 
+def check_fusion(loaded: Loaded) -> None:
+    """Refuse a run that cannot fuse images (only a VAE encodes them), before its images are read."""
+    _need(loaded, "fusion", loaded.capabilities.encoder, "a VAE run")
+
+
 def fuse(loaded: Loaded, image_a, image_b, steps: int = 8):
     """A fusion strip of two images (each (1, C, H, W) or (C, H, W) in [0, 1] at the run's size and
     channels, e.g. from :func:`decode_image_bytes`): ``image_a``, then the ``steps`` images a VAE decodes
@@ -709,7 +724,7 @@ def fuse(loaded: Loaded, image_a, image_b, steps: int = 8):
     then ``image_b``; (steps + 2, C, H, W) in [0, 1] on the CPU."""
     import torch
 
-    _need(loaded, "fusion", loaded.capabilities.encoder, "a VAE run")
+    check_fusion(loaded)
     if steps < 2:
         raise GenforgeError(f"--steps must be at least 2, not {steps}")
     _count(steps, "--steps")

@@ -253,11 +253,12 @@ class SeedsInterrupted(KeyboardInterrupt):
 
 
 def train_seeds(cfg, run_dir: str | Path, seeds: int, metric: str | None = None, data_root: str | None = None,
-                progress: bool = True, log: Callable[[str], None] = print) -> tuple[Path, list[dict]]:
+                progress: bool = True, log: Callable[[str], None] = print) -> tuple[Path | None, list[dict]]:
     """Train ``cfg`` with seeds cfg.train.seed, +1, ... into ``run_dir/seed-S`` (as one batched model
     where :mod:`genforge.batched` takes the configuration, else in turn); the best run by
-    ``metric`` (default: the first final eval/* metric) is copied to ``run_dir/best``.
-    Returns (the best run's folder, one row per seed: seed, step, its eval metrics)."""
+    ``metric`` (default: the first final eval/* metric) is copied to ``run_dir/best``; a metric the
+    recipe's final metrics lack is refused before any training. Returns (the best run's folder, or None
+    where no final metric ranks the seeds, one row per seed: seed, step, its eval metrics)."""
     import copy
 
     from genforge.batched import train_batched
@@ -273,6 +274,10 @@ def train_seeds(cfg, run_dir: str | Path, seeds: int, metric: str | None = None,
     if taken:  # never train over earlier seeds' runs (their checkpoints would stay beside the new ones)
         raise GenforgeError(f"{taken[0]} already exists: train the seeds into another --run-dir, or continue a "
                             f"seed with genforge train --resume {folders[0]}")
+    figures = final_figures(cfg, data_root)
+    if metric is not None and metric not in figures:  # refused before any training, not after it
+        raise GenforgeError(f"--metric {metric} is not among {cfg.recipe}'s final metrics "
+                            f"({', '.join(figures) if figures else 'none: score its runs with genforge eval'})")
     for seed_cfg, folder in zip(cfgs, folders):
         log(f"genforge: seed {seed_cfg.train.seed} -> {folder}")
     results = train_batched(cfgs, folders, data_root, progress, log)
@@ -287,18 +292,33 @@ def train_seeds(cfg, run_dir: str | Path, seeds: int, metric: str | None = None,
         raise GenforgeError(f"--metric {metric} is not among the runs' final metrics ({', '.join(names) or 'none'}); "
                             f"the seeds' runs are kept under {run_dir}")
     metric = metric or (names[0] if names else None)
-    if metric is None:
-        best = rows[-1]
-    else:
-        sign = 1.0 if metric in HIGHER_IS_BETTER else -1.0
-        best = max(rows, key=lambda r: sign * r.get(metric, -math.inf * sign))
+    for row in rows:
+        row["best"] = False
+    if metric is None:  # nothing ranks the seeds: no run is called the best
+        return None, rows
+    sign = 1.0 if metric in HIGHER_IS_BETTER else -1.0
+    best = max(rows, key=lambda r: sign * r.get(metric, -math.inf * sign))
+    best["best"] = True
     target = run_dir / "best"
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(best["run_dir"], target)
-    for row in rows:
-        row["best"] = row is best
     return target, rows
+
+
+def final_figures(cfg, data_root: str | None = None) -> list[str]:
+    """The figures training's end gives for ``cfg`` (the metrics :func:`train_seeds` can rank by), from
+    its data and an untrained model; the global RNG is left as it was."""
+    import torch
+
+    from genforge.data.datasets import load_data
+    from genforge.metrics.evaluate import final_figures as figures_of
+    from genforge.models import build_model
+
+    data = load_data(cfg.data, "train", cfg.data.root or data_root)
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(cfg, tuple(data.images.shape[1:]), len(data.classes))
+    return figures_of(model, data.name)
 
 
 def format_seeds(rows: Sequence[dict]) -> str:

@@ -328,7 +328,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 130
         print(format_seeds(rows))
-        print(f"genforge: best seed -> {best}", file=sys.stderr)
+        if best is None:
+            print(f"genforge: no final metric ranks {cfg.recipe}'s seeds, so none is copied to best; score each "
+                  f"with genforge eval {run_dir / 'seed-S'}", file=sys.stderr)
+        else:
+            print(f"genforge: best seed -> {best}", file=sys.stderr)
         return 0
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 alone reports
     if args.resume:
@@ -431,6 +435,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     from genforge import api, viz
 
     loaded = api.load(args.run_dir, args.device)
+    api.check_fusion(loaded)  # a GAN or toy run is refused for what it is, not for its images
     images = []
     for name in (args.image_a, args.image_b):
         try:

@@ -275,6 +275,8 @@ def config_from_json(path) -> RunConfig:
 
 # --- validation: every range and cross-field check, before anything is written ----------
 
+TRAIN_SEED_MAX = 2**32 - 1  # train.seed (and a lab's seed, a training seed too): 0 to this
+
 # What each general key allows (families hold their own model.* table beside ``check_config``).
 RANGES = {
     "data.image_size": "[8, 1024]", "data.brightness": "[0, 1]", "data.contrast": "[0, 1]",
@@ -282,7 +284,7 @@ RANGES = {
     "optim.lr": "> 0", "optim.lr_d": ">= 0", "optim.lr_g": ">= 0",
     "optim.beta1": "[0, 1)", "optim.beta2": "[0, 1)", "optim.weight_decay": ">= 0",
     "optim.final_lr": "[0, 1]",
-    "train.steps": ">= 0", "train.minutes": ">= 0", "train.batch_size": ">= 1", "train.seed": "[0, 4294967295]",
+    "train.steps": ">= 0", "train.minutes": ">= 0", "train.batch_size": ">= 1", "train.seed": f"[0, {TRAIN_SEED_MAX}]",
     "train.threads": ">= 0", "train.log_every": ">= 1", "train.sample_every": ">= 1", "train.checkpoint_every": ">= 1",
     "train.ema_decay": "[0, 1)", "train.eval_samples": ">= 1", "train.eval_every": ">= 0", "train.eval_n": ">= 2",
     "train.nan_skips": ">= 1",

@@ -30,7 +30,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from genforge.config import RunConfig, load_recipe, parse_value, validate
+from genforge.config import TRAIN_SEED_MAX, RunConfig, load_recipe, parse_value, validate
 from genforge.data.datasets import load_data
 from genforge.data.toy import MIXTURES
 from genforge.errors import GenforgeError
@@ -407,7 +407,7 @@ class ToyLab:
             raise GenforgeError(f"the toy lab plays {', '.join(LAB_RECIPES)}, not '{recipe}'")
         if points is not None and recipe not in POINT_RECIPES:
             raise GenforgeError(f"your own points replace the data of {' or '.join(POINT_RECIPES)}, not of {recipe}")
-        self.seed = _whole("seed", seed, 0, 2**63 - 1)
+        self.seed = _whole("seed", seed, 0, TRAIN_SEED_MAX)  # a training seed: train.seed's range
         cfg = load_recipe(recipe, list(overrides))
         cfg.train.seed, cfg.train.device = self.seed, "cpu"
         self._lock = threading.RLock()

@@ -243,13 +243,19 @@ def set_rng_state(state: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
+# Marks the row of training's final metrics (logged at its last step, beside that step's checkpoint
+# metrics): curves leave it out, the run's final figures read it, and a resume drops it.
+FINAL_ROW = {"stage": "final"}
+
+
 class MetricsLog:
     """``metrics.jsonl`` (one object per logged step, always with "step") + TensorBoard."""
 
     def __init__(self, run_dir: Path, resume_step: int | None = None):
         self.path = run_dir / "metrics.jsonl"
         if resume_step is not None:
-            # Rows past the checkpoint were written by the run that crashed: they are redone.
+            # Rows past the checkpoint were written by the run that crashed: they are redone. An earlier
+            # training's final metrics (FINAL_ROW) go too: that end is no longer the run's end.
             kept = [line for line in _read_lines(self.path) if _row_step(line) <= resume_step]
             write_atomic(self.path, "".join(line + "\n" for line in kept))
         self._file = open(self.path, "a", buffering=1)
@@ -293,6 +299,7 @@ def _read_lines(path: Path) -> list[str]:
 
 def _row_step(line: str) -> float:
     try:
-        return float(json.loads(line)["step"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        row = json.loads(line)
+        return float("inf") if row.get("stage") == FINAL_ROW["stage"] else float(row["step"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         return float("inf")  # a torn line from a crash: drop it

@@ -40,7 +40,7 @@ from genforge.errors import GenforgeError
 from genforge.metrics.evaluate import checkpoint_metrics
 from genforge.models import build_model
 from genforge.models.base import Batch, Context, GenerativeModel, Phase
-from genforge.runtime import (BatchOrder, Distributed, FastPaths, MetricsLog, NullLog, choose_fast_paths,
+from genforge.runtime import (FINAL_ROW, BatchOrder, Distributed, FastPaths, MetricsLog, NullLog, choose_fast_paths,
                               init_distributed, resolve_device, rng_state, set_rng_state, set_threads)
 from genforge.threads import recheck_threads
 
@@ -645,7 +645,7 @@ def finish_run(run: TrainingRun, step: int, interrupted: bool, log: MetricsLog |
         result.metrics = {f"eval/{k}": v for k, v in final_metrics(run.model, ctx).items()}
         write_report(run.model, ctx)
         if result.metrics:
-            log.log(step, result.metrics)
+            log.log(step, {**FINAL_ROW, **result.metrics})
     log.close()
     return result
 

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
+from genforge.bench import final_figures
 from genforge.cli import main
-from genforge.config import recipe_names
+from genforge.config import build_config, recipe_names
 
 from ..conftest import SHARED_DATASETS, synthetic_folder
 
@@ -79,6 +80,10 @@ def test_eval_runs_on_a_short_run_of_the_recipe(recipe, tmp_path, eval_env, caps
     run = tmp_path / "run"
     assert main(["train", recipe, "--run-dir", str(run), *COMMON, *size, *overrides]) == 0
     capsys.readouterr()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    given = {key.removeprefix("eval/") for key in rows[-1] if key.startswith("eval/")}  # training's end
+    promised = final_figures(build_config(json.loads((run / "config.json").read_text())))
+    assert given <= set(promised), sorted(given - set(promised))  # what --seeds --metric checks up front
     assert main(["eval", str(run), "--json", "--n", "40", "--nll-samples", "2", "--device", "cpu"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result == json.loads((run / "eval.json").read_text())

@@ -77,6 +77,23 @@ def test_unknown_toys_and_labs_are_refused(client):
     assert client.get("/api/lab/999/state").status_code == 404
 
 
+def test_a_labs_seed_takes_train_seeds_range_and_a_refusal_says_it(client):
+    from genforge.config import TRAIN_SEED_MAX
+    from genforge.errors import GenforgeError
+    from genforge.lab import ToyLab
+
+    csv = "\n".join(f"{i * 0.1},{i * -0.2}" for i in range(30)).encode()
+    for seed in (-1, TRAIN_SEED_MAX + 1):
+        answer = client.post("/api/lab", json={"seed": seed})
+        assert answer.status_code == 422 and "seed" in answer.json()["error"], answer.json()
+        answer = client.post("/api/lab/csv", params={"seed": seed}, content=csv)
+        assert answer.status_code == 422 and "seed" in answer.json()["error"], answer.json()
+    with pytest.raises(GenforgeError, match=f"seed must be a whole number from 0 to {TRAIN_SEED_MAX}, not -1"):
+        ToyLab("ring-8", seed=-1)
+    answer = client.post("/api/lab", json={"seed": TRAIN_SEED_MAX})
+    assert answer.status_code == 200 and answer.json()["state"]["config"]["seed"] == TRAIN_SEED_MAX
+
+
 def test_old_labs_are_dropped_past_the_limit(client):
     from genforge.web.routes_lab import MAX_LABS
 

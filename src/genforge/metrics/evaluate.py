@@ -111,6 +111,11 @@ class Metric:
     why_not: dict[str, str] = field(default_factory=dict)  # run's kind -> why not, where the generic reason is vague
     artefact: str | None = None  # at training's end its values are also written to this file of the run
     on_features: Callable[[EvalInputs], dict[str, Any]] | None = None  # a sample-quality metric (with a real floor)
+    names: tuple[str, ...] | None = None  # its figures' names where they are not the units' keys (a translator's)
+
+    def figures(self) -> list[str]:
+        """The names of the figures this metric can give (its result's keys), known before it runs."""
+        return list(self.names) if self.names is not None else list(self.units)
 
 
 METRICS: dict[str, Metric] = {}
@@ -172,6 +177,14 @@ def _modes(judging: Judging) -> dict[str, Any]:
     return mode_metrics(judging.model.sample(SAMPLES, judging.generator()), torch.tensor(spec.means), spec.std)
 
 
+TRANSLATION_DIRECTIONS = ("a2b", "b2a")
+RECONSTRUCTIONS = ("recon_a", "recon_b")  # each domain's cycle A -> B -> A, B -> A -> B
+POINT_FIGURES = (*(f"{d}_{key}" for d in TRANSLATION_DIRECTIONS for key in (
+    "high_quality", "modes_covered", "target_modes", "distinct_modes", "distinct_fraction", "mapping_purity")),
+    *RECONSTRUCTIONS)
+IMAGE_FIGURES = ("classifier_real_acc", *RECONSTRUCTIONS, *(f"{d}_{key}" for d in TRANSLATION_DIRECTIONS for key in (
+    "domain_acc", "diversity", "diversity_ratio", "pixel_fid", "pixel_fid_untranslated", "fashion_classifier_acc",
+    "feature_fid", "feature_diversity_ratio")))
 TRANSLATION_UNITS = {"high_quality": "share of translations within 3 std of a target mode",
                      "modes_covered": "target modes reached", "target_modes": "modes of the target mixture",
                      "distinct_modes": "source modes on distinct targets",
@@ -181,16 +194,16 @@ TRANSLATION_UNITS = {"high_quality": "share of translations within 3 std of a ta
                      "diversity": "mean pairwise pixel distance", "diversity_ratio": "vs real target images; 1 = as varied",
                      # keyed per direction: "pixel_fid" alone is an image folder's sample FID
                      **{f"{d}_pixel_fid": f"translations vs real target images, pixels at 32x32 projected to 128-d, "
-                        f"{LOWER}" for d in ("a2b", "b2a")},
+                        f"{LOWER}" for d in TRANSLATION_DIRECTIONS},
                      **{f"{d}_pixel_fid_untranslated": "the untranslated sources vs the target: where translation "
-                        "starts" for d in ("a2b", "b2a")},
+                        "starts" for d in TRANSLATION_DIRECTIONS},
                      "fashion_classifier_acc": "share 0-1 of target classes", "feature_fid": f"extractor features, {LOWER}",
                      "feature_diversity_ratio": "vs real target features; 1 = as varied"}
 
 
 @register("translation_points", "per direction: where translated test points land on the target mixture "
           "(modes covered, distinct targets, purity, % high quality) and the reconstruction error",
-          ("two-domain-points",), TRANSLATION_UNITS, artefact="translation_metrics.json")
+          ("two-domain-points",), TRANSLATION_UNITS, artefact="translation_metrics.json", names=POINT_FIGURES)
 def _translation_points(judging: Judging) -> dict[str, Any]:
     from genforge.metrics.translation import point_translation_metrics
 
@@ -200,7 +213,7 @@ def _translation_points(judging: Judging) -> dict[str, Any]:
 @register("translation_images", "per direction: a domain classifier's verdict on translated test images, "
           "reconstruction error, diversity, pixel-space FID (no trained classifier needed: any two folders); on "
           "Fashion-MNIST the extractor's class accuracy and feature FID",
-          ("two-domain-images",), TRANSLATION_UNITS, artefact="translation_metrics.json")
+          ("two-domain-images",), TRANSLATION_UNITS, artefact="translation_metrics.json", names=IMAGE_FIGURES)
 def _translation_images(judging: Judging) -> dict[str, Any]:
     from genforge.metrics.translation import image_translation_metrics
 
@@ -406,6 +419,15 @@ def final_metrics(model: Any, ctx: Any) -> dict[str, float]:
                       show_progress=ctx.progress)
     with model.inference():
         return run_metrics(judging, "final", run_dir=ctx.run_dir)[0]
+
+
+def final_figures(model: Any, dataset: str) -> list[str]:
+    """The names of the figures :func:`final_metrics` can give for ``model`` on ``dataset``, known before
+    training (``--seeds --metric`` checks its metric against them); empty where no final metric applies
+    (an unconditional GAN on images is scored by ``genforge eval``)."""
+    kind = data_kind(model.capabilities, dataset)
+    return [name for metric in METRICS.values() if "final" in metric.stages
+            and why_not(metric, model, kind, dataset) is None for name in metric.figures()]
 
 
 def write_report(model: Any, ctx: Any) -> list[Path]:

@@ -13,9 +13,10 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
+from genforge.config import TRAIN_SEED_MAX
 from genforge.web.common import StudioJSON, studio
 from genforge.web.safety import Refused, read_capped
 
@@ -60,7 +61,7 @@ class NewLab(BaseModel):
     recipe: str = "ring-8"
     overrides: dict[str, str] = Field(default_factory=dict)
     points: list[list[float]] | None = Field(None, min_length=8, max_length=20_000)  # drawn points
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=TRAIN_SEED_MAX)  # a training seed, as train.seed (Explore's seeds are noise seeds)
 
 
 class StepRequest(BaseModel):
@@ -114,7 +115,7 @@ async def new_lab(request: Request, body: NewLab):
 
 
 @router.post("/csv")
-async def new_lab_from_csv(request: Request, recipe: str = "ring-8", seed: int = 0):
+async def new_lab_from_csv(request: Request, recipe: str = "ring-8", seed: int = Query(0, ge=0, le=TRAIN_SEED_MAX)):
     """A lab on an uploaded CSV of 2-D points (one 'x,y' a line)."""
     return await _create(request, NewLab(recipe=recipe, seed=seed), await read_capped(request))
 

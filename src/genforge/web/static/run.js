@@ -5,9 +5,11 @@
 const LOG4 = -Math.log(4);  // the GAN value V(D, G) at the game's equilibrium (Goodfellow et al. 2014)
 
 // Metric keys grouped into charts: losses, the GAN value (with its -log 4 line), D's outputs, speed, the rest.
+// Training's final metrics (the row marked stage "final") are the table's, not a curve's last point.
+GF.curveRows = (rows) => rows.filter((r) => r.stage !== "final");
 GF.metricGroups = function (rows) {
   const keys = new Set();
-  rows.forEach((r) => Object.entries(r).forEach(([k, v]) => k !== "step" && typeof v === "number" && keys.add(k)));
+  GF.curveRows(rows).forEach((r) => Object.entries(r).forEach(([k, v]) => k !== "step" && typeof v === "number" && keys.add(k)));
   const groups = { losses: [], "GAN value": [], "D outputs": [], "images/s": [], other: [] };
   for (const key of [...keys].sort()) {
     const last = key.split("/").pop();
@@ -21,7 +23,7 @@ GF.metricGroups = function (rows) {
 };
 
 GF.seriesOf = (rows, key, name) => ({ name: name || key,
-  points: rows.filter((r) => typeof r[key] === "number").map((r) => [r.step, r[key]]) });
+  points: GF.curveRows(rows).filter((r) => typeof r[key] === "number").map((r) => [r.step, r[key]]) });
 
 function chartPanel(getRows) {
   const smooth = GF.el("input", { type: "range", min: 0, max: 0.99, step: 0.01, value: 0.6, id: "smooth" });
