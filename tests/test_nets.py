@@ -147,3 +147,97 @@ def test_a_dcgan_trains_on_them_to_the_losses_oneDNNs_gradients_give(tmp_path, m
     assert keys
     for key in keys:
         assert losses[True][key] == pytest.approx(losses[False][key], rel=0.05), key
+
+
+@settings(max_examples=30, deadline=None)
+@given(kernel=st.integers(1, 5), stride=st.integers(1, 3), padding=st.integers(0, 2), size=st.integers(1, 7),
+       c_in=st.integers(1, 5), c_out=st.integers(1, 3), bias=st.booleans(), last=st.booleans(), data=st.data())
+def test_a_transposed_conv_by_fold_equals_pytorchs_with_its_gradients_and_a_penalty(kernel, stride, padding, size, c_in,
+                                                                                    c_out, bias, last, data):
+    padding = min(padding, kernel - 1)
+    extra = data.draw(st.integers(0, stride - 1)) if stride > 1 else 0
+    if (size - 1) * stride - 2 * padding + kernel + extra < 1:
+        return
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, c_in, size, size, dtype=torch.float64, generator=gen)
+    if last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    w = torch.randn(c_in, c_out, kernel, kernel, dtype=torch.float64, generator=gen, requires_grad=True)
+    b = torch.randn(c_out, dtype=torch.float64, generator=gen, requires_grad=True) if bias else None
+    inputs = [t for t in (x, w, b) if t is not None]
+    ours = nets.up_by_fold(x, w, b, stride, padding, extra)
+    theirs = F.conv_transpose2d(x, w, b, stride, padding, extra)
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+    grad = torch.randn(theirs.shape, dtype=torch.float64, generator=gen)
+    mine = torch.autograd.grad(ours, inputs, grad, create_graph=True)
+    expected = torch.autograd.grad(theirs, inputs, grad, create_graph=True)
+    for a, e in zip(mine, expected):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10)
+    second = torch.autograd.grad(mine[0].square().sum(), [w])[0]
+    torch.testing.assert_close(second, torch.autograd.grad(expected[0].square().sum(), [w])[0], rtol=1e-9, atol=1e-9)
+
+
+def test_grey_image_layers_take_the_fold_forms_in_bf16_with_oneDNNs_numbers():
+    torch.manual_seed(0)
+    up = ConvTranspose2d(32, 1, 4, 2, 1, bias=False).to(memory_format=torch.channels_last)
+    x = torch.randn(8, 32, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    results = {}
+    for window in (nets.MAX_NARROW_WINDOW[0], 0):
+        with patch_window(window), torch.autocast("cpu", dtype=BF16):
+            out = up(x)
+            with torch.no_grad():  # sampling takes it too: the gain is the forward's
+                assert (up(x).dtype is BF16) and (type(up(x).grad_fn) is type(None))
+        assert out.dtype is BF16 and out.shape == (8, 1, 16, 16)
+        results[window] = (out.detach().float(), *torch.autograd.grad(out.float().square().sum(), [x, up.weight]))
+    for ours, theirs in zip(results[nets.MAX_NARROW_WINDOW[0]], results[0]):
+        torch.testing.assert_close(ours.float(), theirs.float(), rtol=0.03, atol=0.03 * theirs.abs().max().item())
+    with torch.autocast("cpu", dtype=BF16):
+        assert nets._narrow_up(up, x, 0) is not None
+        assert nets._narrow_up(ConvTranspose2d(32, 3, 4, 2, 1), x, 0) is None  # colour: oneDNN's (F.fold lost)
+        assert nets._narrow_up(ConvTranspose2d(32, 1, 7, 2, 3), x, 1) is None  # a 49-value window
+    assert nets._narrow_up(up, x, 0) is None  # float32: PyTorch's path
+    down = Conv2d(1, 16, 4, 2, 1).to(memory_format=torch.channels_last)
+    image = torch.randn(4, 1, 16, 16).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=BF16), nets.frozen(down):  # a frozen D passing G its gradient
+        assert nets._gemm_conf(down, image.requires_grad_(True)) == (2, 1)
+        assert nets._gemm_conf(down, image.detach()) is None  # no input gradient: oneDNN's
+        assert nets._gemm_conf(Conv2d(3, 16, 4, 2, 1), torch.randn(4, 3, 16, 16, requires_grad=True)) is None
+
+
+class patch_window:
+    def __init__(self, window: int):
+        self.window = window
+
+    def __enter__(self):
+        self.before = nets.MAX_NARROW_WINDOW[0]
+        nets.MAX_NARROW_WINDOW[0] = self.window
+
+    def __exit__(self, *_):
+        nets.MAX_NARROW_WINDOW[0] = self.before
+
+
+def test_split_batch_norm_equals_separate_passes_with_running_statistics():
+    torch.manual_seed(0)
+    joint, alone = nets.BatchNorm2d(4).double(), nn.BatchNorm2d(4).double()
+    alone.load_state_dict(joint.state_dict())
+    a = torch.randn(3, 4, 5, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    b = (torch.randn(5, 4, 5, 5, dtype=torch.float64) * 3 + 1).contiguous(memory_format=torch.channels_last)
+    b.requires_grad_(True)
+    with nets.split_batches([3, 5]):
+        out = joint(torch.cat([a, b]))
+    expected = torch.cat([alone(a), alone(b)])
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    grads = torch.autograd.grad(out.sin().sum(), [a, b, joint.weight])
+    wanted = torch.autograd.grad(expected.sin().sum(), [a, b, alone.weight])
+    for got, want in zip(grads, wanted):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for key, value in alone.state_dict().items():  # running mean/var and the batch count, part by part
+        torch.testing.assert_close(joint.state_dict()[key], value, rtol=1e-12, atol=1e-12)
+    with nets.split_batches([3, 4]), pytest.raises(ValueError, match="does not add up"):
+        joint(torch.cat([a, b]))
+    torch.testing.assert_close(joint(a), alone(a))  # outside the block: one batch, as nn's
+    joint.eval()
+    with nets.split_batches([3, 5]):  # in eval mode running statistics serve, parts or not
+        assert torch.equal(joint(torch.cat([a, b])), torch.cat([joint(a), joint(b)]))

@@ -134,19 +134,39 @@ class _GemmGradConv(torch.autograd.Function):
             if ctx.needs_input_grad[1]:
                 windows = _patches(x, padding, kernel, stride, rows, cols)  # (N*Ho*Wo, k*k*Ci)
                 grad_w = (_pixels(grad).t() @ windows).reshape(-1, kernel, kernel, x.shape[1]).permute(0, 3, 1, 2)
-            if ctx.needs_input_grad[0]:
+            if ctx.needs_input_grad[0] and _narrow(weight.shape[1], kernel):
+                grad_x = _overlap_add(_pixels(grad) @ weight.reshape(weight.shape[0], -1), n, rows, cols, (h, w),
+                                      kernel, stride, padding)
+            elif ctx.needs_input_grad[0]:
                 extra = h - ((rows - 1) * stride - 2 * padding + kernel)
                 grad_x = F.conv_transpose2d(grad, weight, None, stride, padding, extra)
         return grad_x, grad_w, grad_bias, None, None, None, None
 
 
-def _gemm_conf(conv: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> tuple[int, int] | None:
-    """(stride, padding) where ``conv`` on ``x`` takes the matrix-product backward: a CPU step
-    computing in bf16 that trains the weights, with a square kernel, one stride and one padding
-    for both sides, no groups or dilation, and windows of at least ``MIN_GEMM_WINDOW`` values;
-    None where oneDNN's own backward serves."""
-    if not (_gemm_grads[0] and x.device.type == "cpu" and x.dim() == 4 and torch.is_grad_enabled()
-            and conv.weight.requires_grad):
+# Layers on the image side of a grey DCGAN (one channel; kernel x kernel at most this many values) run
+# as matrix products and an overlap-add (F.fold): a transposed conv to the image (its forward, where
+# oneDNN's bf16 kernel for one output channel ran at 6% of the peak) and a plain conv from it (its input
+# gradient). Measured on a Zen 4 (bench/README.md): 0.77 against 3.4 ms and 0.65 against 2.4 ms for
+# dcgan-32's; with three channels (RGB) F.fold lost, 0.3-0.8x, so colour layers keep oneDNN's. 0 = off.
+MAX_NARROW_WINDOW = [25]
+
+
+def _narrow(image_channels: int, kernel: int) -> bool:
+    return image_channels == 1 and kernel * kernel <= MAX_NARROW_WINDOW[0]
+
+
+def _overlap_add(cols: torch.Tensor, n: int, rows: int, width: int, size: tuple[int, int], kernel: int, stride: int,
+                 padding: int) -> torch.Tensor:
+    """col2im: (N*rows*width, C*k*k) patch values in (c, ky, kx) order, one row per stride position ->
+    (N, C, *size), each patch added at its place (the adjoint of :func:`_patches`, laid out as F.fold's)."""
+    cols = cols.reshape(n, rows * width, -1).transpose(1, 2)
+    return F.fold(cols, size, kernel, padding=padding, stride=stride)
+
+
+def _structural(conv: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> tuple[int, int] | None:
+    """(stride, padding) where ``conv`` on ``x`` may take a matrix-product form: a bf16 computation on the
+    CPU, a square kernel, one stride and one padding for both sides, no groups or dilation; else None."""
+    if not (_gemm_grads[0] and x.device.type == "cpu" and x.dim() == 4):
         return None
     bf16 = x.dtype is torch.bfloat16 or (torch.is_autocast_enabled("cpu")
                                          and torch.get_autocast_dtype("cpu") is torch.bfloat16)
@@ -154,10 +174,49 @@ def _gemm_conf(conv: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> tuple[i
     if not (bf16 and ky == kx and sy == sx and not isinstance(padding, str) and padding[0] == padding[1]
             and conv.groups == 1 and conv.dilation == (1, 1) and conv.padding_mode == "zeros"):
         return None
-    transposed = isinstance(conv, nn.ConvTranspose2d)
-    if ky * kx * (conv.out_channels if transposed else conv.in_channels) < MIN_GEMM_WINDOW[transposed]:
-        return None
     return sy, padding[0]
+
+
+def up_by_fold(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, padding: int,
+               output_padding: int = 0) -> torch.Tensor:
+    """``F.conv_transpose2d`` with a square kernel, as one matrix product of the pixels with the weights
+    (Ci, Co, k, k) and an overlap-add; differentiable as it stands (autograd's own backward)."""
+    n, c_in, h, w = x.shape
+    kernel = weight.shape[-1]
+    size = tuple((d - 1) * stride - 2 * padding + kernel + output_padding for d in (h, w))
+    out = _overlap_add(_pixels(x) @ weight.reshape(c_in, -1), n, h, w, size, kernel, stride, padding)
+    return out if bias is None else out + bias[:, None, None]
+
+
+def _narrow_up(conv: nn.ConvTranspose2d, x: torch.Tensor, output_padding: int) -> torch.Tensor | None:
+    """A transposed conv to a grey image by :func:`up_by_fold` in bf16 (training and sampling alike), or
+    None where the rule keeps oneDNN's."""
+    conf = _structural(conv, x)
+    if conf is None or not _narrow(conv.out_channels, conv.kernel_size[0]):
+        return None
+    bf16 = torch.bfloat16
+    bias = None if conv.bias is None else conv.bias.to(bf16)
+    with torch.autocast("cpu", enabled=False):
+        out = up_by_fold(x.to(bf16), conv.weight.to(bf16), bias, *conf, output_padding)
+    return out.contiguous(memory_format=memory_format_of(x))
+
+
+def _gemm_conf(conv: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> tuple[int, int] | None:
+    """(stride, padding) where ``conv`` on ``x`` takes the matrix-product backward: a CPU step
+    computing in bf16 that trains the weights, with a square kernel, one stride and one padding
+    for both sides, no groups or dilation, and windows of at least ``MIN_GEMM_WINDOW`` values;
+    None where oneDNN's own backward serves."""
+    conf = _structural(conv, x)
+    if conf is None or not torch.is_grad_enabled():
+        return None
+    transposed, kernel = isinstance(conv, nn.ConvTranspose2d), conv.kernel_size[0]
+    if not transposed and x.requires_grad and _narrow(conv.in_channels, kernel):
+        return conf  # a conv from an image that passes a gradient back (G's fakes): its input gradient by fold
+    if not conv.weight.requires_grad:
+        return None
+    if kernel * kernel * (conv.out_channels if transposed else conv.in_channels) < MIN_GEMM_WINDOW[transposed]:
+        return None
+    return conf
 
 
 def _gemm_conv(conv: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor, output_padding: int | None) -> torch.Tensor | None:
@@ -188,7 +247,10 @@ class ConvTranspose2d(nn.ConvTranspose2d):
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         square = output_size is None and self.output_padding[0] == self.output_padding[1]
-        out = _gemm_conv(self, x, self.output_padding[0]) if square else None
+        out = None
+        if square:
+            out = _narrow_up(self, x, self.output_padding[0])
+            out = _gemm_conv(self, x, self.output_padding[0]) if out is None else out
         return super().forward(x, output_size) if out is None else out
 
 
@@ -204,12 +266,41 @@ def stride2_padding(kernel: int) -> tuple[int, int]:
     return padding, 2 + 2 * padding - kernel
 
 
+_splits: list[list[int] | None] = [None]
+
+
+@contextmanager
+def split_batches(sizes: list[int]):
+    """Inside the block, :class:`BatchNorm2d` in training normalises each consecutive part of the batch
+    of these ``sizes`` by its own statistics (and updates its running statistics part by part, in
+    order): one pass of a network over several batches stacked computes what separate passes would,
+    in larger matrix products (D's real and fake batches)."""
+    before = _splits[0]
+    _splits[0] = list(sizes)
+    try:
+        yield
+    finally:
+        _splits[0] = before
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` (same parameters and state) that honours :func:`split_batches`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sizes = _splits[0]
+        if sizes is None or not self.training or len(sizes) < 2:
+            return super().forward(x)
+        if sum(sizes) != x.shape[0]:
+            raise ValueError(f"split_batches({sizes}) does not add up to the batch of {x.shape[0]}")
+        return torch.cat([super(BatchNorm2d, self).forward(part) for part in x.split(sizes)])
+
+
 def conv_norm(kind: str, channels: int) -> nn.Module:
     """A discriminator's normalisation after a hidden conv: batch (DCGAN), layer or instance
     (GroupNorm with one group or one group per channel: no batch statistics, so WGAN-GP's
     per-sample gradient is clean); anything else is none."""
     if kind == "batch":
-        return nn.BatchNorm2d(channels)
+        return BatchNorm2d(channels)
     if kind == "layer":
         return nn.GroupNorm(1, channels)
     if kind == "instance":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -158,7 +159,8 @@ def test_generator_step_learns_from_the_fakes_d_judged(reuse, d_steps, g_passes,
     g_before = [p.clone() for p in model.generator.parameters()]
     step_phases(model, optimizers, Batch(torch.zeros(8, 1, 28, 28), torch.zeros(8, dtype=torch.long)))
     assert len(model.generator.inputs) == g_passes  # reuse: one G forward a step; else one per phase repeat
-    judged = model.discriminator.inputs  # each D step: reals, then fakes; the G step: fakes
+    judged = model.discriminator.inputs  # each D step: reals, then fakes (float32: two passes); the G step: fakes
+    assert [len(x) for x in judged] == [8] * (2 * d_steps + 1)
     assert torch.equal(judged[-1], judged[-2]) == shared  # G learns from the very fakes D's last step saw
     assert not judged[-2].requires_grad and judged[-1].requires_grad  # detached for D; G's graph for G
     assert all(not torch.equal(a, b) for a, b in zip(g_before, model.generator.parameters()))  # G learned
@@ -267,3 +269,82 @@ def test_threshold_gates_from_given_logits():
     assert not d_fake.step(batch)["gate"] and not d_real.step(batch)["gate"] and g.step(batch)["gate"]
     model.discriminator = FixedD([-5.0] * 3, [5.0] * 3)  # D losing: D trains, G idles
     assert d_fake.step(batch)["gate"] and d_real.step(batch)["gate"] and not g.step(batch)["gate"]
+
+
+@pytest.mark.parametrize("options", [{}, {"conditional": "concat"}, {"conditional": "projection"},
+                                     {"loss": "wgan-gp"}, {"pack": 2}, {"d_norm": "instance"}])
+def test_d_s_real_and_fake_batches_in_one_pass_give_what_two_passes_give(options, monkeypatch):
+    from genforge.models import gan as gan_module
+
+    monkeypatch.setattr(gan_module, "_joint_pays", lambda x: True)  # in float32 too, for the comparison
+    passes = []
+    critic = GAN._critic
+    monkeypatch.setattr(GAN, "_critic", lambda self, x, labels: passes.append(len(x)) or critic(self, x, labels))
+
+    results = {}
+    for joint in (True, False):
+        model = _gan(**options)  # float32: the same numbers to rounding (the batch's size picks the kernels)
+        model.train()
+        real = torch.rand(8, 1, 28, 28) * 2 - 1
+        labels = torch.arange(8) % 10
+        torch.manual_seed(1)  # the fakes, and WGAN-GP's interpolation weights
+        before = gan_module.JOINT_PASSES[0]
+        gan_module.JOINT_PASSES[0] = joint
+        try:
+            terms = model.d_terms(real, labels if model.classes else None)
+        finally:
+            gan_module.JOINT_PASSES[0] = before
+        loss = terms["loss_adv"] + terms.get("gp", 0.0)
+        grads = torch.autograd.grad(loss, list(model.discriminator.parameters()))
+        stats = {k: v.clone() for k, v in model.discriminator.state_dict().items() if "running" in k}
+        results[joint] = ({k: v.detach() for k, v in terms.items()}, grads, stats)
+    gp = 1 if options.get("loss") == "wgan-gp" else 0  # the penalty's own pass on the interpolates
+    n = 8 // options.get("pack", 1)  # D's inputs: packs of model.pack images
+    assert passes == [2 * n] + [n] * gp + [n, n] + [n] * gp  # one pass, then two
+    (terms, grads, stats), (terms2, grads2, stats2) = results[True], results[False]
+    assert terms.keys() == terms2.keys()
+    for key in terms:
+        torch.testing.assert_close(terms[key], terms2[key], rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads, grads2):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert stats.keys() == stats2.keys() and all(torch.allclose(stats[k], stats2[k], rtol=1e-5) for k in stats)
+    assert stats or options.get("d_norm") == "instance" or options.get("loss") == "wgan-gp"  # BN was in the test
+
+
+def test_a_dcgan_trains_to_the_same_losses_with_d_s_batches_in_one_pass_or_two(tmp_path, monkeypatch):
+    """30 float32 steps of a tiny DCGAN: the logged losses agree to 1e-3 (one pass or two differ only in
+    rounding, as the kernels a batch's size picks do)."""
+    from genforge.models import gan as gan_module
+    from genforge.train import train
+    from tests.conftest import tiny_config
+
+    losses = {}
+    monkeypatch.setattr(gan_module, "_joint_pays", lambda x: True)  # in float32 too, for the comparison
+    for joint in (True, False):
+        monkeypatch.setattr(gan_module, "JOINT_PASSES", [joint])
+        cfg = tiny_config("mnist-dcgan", "train.steps=30", "train.log_every=10", "train.precision=fp32")
+        train(cfg, tmp_path / str(joint), progress=False)
+        rows = [json.loads(line) for line in (tmp_path / str(joint) / "metrics.jsonl").read_text().splitlines()]
+        losses[joint] = [row for row in rows if "images_per_s" in row]
+    assert len(losses[True]) == 3
+    for ours, theirs in zip(losses[True], losses[False]):
+        for key in (k for k in theirs if k.endswith("/loss") or k.endswith("/d_real")):
+            assert ours[key] == pytest.approx(theirs[key], rel=1e-3, abs=1e-5), (ours["step"], key)
+
+
+def test_one_pass_is_taken_where_it_was_measured_faster_a_cpu_in_bf16():
+    from genforge.models.gan import _joint_pays
+
+    x = torch.zeros(2, 1, 8, 8)
+    assert not _joint_pays(x)  # float32 (the 32x32 DCGAN's step lost 3-6%)
+    assert _joint_pays(x.to(torch.bfloat16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _joint_pays(x)
+    model = _gan()
+    model.discriminator = Recorder(model.discriminator)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model.d_terms(torch.zeros(4, 1, 28, 28))
+    assert [len(x) for x in model.discriminator.inputs] == [8]  # reals and fakes, one pass
+    model.discriminator.inputs.clear()
+    model.d_terms(torch.zeros(4, 1, 28, 28))
+    assert [len(x) for x in model.discriminator.inputs] == [4, 4]

@@ -31,7 +31,18 @@ from genforge.fields import check_ranges, opt
 from genforge.errors import GenforgeError
 from genforge.models.base import Batch, Capabilities, GenerativeModel, Phase
 from genforge.nets import (KERNELS, FlattenFrom, Maxout, dcgan_init, down_block, frozen, memory_format_of, relayout,
+                           split_batches,
                            stride2_padding, up_block, up_to_image)
+
+JOINT_PASSES = [True]  # False: D's real and fake batches always in two passes (benches and tests compare them)
+
+
+def _joint_pays(x: torch.Tensor) -> bool:
+    """Where one pass over D's two batches was measured faster (bench/README.md, Zen 4): a CPU computing
+    in bf16 (x1.02-1.04); in float32 the 32x32 DCGAN's lost (x0.94-0.97), and no GPU was measured."""
+    return x.device.type == "cpu" and (x.dtype is torch.bfloat16 or (
+        torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") is torch.bfloat16))
+
 
 BCE_LOSSES = ("nonsaturating", "minimax")  # the BCE game of Goodfellow et al.: D outputs logits
 REJECT_POOL = 10_000  # model.reject: samples whose D logits set the acceptance threshold
@@ -345,6 +356,7 @@ class GAN(GenerativeModel):
         self.points = len(image_shape) == 1  # toy data: float points (B, D) instead of images
         self.classes = num_classes if cfg.conditional != "none" else 0  # one-hot entries joined to z
         self.progress = 0.0
+        self._joint_passes = False  # D's real and fake batches as one pass (a conv D: DCGANDiscriminator)
         norm = cfg.d_norm
         if norm == "auto":
             norm = "layer" if cfg.loss == "wgan-gp" else ("none" if self.points else "batch")
@@ -363,6 +375,7 @@ class GAN(GenerativeModel):
             self.discriminator = DCGANDiscriminator(channels * cfg.pack, size, cfg.width, norm, num_classes, cfg.conditional,
                                                     cfg.kernel)
             dcgan_init(self)
+            self._joint_passes = True
             if cfg.conditional == "projection":
                 nn.init.normal_(self.discriminator.embed.weight, 0.0, 0.02)
 
@@ -484,11 +497,18 @@ class GAN(GenerativeModel):
                 fake, fake_labels = self._fake(real.shape[0], real.device, labels if self.classes else None)
         else:
             fake, fake_labels = fakes[0].detach(), fakes[1]
-        # Separate passes, so BN statistics of a fake batch are the same here as in G's step;
-        # one concatenated pass lets D separate by batch statistics that G never sees.
+        # Each batch by its own BN statistics, so those of a fake batch are the same here as in G's
+        # step (one plainly concatenated pass would let D separate by batch statistics G never sees):
+        # a conv D runs both as one pass whose batch norm splits them (larger matrix products).
         real, fake = self._pack(real), self._pack(fake)
-        real_out = self._critic(real, labels)
-        fake_out = self._critic(fake, fake_labels)
+        if self._joint_passes and JOINT_PASSES[0] and _joint_pays(real):
+            both_labels = None if labels is None else torch.cat([labels, fake_labels])
+            with split_batches([real.shape[0], fake.shape[0]]):
+                real_out, fake_out = self._critic(torch.cat([real, fake]), both_labels).split(
+                    [real.shape[0], fake.shape[0]])
+        else:
+            real_out = self._critic(real, labels)
+            fake_out = self._critic(fake, fake_labels)
         loss = self.cfg.loss
         if loss in BCE_LOSSES:
             loss_real = F.binary_cross_entropy_with_logits(real_out, torch.full_like(real_out, self.cfg.real_label))
