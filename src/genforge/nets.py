@@ -163,15 +163,19 @@ def _overlap_add(cols: torch.Tensor, n: int, rows: int, width: int, size: tuple[
     return F.fold(cols, size, kernel, padding=padding, stride=stride)
 
 
+def computes_bf16_on_cpu(x: torch.Tensor) -> bool:
+    """Whether an operation on ``x`` computes in bf16 on the CPU: a bf16 tensor, or CPU autocast to bf16."""
+    return x.device.type == "cpu" and (x.dtype is torch.bfloat16 or (
+        torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") is torch.bfloat16))
+
+
 def _structural(conv: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> tuple[int, int] | None:
     """(stride, padding) where ``conv`` on ``x`` may take a matrix-product form: a bf16 computation on the
     CPU, a square kernel, one stride and one padding for both sides, no groups or dilation; else None."""
-    if not (_gemm_grads[0] and x.device.type == "cpu" and x.dim() == 4):
+    if not (_gemm_grads[0] and x.dim() == 4 and computes_bf16_on_cpu(x)):
         return None
-    bf16 = x.dtype is torch.bfloat16 or (torch.is_autocast_enabled("cpu")
-                                         and torch.get_autocast_dtype("cpu") is torch.bfloat16)
     (ky, kx), (sy, sx), padding = conv.kernel_size, conv.stride, conv.padding
-    if not (bf16 and ky == kx and sy == sx and not isinstance(padding, str) and padding[0] == padding[1]
+    if not (ky == kx and sy == sx and not isinstance(padding, str) and padding[0] == padding[1]
             and conv.groups == 1 and conv.dilation == (1, 1) and conv.padding_mode == "zeros"):
         return None
     return sy, padding[0]
@@ -202,10 +206,10 @@ def _narrow_up(conv: nn.ConvTranspose2d, x: torch.Tensor, output_padding: int) -
 
 
 def _gemm_conf(conv: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> tuple[int, int] | None:
-    """(stride, padding) where ``conv`` on ``x`` takes the matrix-product backward: a CPU step
-    computing in bf16 that trains the weights, with a square kernel, one stride and one padding
-    for both sides, no groups or dilation, and windows of at least ``MIN_GEMM_WINDOW`` values;
-    None where oneDNN's own backward serves."""
+    """(stride, padding) where ``conv`` on ``x`` takes the matrix-product backward (:func:`_structural`'s
+    conditions, under autograd): a conv from a grey image that passes its input a gradient (its input
+    gradient by overlap-add), or a layer that trains its weights with windows of at least
+    ``MIN_GEMM_WINDOW`` values; None where oneDNN's own backward serves."""
     conf = _structural(conv, x)
     if conf is None or not torch.is_grad_enabled():
         return None

@@ -31,8 +31,7 @@ from genforge.fields import check_ranges, opt
 from genforge.errors import GenforgeError
 from genforge.models.base import Batch, Capabilities, GenerativeModel, Phase
 from genforge.nets import (KERNELS, FlattenFrom, Maxout, dcgan_init, down_block, frozen, memory_format_of, relayout,
-                           split_batches,
-                           stride2_padding, up_block, up_to_image)
+                           computes_bf16_on_cpu, split_batches, stride2_padding, up_block, up_to_image)
 
 JOINT_PASSES = [True]  # False: D's real and fake batches always in two passes (benches and tests compare them)
 
@@ -40,8 +39,7 @@ JOINT_PASSES = [True]  # False: D's real and fake batches always in two passes (
 def _joint_pays(x: torch.Tensor) -> bool:
     """Where one pass over D's two batches was measured faster (bench/README.md, Zen 4): a CPU computing
     in bf16 (x1.02-1.04); in float32 the 32x32 DCGAN's lost (x0.94-0.97), and no GPU was measured."""
-    return x.device.type == "cpu" and (x.dtype is torch.bfloat16 or (
-        torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") is torch.bfloat16))
+    return computes_bf16_on_cpu(x)
 
 
 BCE_LOSSES = ("nonsaturating", "minimax")  # the BCE game of Goodfellow et al.: D outputs logits
@@ -356,7 +354,7 @@ class GAN(GenerativeModel):
         self.points = len(image_shape) == 1  # toy data: float points (B, D) instead of images
         self.classes = num_classes if cfg.conditional != "none" else 0  # one-hot entries joined to z
         self.progress = 0.0
-        self._joint_passes = False  # D's real and fake batches as one pass (a conv D: DCGANDiscriminator)
+        self._joint_passes = cfg.arch == "dcgan"  # D's real and fake batches as one pass (DCGANDiscriminator)
         norm = cfg.d_norm
         if norm == "auto":
             norm = "layer" if cfg.loss == "wgan-gp" else ("none" if self.points else "batch")
@@ -375,7 +373,6 @@ class GAN(GenerativeModel):
             self.discriminator = DCGANDiscriminator(channels * cfg.pack, size, cfg.width, norm, num_classes, cfg.conditional,
                                                     cfg.kernel)
             dcgan_init(self)
-            self._joint_passes = True
             if cfg.conditional == "projection":
                 nn.init.normal_(self.discriminator.embed.weight, 0.0, 0.02)
 
