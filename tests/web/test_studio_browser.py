@@ -63,6 +63,17 @@ def test_the_runs_page_lists_every_run(page, studio):
     screenshot(page, "runs")
 
 
+def test_curves_leave_out_the_final_metrics_row_which_the_table_shows(page, studio):
+    page.goto(studio.url + "/#/run?id=toys/ring")
+    expect(page.locator("canvas.chart").first).to_be_visible()
+    rows = [{"step": 100, "eval/modes": 3}, {"step": 200, "eval/modes": 5},
+            {"step": 200, "stage": "final", "eval/modes": 8, "eval/only_final": 1}]
+    points = page.evaluate("(rows) => GF.seriesOf(rows, 'eval/modes').points", rows)
+    assert points == [[100, 3], [200, 5]]  # one point a step: the checkpoint's, not the final row's
+    keys = page.evaluate("(rows) => GF.metricGroups(rows).flatMap(([, ks]) => ks)", rows)
+    assert keys == ["eval/modes"]  # a figure only the final row holds gets no empty chart
+
+
 def test_the_toy_lab_plays_ring_8_and_its_picture_changes(page, studio):
     page.goto(studio.url + "/#/lab")
     canvas = page.locator("#lab-canvas")
