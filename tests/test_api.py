@@ -254,3 +254,9 @@ def test_a_file_given_for_a_run_folder_names_the_folder_to_give(tmp_path):
         api.resume_config(tmp_path / "notes.txt")
     with pytest.raises(GenforgeError, match="nowhere: no such run folder$"):
         api.open_run(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("minutes", [float("inf"), float("nan"), 0.0, -1.0])
+def test_a_minutes_budget_must_be_positive_and_finite(minutes):
+    with pytest.raises(GenforgeError, match="--minutes must be a positive, finite number"):
+        api.check_config("ring-8", [], minutes=minutes)

@@ -43,6 +43,15 @@ def test_unknown_recipe_lists_known_ones():
         load_recipe("nope")
 
 
+@pytest.mark.parametrize("name", ["../recipes/ring-8", "/tmp/evil", "recipes/ring-8", "ring-8/../ring-8", "", "." * 300])
+def test_a_recipe_name_is_never_a_path(tmp_path, name):
+    # the studio passes names from the browser: no TOML outside the shipped recipes may load
+    (tmp_path / "evil.toml").write_text('family = "gan"\n')
+    with pytest.raises(GenforgeError, match="unknown recipe") as refused:
+        load_recipe(name)
+    assert len(str(refused.value).split(";")[0]) < 110  # a long name is shortened in the message
+
+
 def test_every_leaf_field_has_a_help_line():
     for recipe in recipe_names():
         fields = list(iter_fields(load_recipe(recipe)))

@@ -279,3 +279,54 @@ def test_a_damaged_config_json_is_named_as_damaged_not_as_missing(tmp_path):
     (folder / "config.json").write_text("{not json")
     with pytest.raises(GenforgeError, match=r"config.json: unreadable \(not UTF-8 JSON\); the run's config is damaged"):
         Run(folder)
+
+
+# --- why a failed run failed (the run list's problem column) ------------------------------------------
+
+def test_a_failed_run_names_the_error_its_training_recorded(tmp_path):
+    from genforge.runs import write_status
+
+    run = make_run(tmp_path / "r", checkpoint=None)
+    write_status(run, "failed", 3, error="genforge: error: train.device=cuda:7: no such GPU\n")
+    assert Run(run).status() == "failed"
+    assert Run(run).failure() == "genforge: error: train.device=cuda:7: no such GPU"
+    assert Run(run).summary(tmp_path).problem == Run(run).failure()
+
+
+def test_a_run_whose_child_died_before_its_config_names_train_log_s_error_line(tmp_path):
+    run = tmp_path / "child"
+    run.mkdir()
+    (run / "process.json").write_text(json.dumps({"recipe": "ring-8", "family": "gan", "pid": dead_pid()}))
+    (run / "train.log").write_text("genforge: ring-8 on cpu\ngenforge: error: data.root /nope: no such folder\n\n")
+    assert read_status(run) == "failed"
+    assert Run(run).failure() == "genforge: error: data.root /nope: no such folder"
+
+
+def test_a_run_killed_before_its_first_checkpoint_says_to_train_it_anew(tmp_path):
+    run = make_run(tmp_path / "k", checkpoint=None)
+    write_lock(run, dead_pid())
+    assert read_status(run) == "failed"
+    assert "before its first checkpoint" in Run(run).failure()
+
+
+def test_runs_that_did_not_fail_have_no_problem(tmp_path):
+    finished = make_run(tmp_path / "f", final=True)
+    assert Run(finished).status() == "finished" and Run(finished).failure() == ""
+
+
+def test_a_training_run_with_no_checkpoint_yet_is_told_to_wait_not_to_be_removed(tmp_path):
+    from genforge.checkpoint import latest_checkpoint
+    from genforge.errors import GenforgeError
+
+    run = make_run(tmp_path / "live", checkpoint=None)
+    config = json.loads((run / "config.json").read_text())
+    config["train"]["checkpoint_every"] = 500
+    (run / "config.json").write_text(json.dumps(config))
+    write_lock(run, os.getpid())  # a live holder: this process
+    with pytest.raises(GenforgeError) as live:
+        latest_checkpoint(run)
+    assert "writes its first checkpoint at step 500" in str(live.value) and "remove" not in str(live.value)
+    (run / "lock").unlink()
+    with pytest.raises(GenforgeError) as stopped:
+        latest_checkpoint(run)
+    assert "train it anew" in str(stopped.value)

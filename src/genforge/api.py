@@ -19,6 +19,7 @@ CLI starts fast.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import signal
 import socket
@@ -170,8 +171,8 @@ def _check_budget(steps: int | None, minutes: float | None) -> None:
         raise GenforgeError("give a budget in steps or in minutes, not both")
     if steps is not None and steps <= 0:
         raise GenforgeError(f"--steps must be positive, not {steps}")
-    if minutes is not None and not minutes > 0:
-        raise GenforgeError(f"--minutes must be positive, not {minutes}")
+    if minutes is not None and not (minutes > 0 and math.isfinite(minutes)):
+        raise GenforgeError(f"--minutes must be a positive, finite number of minutes, not {minutes}")
 
 
 def new_run_dir(cfg: RunConfig, run_dir: str | Path | None = None, root: str | Path = "runs") -> Path:

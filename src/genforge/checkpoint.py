@@ -280,6 +280,15 @@ def _train_anew(run_dir: Path) -> str:
         recipe = "RECIPE"
     if not (run_dir / "config.json").exists():
         return f"train first: genforge train {recipe} --run-dir {run_dir}"
+    from genforge.runs import read_status
+
+    if read_status(run_dir) == "training":  # a healthy run before its first checkpoint: wait, do not delete it
+        try:
+            every = json.loads((run_dir / "config.json").read_text())["train"]["checkpoint_every"]
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            every = None
+        when = f"at step {every} (train.checkpoint_every)" if isinstance(every, int) else "soon"
+        return f"the run is training and writes its first checkpoint {when}: try again then"
     return (f"train it anew into another folder (genforge train {recipe} --run-dir NEW_DIR), or remove {run_dir} "
             f"and train into it again")
 

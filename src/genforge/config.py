@@ -221,10 +221,13 @@ def recipe_names() -> list[str]:
 
 
 def load_recipe_dict(name: str) -> dict[str, Any]:
-    folder = resources.files("genforge") / "recipes"
-    path = folder / f"{name}.toml"
-    if not path.is_file():
-        raise GenforgeError(f"unknown recipe '{name}'; known recipes: {', '.join(recipe_names())}")
+    """A built-in recipe's TOML as a dict. Only the shipped names are looked up: a name is never a path
+    (the studio passes names from the browser, and '../x' or '/tmp/x' must not load any TOML on disk)."""
+    known = recipe_names()
+    if name not in known:
+        shown = name if len(name) <= 80 else name[:77] + "..."
+        raise GenforgeError(f"unknown recipe '{shown}'; known recipes: {', '.join(known)}")
+    path = resources.files("genforge") / "recipes" / f"{name}.toml"
     try:
         return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:

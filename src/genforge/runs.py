@@ -287,7 +287,7 @@ class RunSummary:
     newest_sample: Path | None
     headline: dict[str, float] = field(default_factory=dict)
     updated: float = 0.0
-    problem: str = ""  # why the run cannot be read (a damaged config.json): listed, not hidden
+    problem: str = ""  # why the run cannot be read (a damaged config.json) or why it failed: listed, not hidden
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -407,6 +407,22 @@ class Run:
         except OSError:
             return []
 
+    def failure(self, status: str | None = None) -> str:
+        """Why a failed run failed, in one line ('' for a run that did not fail): the error its training
+        recorded, else the last error line of its train.log, else what the folder shows."""
+        if (status or self.status()) != "failed":
+            return ""
+        error = recorded_status(self.path).get("error")
+        if isinstance(error, str) and error.strip():
+            return error.strip().splitlines()[-1]
+        lines = [line.strip() for line in self.log_tail(50) if line.strip()]
+        errors = [line for line in lines if "error" in line.lower()]
+        if errors or lines:
+            return (errors or lines)[-1]
+        if not (self.path / "config.json").is_file():
+            return "its training stopped before writing config.json"
+        return "stopped before its first checkpoint: nothing to resume; train it anew"
+
     def summary(self, root: str | Path | None = None) -> RunSummary:
         rows = self.metrics()
         speeds = [r["images_per_s"] for r in rows if isinstance(r.get("images_per_s"), (int, float))]
@@ -416,10 +432,11 @@ class Run:
         frames = self.timeline(step)
         train = self.budget()
         ident = self.path.relative_to(root).as_posix() if root is not None else self.path.as_posix()
-        return RunSummary(ident, self.path, self.recipe, self.family, self.status(), step,
+        status = self.status()
+        return RunSummary(ident, self.path, self.recipe, self.family, status, step,
                           int(train.get("steps", 0) or 0), float(train.get("minutes", 0.0) or 0.0),
                           speeds[-1] if speeds else None, frames[-1][1] if frames else None, headline,
-                          _updated(self.path))
+                          _updated(self.path), self.failure(status))
 
 
 def _pending_config(path: Path) -> dict[str, Any] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -102,11 +103,43 @@ def test_the_metrics_stream_sends_rows_as_they_are_written(client, runs):
         with metrics.open("a") as out:
             out.write(json.dumps({"step": 8, "g/loss": 0.5}) + "\n")
 
-    first = events(client, "/api/events/metrics", run="dcgan", since=6, limit=1)
+    first = events(client, "/api/events/metrics", run="dcgan", after=3, limit=1)
     assert first[0]["rows"] == [] and first[0]["status"] == "finished"  # the status, no rows yet
+    assert first[0]["reset"] is False
     threading.Thread(target=write_row).start()
-    later = events(client, "/api/events/metrics", run="dcgan", since=6, limit=2, interval=0.1)
+    later = events(client, "/api/events/metrics", run="dcgan", after=3, limit=2, interval=0.1)
     assert later[1]["rows"] == [{"step": 8, "g/loss": 0.5}] and later[1]["step"] == 8
+
+
+def test_the_metrics_stream_sends_a_second_row_of_the_same_step(client, runs):
+    # a training-time eval row follows the loss row of its step: filtering by step lost it when a poll
+    # fell between the two writes
+    metrics = runs / "dcgan" / "metrics.jsonl"
+    with metrics.open("a") as out:
+        out.write(json.dumps({"step": 6, "eval/fid": 30.0}) + "\n")
+    streamed = events(client, "/api/events/metrics", run="dcgan", after=3, limit=1)
+    assert streamed[0]["rows"] == [{"step": 6, "eval/fid": 30.0}] and not streamed[0]["reset"]
+
+
+def test_a_log_rewritten_by_a_resume_is_sent_again_whole(client, runs):
+    # the page has rows 2, 4, 6; a resume from step 4's checkpoint rewrites the log while the stream is
+    # open: 2, 4, then a new step 6 (as many rows as before, the last one different)
+    metrics = runs / "dcgan" / "metrics.jsonl"
+    kept = metrics.read_text().splitlines()[:2]
+
+    def rewrite():
+        time.sleep(0.3)
+        metrics.write_text("\n".join([*kept, json.dumps({"step": 6, "g/loss": 9.0})]) + "\n")
+
+    threading.Thread(target=rewrite).start()
+    streamed = events(client, "/api/events/metrics", run="dcgan", after=3, limit=2, interval=0.1)
+    assert streamed[0]["rows"] == [] and streamed[0]["reset"] is False
+    assert streamed[1]["reset"] is True and [r["step"] for r in streamed[1]["rows"]] == [2, 4, 6]
+    assert streamed[1]["rows"][-1]["g/loss"] == 9.0
+    # a log shorter than the rows the page has (cut back to an earlier checkpoint) is sent whole too
+    metrics.write_text("\n".join(kept) + "\n")
+    cut = events(client, "/api/events/metrics", run="dcgan", after=3, limit=1)
+    assert cut[0]["reset"] is True and [r["step"] for r in cut[0]["rows"]] == [2, 4]
 
 
 def test_compare_overlays_runs_and_diffs_their_configs(client):
@@ -397,7 +430,7 @@ def test_a_diverged_run_s_nan_losses_reach_the_page_as_null(client, runs):
         out.write('{"step": 8, "g/loss": NaN, "d/loss": Infinity}\n')
     rows = client.get("/api/run/metrics", params={"run": "dcgan", "since": 6}).json()["rows"]
     assert rows == [{"step": 8, "g/loss": None, "d/loss": None}]
-    streamed = events(client, "/api/events/metrics", run="dcgan", since=6, limit=1)
+    streamed = events(client, "/api/events/metrics", run="dcgan", after=3, limit=1)
     assert streamed[0]["rows"] == rows
 
 
@@ -405,3 +438,51 @@ def test_a_diverged_run_s_nan_losses_reach_the_page_as_null(client, runs):
 def test_an_event_stream_interval_beyond_a_minute_is_refused(client, interval):
     # limit=1: were the interval accepted, the stream would end after its first event instead of hanging the test
     assert client.get("/api/events/runs", params={"interval": interval, "limit": 1}).status_code == 422
+
+
+# --- found by an audit of the studio (2026-12-03) ------------------------------------------------------
+
+@pytest.mark.parametrize("body", ['{"run": "vae", "z": [[NaN, 0]]}', '{"run": "vae", "z": [[Infinity, 0]]}',
+                                  '{"run": "vae", "z": [[0, -Infinity]]}'])
+def test_non_finite_latent_codes_are_refused(client, body):
+    answer = client.post("/api/explore/decode", content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422 and "finite" in answer.json()["error"]
+
+
+@pytest.mark.parametrize("budget", ['"minutes": Infinity', '"minutes": NaN', '"steps": 1, "minutes": Infinity'])
+def test_a_non_finite_budget_is_refused(client, budget):
+    body = '{"recipe": "ring-8", ' + budget + "}"
+    answer = client.post("/api/check", content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422 and "finite" in answer.json()["error"]
+
+
+def test_check_refuses_the_run_names_start_would(client, runs):
+    bad = client.post("/api/check", json={"recipe": "ring-8", "name": "../evil"})
+    assert bad.status_code == 400 and "run name" in bad.json()["error"]
+    taken = client.post("/api/check", json={"recipe": "ring-8", "name": "dcgan"})
+    assert taken.status_code == 409 and "exists already" in taken.json()["error"]
+    assert client.post("/api/check", json={"recipe": "ring-8", "name": "fresh-name"}).json() == {"ok": True}
+    assert not (runs / "fresh-name").exists()  # a check writes nothing
+
+
+def test_an_unknown_route_answers_the_studio_s_one_line(client):
+    answer = client.get("/api/no-such-thing")
+    assert answer.status_code == 404 and answer.json() == {
+        "error": "no such page or API route: /api/no-such-thing (the studio's pages are under /)"}
+
+
+def test_the_run_page_says_whether_a_checkpoint_exists(client, runs):
+    details = client.get("/api/run", params={"run": "dcgan"}).json()
+    assert details["checkpoint_step"] == 6 and details["checkpoint_every"] > 0
+    shutil.rmtree(runs / "dcgan" / "checkpoints")
+    details = client.get("/api/run", params={"run": "dcgan"}).json()
+    assert details["checkpoint_step"] is None
+
+
+def test_a_failed_run_says_why_in_the_list(client, runs):
+    import genforge.runs as runs_module
+
+    runs_module.write_status(runs / "dcgan", "failed", 6, error="genforge: error: train.device=cuda:7: no such GPU")
+    listed = {r["id"]: r for r in client.get("/api/runs").json()["runs"]}
+    assert listed["dcgan"]["status"] == "failed" and "cuda:7" in listed["dcgan"]["problem"]
+    assert listed["vae"]["problem"] == ""  # a finished run has none

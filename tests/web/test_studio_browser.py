@@ -174,8 +174,13 @@ def test_refusals_read_as_one_line_and_a_missing_run_says_so_at_once(page, studi
     shutil.copytree(studio.root / "toys" / "ring", bare)
     shutil.rmtree(bare / "checkpoints")
     page.goto(studio.url + "/#/run?id=no-checkpoint")
-    page.click("#export-onnx")  # a cancelled download named export.json, and nothing on the page
-    expect(page.locator(".notice.error")).to_contain_text("no complete checkpoint")
+    # nothing to resume, explore or export: the buttons that could only fail are gone, and the page says why
+    expect(page.locator("#no-checkpoint")).to_contain_text("no checkpoint: nothing to resume, explore or export")
+    for control in ("#resume", "#export-onnx", "a.button[href^='#/explore']"):
+        expect(page.locator(control)).to_be_hidden()
+    # asked anyway (an old link), the export route still refuses in one line
+    answer = page.evaluate("() => fetch('/api/explore/export?run=no-checkpoint&format=onnx').then((r) => r.json())")
+    assert "no complete checkpoint" in answer["error"]
 
 
 def test_evaluate_from_the_run_page_with_a_progress_bar(page, studio):
@@ -196,13 +201,18 @@ def test_a_vae_s_latent_map_decodes_a_click(page, studio):
     screenshot(page, "latent-map")
 
 
-def test_compare_two_runs(page, studio):
+def compare_ticked(page, studio, *run_ids: str, shown: str) -> None:
+    """Tick ``run_ids`` on the runs page and compare them: ``shown`` is in the config diff, a grid each."""
     page.goto(studio.url + "/")
-    page.locator('tr[data-run="dcgan"] input.pick').check()
-    page.locator('tr[data-run="vae"] input.pick').check()
+    for run_id in run_ids:
+        page.locator(f'tr[data-run="{run_id}"] input.pick').check()
     page.click("text=Compare ticked runs")
-    expect(page.locator("#config-diff")).to_contain_text("mnist-vae")
-    expect(page.locator(".grids img")).to_have_count(2)
+    expect(page.locator("#config-diff")).to_contain_text(shown)
+    expect(page.locator(".grids img")).to_have_count(len(run_ids))
+
+
+def test_compare_two_runs(page, studio):
+    compare_ticked(page, studio, "dcgan", "vae", shown="mnist-vae")
     screenshot(page, "compare")
 
 
@@ -231,3 +241,138 @@ def test_a_token_studio_works_from_its_printed_url(browser, trained_runs):
         page.goto(live.url + "/#/run?id=dcgan")
         expect(page.locator("#timeline-step")).to_contain_text("step 6")
         context.close()
+
+
+# --- found by an audit of the studio (2026-12-03) ------------------------------------------------------
+
+def test_an_address_with_no_run_or_an_unknown_recipe_says_so(page, studio):
+    for view, title in (("run", "Run"), ("explore", "Explore")):
+        page.goto(studio.url + f"/#/{view}")
+        expect(page.locator(".notice.error")).to_have_text("no run named in the address: open one from the Runs page")
+        expect(page.locator("h1")).to_have_text(title)
+    page.goto(studio.url + "/#/train?recipe=nope")  # "schema.fields is not iterable" before
+    expect(page.locator(".notice.error")).to_contain_text("no recipe 'nope'")
+    expect(page.locator("#train-form")).to_be_visible()  # the list's first recipe, ready to use
+
+
+def test_start_s_refusal_is_not_wiped_by_a_slower_check(page, studio):
+    page.goto(studio.url + "/#/train?recipe=ring-8")
+    expect(page.locator("#train-form")).to_be_visible()
+    # every /api/check answers 1.5 s late (a busy studio), after Start's refusal has been shown
+    page.evaluate("""() => { const plain = window.fetch;
+      window.fetch = (url, init) => String(url).includes('/api/check')
+        ? plain(url, init).then((r) => new Promise((ok) => setTimeout(() => ok(r), 1500))) : plain(url, init); }""")
+    page.fill("#run-name", "taken-later")
+    page.wait_for_timeout(600)  # the form's check is sent (and passes, late)
+    (studio.root / "taken-later").mkdir()  # then the folder appears, so Start is refused
+    try:
+        page.click("#start")
+        expect(page.locator("#train-note .notice.error")).to_contain_text("exists already")
+        page.wait_for_timeout(2500)  # the check's late "ok" has come and gone
+        expect(page.locator("#train-note .notice.error")).to_contain_text("exists already")
+    finally:
+        (studio.root / "taken-later").rmdir()
+
+
+def test_a_number_the_form_cannot_read_is_refused_not_sent_as_no_change(page, studio):
+    page.goto(studio.url + "/#/train?recipe=ring-8")
+    expect(page.locator("#train-form")).to_be_visible()
+    page.locator("#budget").press_sequentially("1e400")  # Infinity: the browser's value is ""
+    page.click("#start")
+    expect(page.locator("#train-note .notice.error")).to_contain_text("budget: not a number this form can read")
+    assert not (studio.root / "ring-8").exists() and not list(studio.root.glob("ring-8-*"))
+
+
+def test_a_toy_run_s_samples_show_as_one_scatter_at_its_size(page, studio):
+    page.goto(studio.url + "/#/explore?id=toys/ring")
+    scatter = page.locator("#sample-grid img.scatter")
+    expect(scatter).to_be_visible()
+    expect(page.locator("#sample-grid img.sample")).to_have_count(0)  # not squeezed into a 72 px tile
+    assert scatter.evaluate("(img) => img.complete && img.getBoundingClientRect().width") > 200
+
+
+def test_a_toy_discogan_explains_where_to_look_instead_of_a_blank_page(page, studio):
+    from tests.web.conftest import TOY, train_tiny
+
+    train_tiny(studio.root / "gmm-toy", "gmm-discogan", [o for o in TOY if not o.startswith("model.layers")], steps=2)
+    page.goto(studio.url + "/#/explore?id=gmm-toy")
+    expect(page.locator("#nothing-to-explore")).to_contain_text("a toy DiscoGAN translates points")
+
+
+def test_per_class_samples_come_in_one_labelled_row_a_class(page, studio):
+    page.goto(studio.url + "/#/explore?id=cgan&n=4&byclass=1")
+    rows = page.locator("#sample-grid .class-row")
+    expect(rows).to_have_count(10)
+    expect(rows.nth(3).locator(".class-label")).to_have_text("class 3")
+    expect(rows.nth(3).locator("img.sample")).to_have_count(4)
+    tops = rows.nth(0).locator("img.sample").evaluate_all("(imgs) => imgs.map((i) => i.getBoundingClientRect().top)")
+    assert len(set(tops)) == 1  # a class's samples on one line
+
+
+def test_an_upload_that_works_clears_the_last_one_s_refusal(page, studio):
+    import io
+
+    from PIL import Image
+
+    page.goto(studio.url + "/#/explore?id=vae")
+    upload = page.locator("#upload-reconstruct")
+    upload.set_input_files(files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a picture"}])
+    expect(page.locator(".notice.error")).to_be_visible()
+    png = io.BytesIO()
+    Image.new("L", (28, 28), 128).save(png, format="PNG")
+    upload.set_input_files(files=[{"name": "digit.png", "mimeType": "image/png", "buffer": png.getvalue()}])
+    expect(page.locator("#explore-out .strip img")).to_have_count(2)
+    expect(page.locator(".notice.error")).to_have_count(0)
+
+
+def test_compare_takes_run_names_that_hold_a_comma(page, studio):
+    import shutil
+
+    shutil.copytree(studio.root / "vae", studio.root / "a,b")
+    try:
+        compare_ticked(page, studio, "a,b", "dcgan", shown="a,b")
+        old_link = page.evaluate("() => GF.compareIds(new URLSearchParams('ids=dcgan,vae'))")
+        assert old_link == ["dcgan", "vae"]  # links written before keep working
+    finally:
+        shutil.rmtree(studio.root / "a,b")
+
+
+def test_a_hidden_tab_closes_its_event_streams_and_opens_them_when_shown(page, studio):
+    page.goto(studio.url + "/#/run?id=dcgan")
+    expect(page.locator("canvas.chart").first).to_be_visible()
+    open_streams = "() => GF.streams.filter((s) => s.source && s.source.readyState !== 2).length"
+    page.wait_for_function(f"({open_streams})() === 1")
+    hide = """(hidden) => { Object.defineProperty(document, 'hidden', { configurable: true, get: () => hidden });
+                           document.dispatchEvent(new Event('visibilitychange')); }"""
+    page.evaluate(hide, True)
+    assert page.evaluate(open_streams) == 0  # a background tab holds none of the browser's six connections
+    page.evaluate(hide, False)
+    page.wait_for_function(f"({open_streams})() === 1")
+    assert "after=" in page.evaluate("() => GF.streams[0].source.url")  # resumes past the rows the page has
+
+
+def test_log_axis_ticks_are_round_values(page, studio):
+    page.goto(studio.url + "/")
+    labels = page.evaluate("""() => [[0.3, 1.6], [-0.5, 4.5], [-12, 12]].map(([lo, hi]) =>
+      GF.logTicks(lo, hi, 4).map((t) => GF.fmt(+Math.pow(10, t).toPrecision(6))))""")
+    assert labels[0] == ["2", "5", "10", "20"] and labels[1] == ["1", "10", "100", "1000", "10000"]
+    assert labels[2][0] == "1.00e-12" and len(labels[2]) <= 8
+
+
+def test_a_diverged_run_says_which_figures_went_non_finite_and_from_when(page, studio):
+    page.goto(studio.url + "/#/run?id=toys/ring")
+    expect(page.locator("canvas.chart").first).to_be_visible()
+    rows = [{"step": 5, "g/loss": 0.7}, {"step": 10, "g/loss": None, "d/loss": 0.5}, {"step": 15, "g/loss": None}]
+    assert page.evaluate("(rows) => GF.nonFinite(rows)", rows) == {"g/loss": 10}
+    expect(page.locator("#non-finite")).to_have_count(0)  # the ring run trained fine
+    import shutil
+
+    shutil.copytree(studio.root / "toys" / "ring", studio.root / "diverged")
+    with (studio.root / "diverged" / "metrics.jsonl").open("a") as out:
+        out.write('{"step": 99, "g/loss": NaN, "d/loss": Infinity}\n')
+    try:
+        page.goto(studio.url + "/#/run?id=diverged")
+        expect(page.locator("#non-finite")).to_contain_text("g/loss from step 99")
+        expect(page.locator("#non-finite")).to_contain_text("d/loss from step 99")
+    finally:
+        shutil.rmtree(studio.root / "diverged")

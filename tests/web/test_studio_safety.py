@@ -242,3 +242,39 @@ def test_the_page_may_load_nothing_from_elsewhere_nor_be_framed(client):
     policy = client.get("/").headers["content-security-policy"]
     assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
     assert "http" not in policy  # no other origin is allowed
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1.attacker.example:8765", "127.evil.example", "127.0.0.1.nip.io:8765",
+                                  "localhost.evil.example:8765", "0x7f000001.example"])
+def test_a_rebinding_name_that_merely_starts_like_loopback_is_refused(runs, host):
+    # a page served from such a name, resolving to 127.0.0.1, would be same-origin with itself
+    with make_client(runs) as c:
+        answer = c.get("/api/runs", headers={"Host": host})
+        assert answer.status_code == 403 and "host" in answer.json()["error"]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8765", "127.0.0.2:8765", "[::1]:8765", "localhost:8765", "LOCALHOST"])
+def test_loopback_addresses_and_localhost_are_served(runs, host):
+    with make_client(runs) as c:
+        assert c.get("/api/runs", headers={"Host": host}).status_code == 200
+
+
+@pytest.mark.parametrize("run_id", ["a" * 300, "a" * 600, "dcgan/" + "b" * 300])
+def test_run_ids_too_long_for_the_file_system_are_refused_in_one_line(client, run_id):
+    answer = client.get("/api/run", params={"run": run_id})
+    assert answer.status_code == 400 and "refused" in answer.json()["error"]
+    assert len(answer.json()["error"]) < 200  # the id is shortened, not echoed whole
+
+
+def test_a_picture_name_too_long_for_the_file_system_is_refused(client):
+    answer = client.get("/api/run/file", params={"run": "dcgan", "name": "samples/" + "a" * 300 + ".png"})
+    assert answer.status_code == 400 and "refused" in answer.json()["error"]
+
+
+@pytest.mark.parametrize("recipe", ["/tmp/evil", "../../../../tmp/evil", "ring-8/../ring-8", "recipes/ring-8"])
+def test_a_recipe_is_a_built_in_name_never_a_path(client, tmp_path, recipe):
+    (tmp_path / "evil.toml").write_text('family = "gan"\n')
+    for route in ("/api/check", "/api/train"):
+        answer = client.post(route, json={"recipe": recipe, "name": "evil-run", "steps": 1})
+        assert answer.status_code == 400 and "unknown recipe" in answer.json()["error"], route
+    assert client.get(f"/api/recipes/{recipe.replace('/', '%2F')}").status_code in (400, 404)

@@ -10,8 +10,16 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 
 from genforge.web.safety import resolve_run
+
+
+class Body(BaseModel):
+    """A request body the studio takes: numbers must be finite (JSON's NaN and Infinity, which Python's
+    parser accepts, are refused with a 422 naming the field instead of reaching a model as a blank picture)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
 
 def studio(request: Request):

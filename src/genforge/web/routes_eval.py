@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from genforge import api
-from genforge.web.common import run_dir, studio
+from genforge.web.common import Body, run_dir, studio
 
 router = APIRouter(prefix="/api/eval")
 
 
-class EvalRequest(BaseModel):
+class EvalRequest(Body):
     run: str
     n: int = Field(2000, ge=10, le=50_000)
     seed: int = Field(0, ge=api.SEED_RANGE[0], le=api.SEED_RANGE[1])

@@ -11,17 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from genforge import api
-from genforge.web.common import data_url, run_dir, studio
+from genforge.web.common import Body, data_url, run_dir, studio
 from genforge.web.safety import Refused, read_capped
 
 router = APIRouter(prefix="/api/explore")
 MAX_SAMPLES = 256
 
 
-class SampleRequest(BaseModel):
+class SampleRequest(Body):
     run: str
     seed: int = Field(0, ge=api.SEED_RANGE[0], le=api.SEED_RANGE[1])
     n: int = Field(16, ge=1, le=MAX_SAMPLES)
@@ -30,14 +30,14 @@ class SampleRequest(BaseModel):
     by_class: bool = False
 
 
-class SampleRef(BaseModel):
+class SampleRef(Body):
     seed: int = Field(..., ge=api.SEED_RANGE[0], le=api.SEED_RANGE[1])
     n: int = Field(..., ge=1, le=MAX_SAMPLES)
     index: int = Field(..., ge=0)
     label: int | None = Field(None, ge=0)  # a conditional run's class of that grid
 
 
-class InterpolateRequest(BaseModel):
+class InterpolateRequest(Body):
     run: str
     a: SampleRef
     b: SampleRef
@@ -45,14 +45,14 @@ class InterpolateRequest(BaseModel):
     spherical: bool = False
 
 
-class ArithmeticRequest(BaseModel):
+class ArithmeticRequest(Body):
     run: str
     a: list[SampleRef] = Field(..., min_length=1, max_length=16)
     b: list[SampleRef] = Field(..., min_length=1, max_length=16)
     c: list[SampleRef] = Field(..., min_length=1, max_length=16)
 
 
-class LatentRequest(BaseModel):
+class LatentRequest(Body):
     run: str
     z: list[list[float]] = Field(..., min_length=1, max_length=MAX_SAMPLES)
 

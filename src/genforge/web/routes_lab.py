@@ -14,10 +14,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from genforge.config import TRAIN_SEED_MAX
-from genforge.web.common import StudioJSON, studio
+from genforge.web.common import Body, StudioJSON, studio
 from genforge.web.safety import Refused, read_capped
 
 router = APIRouter(prefix="/api/lab")
@@ -57,21 +57,21 @@ class LabSessions:
             return session
 
 
-class NewLab(BaseModel):
+class NewLab(Body):
     recipe: str = "ring-8"
     overrides: dict[str, str] = Field(default_factory=dict)
     points: list[list[float]] | None = Field(None, min_length=8, max_length=20_000)  # drawn points
     seed: int = Field(0, ge=0, le=TRAIN_SEED_MAX)  # a training seed, as train.seed (Explore's seeds are noise seeds)
 
 
-class StepRequest(BaseModel):
+class StepRequest(Body):
     which: str = Field("both", pattern="^(both|d|g)$")
     n: int = Field(1, ge=1, le=200)
     grid: int = Field(40, ge=8, le=80)
     arrows: int = Field(100, ge=0, le=400)
 
 
-class SetRequest(BaseModel):
+class SetRequest(Body):
     loss: str | None = None
     lr_d: float | None = Field(None, gt=0)
     lr_g: float | None = Field(None, gt=0)

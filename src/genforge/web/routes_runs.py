@@ -78,11 +78,19 @@ def run_details(root: Path, path: Path) -> dict:
         "summary": summary,
         "config": run.raw_config,  # a run still starting: what process.json says (recipe, family, budget)
         "config_written": (path / "config.json").is_file(),
+        "checkpoint_step": run.checkpoint_step(),  # None: nothing to resume, explore or export yet
+        "checkpoint_every": _checkpoint_every(run.raw_config),
         "timeline": [{"step": step, "name": relative_name(path, p)} for step, p in run.timeline()],
         "plots": [relative_name(path, p) for p in run.plots()],
         "eval": run.eval_result(),
         "log_tail": run.log_tail(20),
     }
+
+
+def _checkpoint_every(config: dict) -> int | None:
+    train = config.get("train")
+    every = train.get("checkpoint_every") if isinstance(train, dict) else None
+    return every if isinstance(every, int) and not isinstance(every, bool) else None
 
 
 @router.get("/run")
@@ -96,21 +104,29 @@ def run_metrics(request: Request, run: str, since: int | None = None):
 
 
 @router.get("/events/metrics")
-def metrics_events(request: Request, run: str, since: int | None = None, limit: int | None = Query(None, ge=1),
+def metrics_events(request: Request, run: str, after: int = Query(0, ge=0), limit: int | None = Query(None, ge=1),
                    interval: float = Query(1.0, ge=0.05, le=60)):
-    """New metrics rows as they are written, with the run's status and step (sent when either changes)."""
+    """The metrics rows past the first ``after`` (the rows the page has) as they are written, with the
+    run's status and step (sent when either changes).
+
+    Rows are counted, not filtered by step: a training-time eval row shares its step with the loss row
+    before it, and a resume rewrites the log from its checkpoint's step. When the log no longer begins
+    with the rows sent (a resume cut it), the event says ``reset`` and carries every row."""
     opened = api.open_run(run_dir(request, run))
-    state = {"since": since, "status": None}
+    state: dict = {"count": after, "last": None, "status": None}
 
     def poll():
-        rows = opened.metrics(since=state["since"])
+        rows = opened.metrics()
         status = opened.status()
-        if not rows and status == state["status"]:
+        count = state["count"]
+        if state["last"] is None and 0 < count <= len(rows):
+            state["last"] = rows[count - 1]  # the page's newest row, as it was when the stream began
+        reset = count > len(rows) or (count > 0 and rows[count - 1] != state["last"])
+        new = rows if reset else rows[count:]
+        if not new and not reset and status == state["status"]:
             return None
-        if rows:
-            state["since"] = rows[-1]["step"]
-        state["status"] = status
-        return {"rows": rows, "status": status, "step": opened.step()}
+        state.update(count=len(rows), last=rows[-1] if rows else None, status=status)
+        return {"rows": new, "reset": reset, "status": status, "step": opened.step(rows)}
 
     return event_stream(request, poll, interval, limit)
 

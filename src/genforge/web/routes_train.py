@@ -11,17 +11,17 @@ import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from genforge import api
 from genforge.errors import GenforgeError
-from genforge.web.common import run_dir, run_id_of, studio
+from genforge.web.common import Body, run_dir, run_id_of, studio
 from genforge.web.safety import Refused, check_run_name
 
 router = APIRouter(prefix="/api")
 
 
-class TrainRequest(BaseModel):
+class TrainRequest(Body):
     recipe: str
     overrides: dict[str, str] = Field(default_factory=dict)
     steps: int | None = Field(None, ge=1)
@@ -29,7 +29,7 @@ class TrainRequest(BaseModel):
     name: str | None = None  # the run folder's name under the runs folder (default RECIPE-TIMESTAMP)
 
 
-class RunRequest(BaseModel):
+class RunRequest(Body):
     run: str
     steps: int | None = Field(None, ge=1)
     minutes: float | None = Field(None, gt=0)
@@ -59,9 +59,22 @@ def recipe_schema(name: str):
     return api.recipe_schema(name).to_dict()
 
 
+def _new_run_folder(request: Request, name: str | None, recipe: str):
+    """Where a run named ``name`` (default RECIPE-TIMESTAMP) goes under the runs folder, or Refused."""
+    s = studio(request)
+    name = check_run_name(name or f"{recipe}-{time.strftime('%Y%m%d-%H%M%S')}")
+    target = s.root / name
+    if target.exists():
+        raise Refused(409, f"a folder '{name}' exists already under the runs folder; pick another name")
+    return target
+
+
 @router.post("/check")
-def check(body: TrainRequest):
-    """The same validation as ``genforge train --dry-run``: ok, or the error and the key it names."""
+def check(request: Request, body: TrainRequest):
+    """The same validation as ``genforge train --dry-run``, and the run name's as Start's: ok, or the
+    error and the key it names."""
+    if body.name:
+        _new_run_folder(request, body.name, body.recipe)
     try:
         api.check_config(body.recipe, _overrides(body.overrides), steps=body.steps, minutes=body.minutes)
     except GenforgeError as error:
@@ -93,10 +106,7 @@ def train(request: Request, body: TrainRequest):
 def _train(request: Request, body: TrainRequest):
     s = studio(request)
     _check_room(request)
-    name = check_run_name(body.name or f"{body.recipe}-{time.strftime('%Y%m%d-%H%M%S')}")
-    target = s.root / name
-    if target.exists():
-        raise Refused(409, f"a folder '{name}' exists already under the runs folder; pick another name")
+    target = _new_run_folder(request, body.name, body.recipe)
     try:
         process = api.start_training(body.recipe, _overrides(body.overrides), run_dir=target, steps=body.steps,
                                      minutes=body.minutes, data_root=s.data_root)

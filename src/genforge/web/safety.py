@@ -12,6 +12,7 @@ Why each check exists:
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 from pathlib import Path, PurePosixPath
@@ -24,7 +25,8 @@ from starlette.responses import JSONResponse
 from genforge.runs import PROCESS_FILE
 
 UPLOAD_LIMIT = 10 * 1024 * 1024  # bytes: an upload above this is refused before it is read
-LOOPBACK_NAMES = {"127.0.0.1", "localhost", "[::1]", "::1"}
+LOOPBACK_NAMES = {"localhost", "[::1]"}
+MAX_ID = 512  # characters of a run id or file name: far past any real one, short of the OS's name limits
 COOKIE = "genforge_token"
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -40,7 +42,14 @@ class Refused(Exception):
 
 
 def is_loopback(host: str) -> bool:
-    return host in LOOPBACK_NAMES or host.startswith("127.")
+    """Whether a Host name is this machine's loopback: 'localhost', '[::1]' or a 127.x.y.z address
+    (an address, not a name that starts with '127.': '127.0.0.1.attacker.example' is a rebinding name)."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _host_name(host_header: str) -> str:
@@ -148,32 +157,47 @@ def resolve_run(root: Path, run_id: str) -> Path:
     real path (symlinks followed) leaves ``root``; 404 when no run is there: a run is a folder with
     config.json, or with the process.json of a training the studio started that has not written it yet.
     """
+    if len(run_id) > MAX_ID:
+        raise Refused(400, f"run id of {len(run_id)} characters refused: give a folder under the runs folder, "
+                           "like 'mnist-vae-1'")
     if not run_id or "\x00" in run_id or "\\" in run_id or re.match(r"^[A-Za-z]:", run_id):
         raise Refused(400, f"run id {run_id!r} refused: give a folder under the runs folder, like 'mnist-vae-1'")
     parts = run_id.split("/")
     if PurePosixPath(run_id).is_absolute() or any(part in ("", ".", "..") for part in parts):
         raise Refused(400, f"run id {run_id!r} refused: absolute paths and '.'/'..' may not name a run")
-    root_real = root.resolve()
-    real = (root_real / run_id).resolve()
-    if real == root_real or not real.is_relative_to(root_real):
-        raise Refused(403, f"run id {run_id!r} refused: it leads outside the runs folder {root}")
-    config, child = real / "config.json", real / PROCESS_FILE
-    found = config.is_file() if config.exists() else (child.is_file() and not child.is_symlink())
-    if not found or not config.resolve().is_relative_to(root_real):
+    try:
+        root_real = root.resolve()
+        real = (root_real / run_id).resolve()
+        if real == root_real or not real.is_relative_to(root_real):
+            raise Refused(403, f"run id {run_id!r} refused: it leads outside the runs folder {root}")
+        config, child = real / "config.json", real / PROCESS_FILE
+        found = config.is_file() if config.exists() else (child.is_file() and not child.is_symlink())
+        inside = config.resolve().is_relative_to(root_real)
+    except OSError as error:  # a name too long for the file system, a loop of links
+        raise Refused(400, f"run id {_short(run_id)!r} refused: {error.strerror or error}") from None
+    if not found or not inside:
         raise Refused(404, f"no run '{run_id}' under {root} (a run is a folder with config.json)")
     return real
+
+
+def _short(text: str, at: int = 60) -> str:
+    return text if len(text) <= at else text[:at - 3] + "..."
 
 
 def run_file(run_dir: Path, name: str, folders: tuple[str, ...] = ("samples", "plots")) -> Path:
     """A picture inside the run: ``name`` must be FOLDER/FILE.png|jpg|gif in one of ``folders`` and stay inside."""
     parts = name.split("/")
-    if len(parts) != 2 or parts[0] not in folders or not re.fullmatch(r"[\w.-]+\.(png|jpg|jpeg|gif)", parts[1]) \
+    if len(name) > MAX_ID or len(parts) != 2 or parts[0] not in folders or not re.fullmatch(r"[\w.-]+\.(png|jpg|jpeg|gif)", parts[1]) \
             or parts[1].startswith("."):
         raise Refused(400, f"file {name!r} refused: only pictures in {', '.join(folders)}/ of a run are served")
-    path = (run_dir / name).resolve()
-    if not path.is_relative_to(run_dir.resolve()):
-        raise Refused(403, f"file {name!r} refused: it leads outside the run folder")
-    if not path.is_file():
+    try:
+        path = (run_dir / name).resolve()
+        if not path.is_relative_to(run_dir.resolve()):
+            raise Refused(403, f"file {name!r} refused: it leads outside the run folder")
+        found = path.is_file()
+    except OSError as error:
+        raise Refused(400, f"file {_short(name)!r} refused: {error.strerror or error}") from None
+    if not found:
         raise Refused(404, f"no file {name} in this run")
     return path
 

@@ -12,10 +12,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genforge.errors import GenforgeError
 from genforge.web.common import StudioJSON, validation_line
@@ -84,6 +85,12 @@ def create_app(runs: str | Path = "runs", token: str | None = None, data_root: s
     @app.exception_handler(GenforgeError)
     async def bad_input(_, error: GenforgeError):
         return JSONResponse({"error": str(error)}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):  # an unknown route: the studio's one line
+        message = (f"no such page or API route: {request.url.path} (the studio's pages are under /)"
+                   if error.status_code == 404 else str(error.detail))
+        return JSONResponse({"error": message}, status_code=error.status_code, headers=getattr(error, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def refused_fields(_, error: RequestValidationError):  # one line, not pydantic's error list

@@ -38,14 +38,24 @@ GF.q = encodeURIComponent;
 
 GF.fileUrl = (run, name) => `/api/run/file?run=${GF.q(run)}&name=${GF.q(name)}`;
 
-// One event stream per view: closing the view closes it.
+// One event stream per view: closing the view closes it. A browser keeps at most six connections to
+// one host, and an open stream holds one: a hidden tab closes its streams and opens them again when
+// shown (``url`` may be a function, asked again then: a stream that resumes where the page is), so
+// studio tabs left open in the background do not stop a seventh from loading.
 GF.streams = [];
 GF.listen = function (url, onData) {
-  const source = new EventSource(url);
-  source.onmessage = (e) => onData(JSON.parse(e.data));
-  GF.streams.push(source);
-  return source;
+  const stream = { url, onData, source: null };
+  stream.open = () => {
+    if (stream.source) return;
+    stream.source = new EventSource(typeof url === "function" ? url() : url);
+    stream.source.onmessage = (e) => onData(JSON.parse(e.data));
+  };
+  stream.close = () => { if (stream.source) stream.source.close(); stream.source = null; };
+  if (!document.hidden) stream.open();
+  GF.streams.push(stream);
+  return stream;
 };
+document.addEventListener("visibilitychange", () => GF.streams.forEach((s) => (document.hidden ? s.close() : s.open())));
 GF.timers = [];
 GF.every = function (ms, fn) { GF.timers.push(setInterval(fn, ms)); };
 
@@ -96,7 +106,7 @@ GF.runsView = function (view) {
   const chosen = new Set(), body = GF.el("tbody", {}), note = GF.el("div", {});
   const compare = GF.el("button", { onclick: () => {
     if (chosen.size < 2) return GF.notice(note, "tick two runs or more to compare them");
-    location.hash = "#/compare?ids=" + GF.q([...chosen].join(","));
+    location.hash = "#/compare?" + [...chosen].map((id) => "id=" + GF.q(id)).join("&");
   } }, "Compare ticked runs");
   view.append(GF.el("h1", {}, "Runs"), GF.el("p", { class: "muted" },
     "Every run under the runs folder, live: runs started from the CLI appear here too."), note,

@@ -34,6 +34,21 @@ GF.niceTicks = function (lo, hi, count) {
   return ticks;
 };
 
+// Ticks of a log axis (``lo``, ``hi``: log10 of the range) at round values: 1, 2 and 5 times a power of
+// ten, only the powers when that is too many, linear round values inside one short decade.
+GF.logTicks = function (lo, hi, count) {
+  const round = [];
+  for (let e = Math.floor(lo); e <= Math.ceil(hi); e++) {
+    for (const m of [1, 2, 5]) { const t = e + Math.log10(m); if (t >= lo - 1e-9 && t <= hi + 1e-9) round.push(t); }
+  }
+  if (round.length > 2 * count) {
+    const decades = round.filter((t) => Math.abs(t - Math.round(t)) < 1e-9), every = Math.ceil(decades.length / (2 * count));
+    return decades.filter((t, i) => i % every === 0);
+  }
+  if (round.length >= 2) return round;
+  return GF.niceTicks(Math.pow(10, lo), Math.pow(10, hi), count).filter((v) => v > 0).map(Math.log10);
+};
+
 GF.fmt = function (v) {
   if (v === null || v === undefined || Number.isNaN(v)) return "-";
   const a = Math.abs(v);
@@ -61,10 +76,10 @@ function chartRange(series, refLines, log) {
 function drawAxes(ctx, box, range, log) {
   ctx.strokeStyle = "#d5d9e0"; ctx.fillStyle = "#555"; ctx.lineWidth = 1; ctx.font = "11px sans-serif";
   ctx.textAlign = "right"; ctx.textBaseline = "middle";
-  for (const t of GF.niceTicks(range.y[0], range.y[1], 4)) {
+  for (const t of (log ? GF.logTicks : GF.niceTicks)(range.y[0], range.y[1], 4)) {
     const y = box.y(t);
     ctx.beginPath(); ctx.moveTo(box.left, y); ctx.lineTo(box.right, y); ctx.stroke();
-    ctx.fillText(log ? GF.fmt(Math.pow(10, t)) : GF.fmt(t), box.left - 4, y);
+    ctx.fillText(log ? GF.fmt(+Math.pow(10, t).toPrecision(6)) : GF.fmt(t), box.left - 4, y);
   }
   ctx.textAlign = "center"; ctx.textBaseline = "top";
   for (const t of GF.niceTicks(range.x[0], range.x[1], 5)) ctx.fillText(GF.fmt(t), box.x(t), box.bottom + 4);

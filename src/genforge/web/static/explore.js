@@ -64,12 +64,24 @@ function sampleGrid(runId, c, picks, grid, note) {
     GF.post("/api/explore/sample", body).then((d) => {
       GF.setParams("/explore", { id: runId, seed: body.seed, n: body.n, label: c.label.value,
                                  reject: c.reject.checked ? 1 : "", byclass: c.byClass.checked ? 1 : "" });
-      grid.replaceChildren(...d.images.map((src, index) => {
+      if (d.kind === "points") {  // one scatter of every sample over the data, at its own size
+        grid.replaceChildren(GF.el("figure", {}, GF.el("img", { src: d.images[0], class: "scatter", id: "scatter" }),
+          GF.el("figcaption", {}, `${body.n} samples, seed ${body.seed}`, GF.downloadLink(d.images[0], `seed${body.seed}.png`))));
+        grid.dataset.seed = body.seed;
+        return GF.notice(note, "");
+      }
+      const cell = (src, index) => {
         const img = GF.el("img", { src, class: "sample", "data-index": index, title: `seed ${body.seed} #${index}` });
-        const clickable = d.kind === "images" && !body.reject && !body.by_class;
-        if (clickable) img.onclick = () => picks.pick({ seed: body.seed, n: body.n, index, label: body.label }, img);
+        if (!body.reject && !body.by_class) img.onclick = () => picks.pick({ seed: body.seed, n: body.n, index, label: body.label }, img);
         return GF.el("span", { class: "cell" }, img, GF.downloadLink(src, `seed${body.seed}-${index}.png`));
-      }));
+      };
+      if (body.by_class && d.per_class) {  // a labelled row per class, however wide the page
+        const rows = [];
+        for (let k = 0; k < d.classes; k++) rows.push(GF.el("div", { class: "class-row", "data-class": k },
+          GF.el("span", { class: "class-label", text: `class ${k}` }),
+          ...d.images.slice(k * d.per_class, (k + 1) * d.per_class).map((src, i) => cell(src, k * d.per_class + i))));
+        grid.replaceChildren(...rows);
+      } else grid.replaceChildren(...d.images.map(cell));
       grid.dataset.seed = body.seed;
       GF.notice(note, body.reject || body.by_class ? "rejection and per-class grids are not clickable" : "", "ok");
     }).catch((e) => GF.notice(note, e.message));
@@ -80,8 +92,10 @@ function uploadTool(label, id, url, captions, out, note) {
   const input = GF.el("input", { type: "file", id, accept: "image/*", onchange: () => {
     const file = input.files[0];
     if (!file) return;
-    GF.call("POST", url, undefined, file).then((d) => out.replaceChildren(GF.el("h3", {}, label),
-      pictureStrip(d.images, captions, id))).catch((e) => { out.replaceChildren(); GF.notice(note, e.message); });
+    GF.call("POST", url, undefined, file).then((d) => {
+      GF.notice(note, "");  // an earlier upload's refusal is over
+      out.replaceChildren(GF.el("h3", {}, label), pictureStrip(d.images, captions, id));
+    }).catch((e) => { out.replaceChildren(); GF.notice(note, e.message); });
   } });
   return GF.el("div", { class: "controls" }, GF.el("label", {}, label + " ", input));
 }
@@ -96,6 +110,7 @@ function nearestTool(runId, c, out, note) {
 
 GF.exploreView = function (view, params) {
   const runId = params.get("id"), note = GF.el("div", {}), out = GF.el("div", { id: "explore-out" });
+  if (!runId) return GF.noRunNamed(view, "Explore");
   view.append(GF.el("h1", {}, "Explore ", GF.el("a", { href: `#/run?id=${GF.q(runId)}` }, runId)), note);
   GF.get(`/api/explore/info?run=${GF.q(runId)}`).then((info) => {
     const caps = info.capabilities, tools = GF.el("div", {});
@@ -116,6 +131,10 @@ GF.exploreView = function (view, params) {
                  ["input", "reconstruction"], out, note));
     if (caps.translator && caps.data === "images") tools.append(uploadTool("upload an image of domain A", "upload-translate",
       `/api/explore/translate?run=${GF.q(runId)}&direction=a2b`, ["A", "A → B", "A → B → A"], out, note));
+    if (!tools.childElementCount) tools.append(GF.el("p", { class: "muted", id: "nothing-to-explore", text:
+      caps.translator ? "a toy DiscoGAN translates points: its run page's samples timeline shows where each mode goes, " +
+        "`genforge eval RUN` scores the mapping, and `genforge compare RUN ...` sets variants side by side"
+        : `nothing to explore for the ${info.family} family here: see its run page` }));
   }).catch((e) => GF.notice(note, e.message));
 };
 

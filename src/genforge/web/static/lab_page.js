@@ -75,9 +75,14 @@ GF.labView = function (view) {
   lab.step = (which, n) => GF.post(`/api/lab/${lab.id}/step`, { which, n, grid: 32, arrows: 80 }).then((d) => lab.show(d.state));
   lab.once = (which) => lab.id && lab.step(which, 1).catch(fail);
   const given = (input) => (input.value === "" ? null : Number(input.value));  // 0 is a value (refused), not "no change"
-  lab.apply = () => GF.post(`/api/lab/${lab.id}/set`, { loss: c.loss.value, lr_d: given(c.lrD),
-    lr_g: given(c.lrG), d_steps: given(c.dSteps) })
-    .then((d) => { lab.show(d.state); showLabConfig(c, d.state.config); GF.notice(c.note, "changed", "ok"); }).catch(fail);
+  lab.apply = () => {
+    // a number the browser cannot read ("1e400") has the value "": refused, not sent as "no change"
+    const bad = [c.lrD, c.lrG, c.dSteps].find((input) => input.validity.badInput);
+    if (bad) return fail(new Error(`${bad.id}: not a number this form can read (a finite decimal like 2e-4)`));
+    return GF.post(`/api/lab/${lab.id}/set`, { loss: c.loss.value, lr_d: given(c.lrD), lr_g: given(c.lrG),
+                                                d_steps: given(c.dSteps) })
+      .then((d) => { lab.show(d.state); showLabConfig(c, d.state.config); GF.notice(c.note, "changed", "ok"); }).catch(fail);
+  };
   lab.loop = async () => {
     while (lab.playing && lab.id) {
       const started = performance.now(), n = Math.max(1, +c.perUpdate.value || 1);

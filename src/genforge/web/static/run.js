@@ -22,6 +22,16 @@ GF.metricGroups = function (rows) {
   return Object.entries(groups).filter(([, ks]) => ks.length);
 };
 
+// Figures logged as NaN or infinite reach the page as null (JSON has neither) and draw no point: each
+// key's first such step, so a diverged run says so rather than showing a curve that just stops.
+GF.nonFinite = function (rows) {
+  const first = {};
+  GF.curveRows(rows).forEach((r) => Object.entries(r).forEach(([k, v]) => {
+    if (v === null && !(k in first)) first[k] = r.step;
+  }));
+  return first;
+};
+
 GF.seriesOf = (rows, key, name) => ({ name: name || key,
   points: GF.curveRows(rows).filter((r) => typeof r[key] === "number").map((r) => [r.step, r[key]]) });
 
@@ -43,6 +53,10 @@ function chartPanel(getRows) {
                              refLines: title === "GAN value" ? [{ y: LOG4, label: "-log 4" }] : [] });
     }
     if (!rows.length) charts.append(GF.el("p", { class: "muted", text: "no metrics logged yet" }));
+    const broken = Object.entries(GF.nonFinite(rows));
+    if (broken.length) charts.prepend(GF.el("div", { class: "notice error", id: "non-finite" },
+      "not a number (NaN or infinite), so not drawn: " + broken.map(([k, step]) => `${k} from step ${step}`).join(", ") +
+      " — the training diverged there; resume from an earlier checkpoint with a lower learning rate"));
   };
   smooth.oninput = draw; log.onchange = draw;
   const controls = GF.el("div", { class: "controls" }, GF.el("label", {}, "smoothing ", smooth),
@@ -58,6 +72,7 @@ function timelinePanel(runId) {
   let frames = [], timer = null;
   const show = () => {
     const f = frames[+slider.value];
+    img.hidden = link.hidden = !f;
     if (!f) { label.textContent = "no samples yet"; return; }
     img.src = GF.fileUrl(runId, f.name); link.href = img.src; link.download = f.name.replace("/", "-");
     label.textContent = `step ${f.step} (${+slider.value + 1} of ${frames.length})`;
@@ -104,10 +119,12 @@ function evalPanel(runId, onDone) {
   const result = GF.el("div", { id: "eval-result" }), note = GF.el("div", {});
   const bar = GF.el("progress", { id: "eval-progress", max: 1, value: 0, hidden: true });
   const stage = GF.el("span", { class: "muted" });
-  const n = GF.el("input", { type: "number", value: 2000, min: 10, id: "eval-n", class: "short" });
+  const n = GF.el("input", { type: "number", value: 2000, min: 10, id: "eval-n", class: "short",
+    title: "samples to generate; toy points are judged by their protocol's own count (2,500, or every test point)" });
   const poll = (job) => {
     bar.hidden = false; bar.max = job.total || 1; bar.value = job.done;
-    stage.textContent = `${job.state} ${job.stage} ${job.done}/${job.total}`;
+    const words = [job.state, job.stage].filter((w, i, all) => w && all.indexOf(w) === i);  // not "done done"
+    stage.textContent = `${words.join(" ")} ${job.done}/${job.total}`;
     if (job.state === "done") { bar.value = bar.max; onDone(); return; }
     if (job.state === "failed") { GF.notice(note, job.error); return; }
     setTimeout(() => GF.get(`/api/eval/job?id=${job.id}`).then(poll).catch((e) => GF.notice(note, e.message)), 500);
@@ -116,9 +133,11 @@ function evalPanel(runId, onDone) {
     GF.notice(note, "");
     GF.post("/api/eval", { run: runId, n: +n.value }).then(poll).catch((e) => GF.notice(note, e.message));
   } }, "Evaluate");
-  const show = (evalResult, finals) => {
+  const show = (evalResult, finals, training) => {
     result.replaceChildren();
-    if (finals && Object.keys(finals).length) result.append(GF.el("h3", {}, "final metrics (training's end)"), metricsTable(finals));
+    // while a run trains, its eval/ figures are the latest training-time evaluation's, not its end's
+    const title = training ? "metrics so far (the latest evaluation during training)" : "final metrics (training's end)";
+    if (finals && Object.keys(finals).length) result.append(GF.el("h3", {}, title), metricsTable(finals));
     if (evalResult) result.append(GF.el("h3", {}, `eval.json (${evalResult.samples || "?"} samples, ${evalResult.reference || ""})`),
                                   evalTable(evalResult));
     if (!evalResult) result.append(GF.el("p", { class: "muted", text: "not evaluated yet" }));
@@ -165,7 +184,9 @@ function runHeader(runId, refresh) {
   };
   const exports = GF.el("span", { class: "muted" }, "export: ", download("onnx", "ONNX"),
                         download("torchscript", "TorchScript"), download("folder", "model folder"));
-  const update = (summary, ready) => {  // ready: config.json written (a model to explore, export or resume)
+  const wait = GF.el("span", { class: "muted", id: "no-checkpoint" });
+  // ready: a complete checkpoint (a model to explore, export or resume); every: train.checkpoint_every
+  const update = (summary, ready, every) => {
     badge.replaceChildren(GF.statusBadge(summary.status));
     const total = summary.total_steps ? ` of ${summary.total_steps}` : "";
     info.textContent = `${summary.recipe} (${summary.family}) · step ${summary.step}${total}` +
@@ -173,14 +194,25 @@ function runHeader(runId, refresh) {
     stop.hidden = summary.status !== "training";
     resume.hidden = toStep.hidden = summary.status === "training" || !ready;
     explore.hidden = exports.hidden = !ready;
+    wait.textContent = ready ? "" : summary.status === "training"
+      ? `explore and export from the first checkpoint${every ? ` (step ${every})` : ""}`
+      : "no checkpoint: nothing to resume, explore or export; train it anew";
   };
   const missing = () => { stop.hidden = resume.hidden = toStep.hidden = explore.hidden = exports.hidden = true; };
-  return { node: GF.el("div", {}, title, GF.el("div", { class: "controls" }, badge, info, stop, toStep, resume, explore, exports), note),
+  return { node: GF.el("div", {}, title, GF.el("div", { class: "controls" }, badge, info, stop, toStep, resume, explore, exports,
+                                                 wait), note),
            update, missing, note };
 }
 
+// A view for one run opened with no run in its address (#/run, #/explore): say so, not "no run 'null'".
+GF.noRunNamed = function (view, title) {
+  view.append(GF.el("h1", {}, title), GF.el("div", { class: "notice error",
+    text: "no run named in the address: open one from the Runs page" }));
+};
+
 GF.runView = function (view, params) {
   const runId = params.get("id");
+  if (!runId) return GF.noRunNamed(view, "Run");
   let rows = [], lastRefresh = 0, shownStatus = null;
   const refresh = () => GF.get(`/api/run?run=${GF.q(runId)}`).then(fill).catch((e) => GF.notice(header.note, e.message));
   const header = runHeader(runId, refresh), charts = chartPanel(() => rows), timeline = timelinePanel(runId);
@@ -189,7 +221,8 @@ GF.runView = function (view, params) {
   const log = GF.el("pre", { class: "log" });
   const fill = (d) => {
     lastRefresh = Date.now(); shownStatus = d.summary.status;
-    header.update(d.summary, d.config_written); timeline.update(d.timeline); evaluation.show(d.eval, d.summary.headline);
+    header.update(d.summary, d.checkpoint_step !== null, d.checkpoint_every); timeline.update(d.timeline);
+    evaluation.show(d.eval, d.summary.headline, d.summary.status === "training");
     plots.replaceChildren(...d.plots.map((p) => GF.el("figure", {}, GF.el("img", { src: GF.fileUrl(runId, p) }),
                                                    GF.el("figcaption", { text: p }))));
     config.textContent = JSON.stringify(d.config, null, 2);
@@ -205,9 +238,9 @@ GF.runView = function (view, params) {
   const live = () => GF.get(`/api/run/metrics?run=${GF.q(runId)}`).then((d) => {
     GF.notice(header.note, "");
     rows = d.rows; charts.draw();
-    const since = rows.length ? `&since=${rows[rows.length - 1].step}` : "";
-    GF.listen(`/api/events/metrics?run=${GF.q(runId)}${since}`, (event) => {
-      rows = rows.concat(event.rows); charts.draw();
+    // The stream counts rows (the page has these); a resume that rewrote the log sends them all again.
+    GF.listen(() => `/api/events/metrics?run=${GF.q(runId)}&after=${rows.length}`, (event) => {
+      rows = event.reset ? event.rows : rows.concat(event.rows); charts.draw();
       const changed = event.status !== shownStatus;  // stopped, finished or failed: new buttons, final pictures
       if (changed || Date.now() - lastRefresh > 3000) refresh();
     });
@@ -228,15 +261,23 @@ function compareGrids(runs, step) {
   }));
 }
 
+// The runs to compare: one id= each (a run's name may hold a comma); ids=a,b is the older links' form.
+GF.compareIds = (params) => params.getAll("id").length ? params.getAll("id")
+  : (params.get("ids") || "").split(",").filter(Boolean);
+
 GF.compareView = function (view, params) {
-  const ids = (params.get("ids") || "").split(",").filter(Boolean), note = GF.el("div", {});
+  const ids = GF.compareIds(params), note = GF.el("div", {});
   view.append(GF.el("h1", {}, "Compare runs"), note);
   GF.get("/api/compare?" + ids.map((id) => "runs=" + GF.q(id)).join("&")).then((d) => {
     const keys = [...new Set(d.runs.flatMap((r) => GF.metricGroups(r.metrics).flatMap(([, ks]) => ks)))];
     const pick = GF.el("select", { id: "compare-key" }, ...keys.map((k) => GF.el("option", { value: k, text: k })));
     const canvas = GF.el("canvas", { width: 900, height: 300, class: "chart" });
-    const draw = () => GF.lineChart(canvas, { title: pick.value, smooth: 0.6,
-      series: d.runs.map((r) => GF.seriesOf(r.metrics, pick.value, r.id)) });
+    const draw = () => {
+      const series = d.runs.map((r) => GF.seriesOf(r.metrics, pick.value, r.id));
+      const without = series.filter((ser) => !ser.points.length).map((ser) => ser.name);  // e.g. a VAE has no d/loss
+      GF.lineChart(canvas, { title: pick.value + (without.length ? ` (not logged by ${without.join(", ")})` : ""),
+                             smooth: 0.6, series });
+    };
     pick.onchange = draw;
     const steps = [...new Set(d.runs.flatMap((r) => r.timeline.map((f) => f.step)))].sort((a, b) => a - b);
     const stepPick = GF.el("select", { id: "compare-step" }, ...steps.map((s) => GF.el("option", { value: s, text: s })));

@@ -47,6 +47,16 @@ function schemaForm(schema) {
       GF.el("div", { class: "field-error", "data-error-for": f.key })))));
 }
 
+// A number field the browser could not read ("1e400", "2,5"): its value is "" as if left empty, so it
+// is refused here rather than sent as no change (the recipe's value, or its budget, used silently).
+function unreadableNumber(form) {
+  const bad = [...form.querySelectorAll("input[type=number]")].find((input) => input.validity.badInput);
+  if (!bad) return null;
+  const err = new Error(`${bad.name || "budget"}: not a number this form can read (a finite decimal like 2.5e-4)`);
+  err.data = { key: bad.name || null };
+  return err;
+}
+
 function budgetOf(form) {
   const kind = form.querySelector("[name=budget-kind]:checked").value, value = form.querySelector("#budget").value;
   if (!value) return {};
@@ -72,14 +82,23 @@ function trainForm(schema, recipe) {
   const form = GF.el("form", { id: "train-form", onsubmit: (e) => e.preventDefault() });
   const request = () => ({ recipe, overrides: changedFields(form), ...budgetOf(form),
                            name: form.querySelector("#run-name").value || null });
-  const check = () => GF.post("/api/check", request()).then(() => showError(form, note, null))
-                        .catch((e) => showError(form, note, e));
-  let pending = null;
+  // Each answer is shown only if no later check or Start was sent since: a slow check that passed must
+  // not wipe the refusal Start got a moment after it.
+  let pending = null, sent = 0;
+  const answer = (ticket) => (error) => { if (ticket === sent) showError(form, note, error); };
+  const check = () => {
+    const ticket = ++sent, unreadable = unreadableNumber(form);
+    if (unreadable) return answer(ticket)(unreadable);
+    GF.post("/api/check", request()).then(() => answer(ticket)(null)).catch(answer(ticket));
+  };
   form.addEventListener("input", () => { clearTimeout(pending); pending = setTimeout(check, 300); });
   const start = GF.el("button", { id: "start", type: "button", onclick: () => {
+    clearTimeout(pending);
+    const ticket = ++sent, unreadable = unreadableNumber(form);
+    if (unreadable) return answer(ticket)(unreadable);
     start.disabled = true;
     GF.post("/api/train", request()).then((d) => { location.hash = `#/run?id=${GF.q(d.run)}`; })
-      .catch((e) => showError(form, note, e)).finally(() => (start.disabled = false));
+      .catch(answer(ticket)).finally(() => (start.disabled = false));
   } }, "Start training");
   form.append(GF.el("p", { class: "muted", text: schema.description || "" }),
     GF.el("div", { class: "controls" }, GF.el("label", {}, "budget ", GF.el("input", { id: "budget", type: "number",
@@ -105,7 +124,9 @@ GF.trainView = function (view, params) {
     GF.el("label", {}, "recipe ", pick), note, slot);
   GF.get("/api/recipes").then((d) => {
     pick.replaceChildren(...d.recipes.map((r) => GF.el("option", { value: r.name, text: `${r.name} (${r.family})` })));
-    if (params.get("recipe")) pick.value = params.get("recipe");
+    const asked = params.get("recipe");
+    if (asked && d.recipes.some((r) => r.name === asked)) pick.value = asked;
     load();
+    if (asked && pick.value !== asked) GF.notice(note, `no recipe '${asked}': showing ${pick.value}; pick one from the list`);
   }).catch((e) => GF.notice(note, e.message));
 };
