@@ -307,6 +307,8 @@ def test_per_class_samples_come_in_one_labelled_row_a_class(page, studio):
     expect(rows.nth(3).locator("img.sample")).to_have_count(4)
     tops = rows.nth(0).locator("img.sample").evaluate_all("(imgs) => imgs.map((i) => i.getBoundingClientRect().top)")
     assert len(set(tops)) == 1  # a class's samples on one line
+    lefts = rows.evaluate_all("(rs) => rs.map((r) => r.getBoundingClientRect().left)")
+    assert len(set(lefts)) == 1  # and each class on a line of its own, not two classes side by side
 
 
 def test_an_upload_that_works_clears_the_last_one_s_refusal(page, studio):

@@ -133,7 +133,7 @@ GF.exploreView = function (view, params) {
       `/api/explore/translate?run=${GF.q(runId)}&direction=a2b`, ["A", "A → B", "A → B → A"], out, note));
     if (!tools.childElementCount) tools.append(GF.el("p", { class: "muted", id: "nothing-to-explore", text:
       caps.translator ? "a toy DiscoGAN translates points: its run page's samples timeline shows where each mode goes, " +
-        "`genforge eval RUN` scores the mapping, and `genforge compare RUN ...` sets variants side by side"
+        "genforge eval RUN scores the mapping, and genforge compare RUN ... sets variants side by side"
         : `nothing to explore for the ${info.family} family here: see its run page` }));
   }).catch((e) => GF.notice(note, e.message));
 };
