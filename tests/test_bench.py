@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +15,7 @@ import pytest
 
 from genforge.bench import PUBLISHED, format_bench, format_seeds, toy_bench, train_seeds
 from genforge.config import load_recipe
+from genforge.errors import GenforgeError
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -69,6 +73,11 @@ def test_train_seeds_keeps_the_best(tmp_path):
     winner = max(rows, key=lambda r: r["hq"])
     assert winner["best"] and (best / "checkpoints" / "latest").exists()
     assert "<- best" in format_seeds(rows)
+    # the copy is a run every command reads: its latest checkpoint is a link, as genforge wrote it
+    assert (best / "checkpoints" / "latest").is_symlink()
+    import genforge
+
+    assert genforge.load(best).step == 2
 
 
 def _seeds_config():
@@ -148,3 +157,28 @@ def test_ctrl_c_in_one_seed_stops_the_seeds_after_it_and_chooses_no_best(tmp_pat
         train_seeds(_seeds_config(), tmp_path, 3, progress=False, log=lambda _: None)
     assert started == [0] and stop.value.folder == tmp_path / "seed-0" and (stop.value.started, stop.value.total) == (1, 3)
     assert not (tmp_path / "best").exists()
+
+
+
+def test_the_toy_bench_checks_its_out_folder_and_configs_before_it_writes(tmp_path):
+    lines = []
+    kwargs = dict(seeds=1, toys=["ring-8"], configs=["gan-minimax"], extra=TINY, log=lines.append)
+    with pytest.raises(GenforgeError, match="--steps must be positive, not 0"):
+        toy_bench(tmp_path / "zero", steps=0, **kwargs)
+    assert not (tmp_path / "zero").exists() and not lines  # nothing printed, no folder left behind
+    run = tmp_path / "a-run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    with pytest.raises(GenforgeError, match="is inside the run"):
+        toy_bench(run, steps=2, **kwargs)
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.json"]
+    toy_bench(tmp_path / "bench", steps=2, **kwargs)
+    seed_dir = tmp_path / "bench" / "ring-8" / "gan-minimax" / "seed-0"
+    (seed_dir / "lock").write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "started": 0}))
+    with pytest.raises(GenforgeError, match="is being trained now"):
+        toy_bench(tmp_path / "bench", steps=2, **kwargs)  # a live holder: not deleted under it
+    assert (seed_dir / "config.json").is_file()
+    (seed_dir / "lock").unlink()
+    lines.clear()
+    toy_bench(tmp_path / "bench", steps=2, **kwargs)
+    assert lines[0] == f"genforge: replacing 1 run(s) of an earlier bench under {tmp_path / 'bench'}"

@@ -173,6 +173,23 @@ def test_corrupt_model_file_is_a_genforge_error(tmp_path, damage):
         load_checkpoint(folder)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("weights_only", [False, True])
+def test_weights_holding_nan_or_infinity_are_refused_at_load(tmp_path, bad, weights_only):
+    # sampled, they drew blank pictures with exit 0; resumed, the run failed at its first step and was
+    # told to resume from this same checkpoint
+    from safetensors.torch import save_file
+
+    folder = _save(tmp_path, 1, *_trained())
+    weights = load_file(folder / "model.safetensors")
+    key = sorted(weights)[0]
+    weights[key] = weights[key].clone()
+    weights[key].view(-1)[0] = bad
+    save_file(weights, str(folder / "model.safetensors"))
+    with pytest.raises(GenforgeError, match=f"model.safetensors: '{key}' holds NaN or infinite values"):
+        load_checkpoint(folder, weights_only=weights_only)
+
+
 def test_a_damaged_checkpoint_never_points_to_an_earlier_one_that_is_damaged_too(tmp_path):
     first = _save(tmp_path, 1, *_trained())
     folder = _save(tmp_path, 2, *_trained())

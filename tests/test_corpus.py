@@ -60,6 +60,9 @@ class Context:
         (self.outside / "folder").mkdir(parents=True)
         for name in ("victim.png", "victim.txt", "folder/kept.bin"):
             (self.outside / name).write_bytes(hashlib.sha256(name.encode()).digest() * 8)
+        import numpy as np
+
+        np.save(self.outside / "empty.npy", np.zeros((0, 100), "f4"))  # a latent file of no vectors
         self.new = self.tmp / "new-run"
         self.run_dir = self.tmp / "run"
         self.watched = [self.outside, self.new, self.run_dir]
@@ -444,6 +447,10 @@ for _argv, _expected in [
     (("interpolate", "RUN", "--rows", "0", "--out", "OUT/i.png"), "--rows must be positive"),
     (("interpolate", "RUN", "--from", "OUT/victim.txt", "--out", "OUT/i.png"), "give both --from and --to"),
     (("interpolate", "RUN", "--steps", "100000", "--rows", "100", "--out", "OUT/i.png"), "--steps x --rows"),
+    (("interpolate", "RUN", "--steps", "0", "--out", "OUT/i.png"), "--steps must be 2 to 100,000, not 0"),
+    (("interpolate", "RUN", "--steps", "1", "--out", "OUT/i.png"), "--steps must be 2 to 100,000, not 1"),
+    (("interpolate", "RUN", "--from", "OUT/empty.npy", "--to", "OUT/empty.npy", "--out", "OUT/i.png"),
+     "holds no latent vectors"),
     (("arithmetic", "RUN", "--a", "OUT/a.npy", "--b", "OUT/b.npy", "--c", "OUT/c.npy", "--out", "OUT/x.png"), "a.npy"),
     (("arithmetic", "RUN", "--a", "OUT/victim.txt", "--b", "OUT/b.npy", "--c", "OUT/c.npy"), "victim.txt"),
     (("eval", "RUN", "--n", "1"), "--n must be 2 to"), (("eval",), "name a run directory or --real"),

@@ -361,6 +361,16 @@ def test_an_existing_output_is_replaced_only_with_force_and_only_if_an_export(ga
     (mine / "notes.txt").write_text("keep me")
     _refused(capsys, [str(gan_run), "--format", "folder", "--out", str(mine), "--force"], "did not write")
     assert (mine / "notes.txt").read_text() == "keep me"
+    # a file is never an export's (export writes a folder), and a run's own files are refused outright
+    kept = tmp_path / "passwd"
+    kept.write_text("root:x:0:0")
+    _refused(capsys, [str(gan_run), "--format", "folder", "--out", str(kept), "--force"], "is a file")
+    assert kept.read_text() == "root:x:0:0"
+    config = (gan_run / "config.json").read_text()
+    for own in ("config.json", "metrics.jsonl", "checkpoints/latest"):
+        _refused(capsys, [str(gan_run), "--format", "folder", "--out", str(gan_run / own), "--force"],
+                 "would overwrite the run")
+    assert (gan_run / "config.json").read_text() == config
 
 
 def test_genforge_load_refuses_an_onnx_export_and_a_damaged_folder(gan_run, exported, tmp_path):
@@ -385,3 +395,11 @@ def test_onnx_export_without_the_onnx_packages_says_what_to_install(gan_run, tmp
                         lambda name, *args: None if name == "onnxscript" else real_find_spec(name, *args))
     _refused(capsys, [str(gan_run), "--format", "onnx", "--out", str(tmp_path / "onnx")], "pip install onnx onnxscript")
     assert not (tmp_path / "onnx").exists()
+
+
+def test_a_hand_edited_eval_json_does_not_break_the_model_card(gan_run, tmp_path, capsys):
+    run = _copy_run(gan_run, tmp_path / "run")
+    (run / "eval.json").write_text(json.dumps({"step": 5, "units": 5, "floor": 5, "notes": "x", "fid": 12.5}))
+    assert main(["export", str(run), "--format", "folder", "--out", str(tmp_path / "out")]) == 0
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "| fid | 12.5 | - |" in card and "feature space: none" in card and "None" not in card

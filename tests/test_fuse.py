@@ -52,7 +52,8 @@ def test_the_walk_starts_and_ends_at_the_reconstructions(fuse_run):
 def test_bad_fusions_are_one_line_errors(fuse_run, gan_run, tmp_path, capsys):
     run, folder = fuse_run
     a, b = str(folder / "1.png"), str(folder / "2.png")
-    assert "--steps must be at least 2" in _error(capsys, ["fuse", str(run), a, b, "--steps", "1"])
+    assert "--steps must be 2 to 100,000, not 1" in _error(capsys, ["fuse", str(run), a, b, "--steps", "1"])
+    assert "--steps must be 2 to 100,000, not 1000000" in _error(capsys, ["fuse", str(run), a, b, "--steps", "1000000"])
     assert "cannot read it" in _error(capsys, ["fuse", str(run), a, str(tmp_path / "missing.png")])
     (tmp_path / "notes.png").write_text("not an image")
     assert "notes.png" in _error(capsys, ["fuse", str(run), a, str(tmp_path / "notes.png")])

@@ -20,6 +20,17 @@ def test_save_and_load_round_trip(tmp_path, suffix):
     assert torch.equal(latent.load_latents(path), z)
 
 
+@pytest.mark.parametrize("values, message", [(np.zeros((0, 100), "f4"), "holds no latent vectors"),
+                                             (np.zeros((3, 0), "f4"), "holds no latent vectors"),
+                                             (np.full((2, 4), np.nan, "f4"), "2 of its 2 latent vectors hold NaN"),
+                                             (np.array([[0, 1], [np.inf, 0]], "f4"), "1 of its 2 latent vectors")])
+def test_an_empty_or_non_finite_latent_file_is_refused(tmp_path, values, message):
+    # an empty file was an IndexError in interpolate; NaN codes made a blank picture with exit 0
+    np.save(tmp_path / "z.npy", values)
+    with pytest.raises(GenforgeError, match=message):
+        latent.load_latents(tmp_path / "z.npy")
+
+
 def test_refuses_pickles_and_other_files(tmp_path):
     with pytest.raises(GenforgeError, match=".safetensors or .npy"):
         latent.save_latents(torch.zeros(1, 2), tmp_path / "z.pt")

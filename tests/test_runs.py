@@ -322,11 +322,40 @@ def test_a_training_run_with_no_checkpoint_yet_is_told_to_wait_not_to_be_removed
     config = json.loads((run / "config.json").read_text())
     config["train"]["checkpoint_every"] = 500
     (run / "config.json").write_text(json.dumps(config))
-    write_lock(run, os.getpid())  # a live holder: this process
+    write_lock(run, os.getppid())  # a live holder: another process (this one's parent)
     with pytest.raises(GenforgeError) as live:
         latest_checkpoint(run)
     assert "writes its first checkpoint at step 500" in str(live.value) and "remove" not in str(live.value)
+    write_lock(run, os.getpid())  # this process's own lock: its resume was refused, nothing else trains the run
+    with pytest.raises(GenforgeError) as own:
+        latest_checkpoint(run)
+    assert "the run is training" not in str(own.value) and "train it anew" in str(own.value)
     (run / "lock").unlink()
     with pytest.raises(GenforgeError) as stopped:
         latest_checkpoint(run)
     assert "train it anew" in str(stopped.value)
+
+
+@pytest.mark.parametrize("budget", [{"steps": "abc"}, {"steps": 1e400}, {"minutes": "x"}, {"steps": True},
+                                    {"steps": float("nan")}])
+def test_a_damaged_budget_in_status_json_does_not_break_the_run_list(tmp_path, budget):
+    run = make_run(tmp_path / "r", steps=10, final=True)
+    (run / "status.json").write_text(json.dumps({"status": "finished", "step": 10, "budget": budget}))
+    listed = list_runs(tmp_path)
+    assert len(listed) == 1 and listed[0].total_steps == 10  # config.json's budget instead
+
+
+@pytest.mark.parametrize("lock", [{"pid": 99999999999999999999, "host": "h"}, {"pid": 4194304000, "host": None},
+                                  {"pid": -5, "host": "h"}, {"pid": 1, "host": "h", "started": 1e300},
+                                  {"pid": 1, "host": "h", "started": "NaN"}])
+def test_a_lock_with_impossible_fields_is_read_without_a_crash(tmp_path, lock):
+    run = make_run(tmp_path / "r", final=True)
+    text = json.dumps(lock).replace('"NaN"', "NaN")
+    (run / "lock").write_text(text.replace('"host": "h"', f'"host": "{socket.gethostname()}"'))
+    holder = lock_holder(run)
+    assert holder is None or (holder.pid == 1 and holder.started == 0.0)
+    assert read_status(run) in ("finished", "training")  # pid 1 is alive here: a live holder
+    assert list_runs(tmp_path)[0].status == read_status(run)
+    if holder is None:
+        with RunLock(run):  # a damaged lock is taken over like a dead holder's
+            assert lock_holder(run).pid == os.getpid()

@@ -578,9 +578,9 @@ def _need(loaded: Loaded, what: str, ok: bool, why: str) -> None:
         raise GenforgeError(f"{what} needs {why}; {loaded.run_dir} is a {loaded.cfg.recipe} ({loaded.cfg.family}) run")
 
 
-def _count(n: int, what: str = "--n") -> int:
-    if not 1 <= n <= MAX_SAMPLES:
-        raise GenforgeError(f"{what} must be 1 to {MAX_SAMPLES:,}, not {n}")
+def _count(n: int, what: str = "--n", low: int = 1) -> int:
+    if not low <= n <= MAX_SAMPLES:
+        raise GenforgeError(f"{what} must be {low} to {MAX_SAMPLES:,}, not {n}")
     return n
 
 
@@ -664,6 +664,7 @@ def interpolate(loaded: Loaded, steps: int = 10, rows: int = 1, spherical: bool 
     _need(loaded, "interpolation", loaded.capabilities.latent, "a model that generates from noise")
     if rows < 1:
         raise GenforgeError(f"--rows must be positive, not {rows}")
+    _count(steps, "--steps", low=2)  # a walk has its two ends at least
     _count(steps * rows, "--steps x --rows")
     z = latent.interpolation_noise(loaded.model, steps, rows, spherical, _generator(seed), ends)
     return generate(loaded, z)
@@ -726,9 +727,7 @@ def fuse(loaded: Loaded, image_a, image_b, steps: int = 8):
     import torch
 
     check_fusion(loaded)
-    if steps < 2:
-        raise GenforgeError(f"--steps must be at least 2, not {steps}")
-    _count(steps, "--steps")
+    _count(steps, "--steps", low=2)
     model = loaded.model
     pair = []
     for name, image in (("image a", image_a), ("image b", image_b)):

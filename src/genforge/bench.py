@@ -118,6 +118,7 @@ def toy_bench(out_dir: str | Path, seeds: int = 5, steps: int | None = None, toy
     own processes (``threads`` each); every run is seeded on its own, so the numbers do not depend on it.
     """
     out_dir = Path(out_dir)
+    _check_bench_out(out_dir, toys, configs or list(TOY_CONFIGS), seeds, steps, extra, threads, log)
     rows, jobs = [], []
     for toy in toys:
         for name in configs or TOY_CONFIGS:
@@ -153,6 +154,34 @@ def toy_bench(out_dir: str | Path, seeds: int = 5, steps: int | None = None, toy
     for (row, seeds_done, _), results in zip(jobs, side_by_side([job for _, _, job in jobs], workers)):
         record(row, seeds_done, results)  # in job order, so every row lists its seeds 0, 1, ...
     return rows
+
+
+def _check_bench_out(out_dir: Path, toys: Sequence[str], configs: Sequence[str], seeds: int, steps: int | None,
+                     extra: Sequence[str], threads: int, log: Callable[[str], None]) -> None:
+    """Before anything is printed or written: every configuration is valid, ``out_dir`` is not inside a
+    run, and no run it would replace is training now. Runs of an earlier bench there are replaced (the
+    bench's own folders), and a line says so."""
+    from genforge.api import check_config
+    from genforge.runs import read_status
+
+    for folder in (out_dir.resolve(), *out_dir.resolve().parents):
+        if (folder / "config.json").is_file() and (folder / "checkpoints").exists():
+            raise GenforgeError(f"--out {out_dir} is inside the run {folder}: the bench writes its runs into a "
+                                "folder of their own; choose another --out")
+    earlier = 0
+    for toy in toys:
+        for name in configs:
+            check_config(toy, [*TOY_CONFIGS[name], f"train.threads={threads}", *extra], steps=steps)
+            for seed in range(seeds):
+                run_dir = out_dir / toy / name / f"seed-{seed}"
+                if not run_dir.exists():
+                    continue
+                if (run_dir / "config.json").is_file() and read_status(run_dir) == "training":
+                    raise GenforgeError(f"{run_dir} is being trained now (its lock is held); wait for it or "
+                                        "choose another --out")
+                earlier += 1
+    if earlier:
+        log(f"genforge: replacing {earlier} run(s) of an earlier bench under {out_dir}")
 
 
 def _job_process(send, function: Callable, args: tuple) -> None:
@@ -302,7 +331,7 @@ def train_seeds(cfg, run_dir: str | Path, seeds: int, metric: str | None = None,
     target = run_dir / "best"
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(best["run_dir"], target)
+    shutil.copytree(best["run_dir"], target, symlinks=True)  # checkpoints/latest stays a link, as genforge reads it
     return target, rows
 
 

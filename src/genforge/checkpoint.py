@@ -280,9 +280,11 @@ def _train_anew(run_dir: Path) -> str:
         recipe = "RECIPE"
     if not (run_dir / "config.json").exists():
         return f"train first: genforge train {recipe} --run-dir {run_dir}"
-    from genforge.runs import read_status
+    from genforge.runs import lock_holder, read_status
 
-    if read_status(run_dir) == "training":  # a healthy run before its first checkpoint: wait, do not delete it
+    holder = lock_holder(run_dir)
+    ours = holder is not None and holder.pid == os.getpid()  # this process's own resume, refused: not training
+    if not ours and read_status(run_dir) == "training":  # a healthy run before its first checkpoint: wait
         try:
             every = json.loads((run_dir / "config.json").read_text())["train"]["checkpoint_every"]
         except (OSError, ValueError, KeyError, TypeError, RecursionError):
@@ -325,6 +327,7 @@ def load_checkpoint(folder: Path, map_location: str | torch.device = "cpu", weig
             tensors[name] = load_file(str(folder / name), device=str(map_location) if name != "rng.safetensors" else "cpu")
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
             raise GenforgeError(f"{folder}: unreadable checkpoint ({name}: {e}); {what_to_do(folder)}") from None
+    check_weights_finite(folder, tensors["model.safetensors"])
     extra = {k: v for k, v in state.items() if k not in ("format", "step", "optimizers")}
     if weights_only:
         return Checkpoint(step=state["step"], model=tensors["model.safetensors"], extra={**extra, **state})
@@ -342,6 +345,15 @@ def refuse(folder: Path, file: str, problem: str) -> GenforgeError:
     """The one line for a damaged checkpoint: the file, what is wrong, and what to do."""
     return GenforgeError(f"{Path(folder) / file}: {problem}; the checkpoint is damaged or was not written by "
                          f"genforge, and nothing of the run was changed; {what_to_do(folder)}")
+
+
+def check_weights_finite(folder: Path, weights: dict[str, torch.Tensor]) -> None:
+    """Refuse weights holding NaN or infinity: a model sampled from them draws blank pictures, and a
+    resume from them fails at its first step (genforge never writes such a checkpoint: a non-finite
+    loss stops training before it is saved)."""
+    for key, value in weights.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise refuse(folder, "model.safetensors", f"{key!r} holds NaN or infinite values")
 
 
 def _whole(value: Any, low: int = 0) -> bool:

@@ -661,7 +661,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".ti
 OUTPUTS = {"sample": [("out", IMAGE_SUFFIXES), ("save_z", LATENT_SUFFIXES)],
            "interpolate": [("out", IMAGE_SUFFIXES)], "fuse": [("out", IMAGE_SUFFIXES)],
            "arithmetic": [("out", IMAGE_SUFFIXES), ("save_z", LATENT_SUFFIXES)],
-           "compare": [("out", (*IMAGE_SUFFIXES, ".pdf", ".svg"))], "translate": [("out", None)]}
+           "compare": [("out", (*IMAGE_SUFFIXES, ".pdf", ".svg"))], "translate": [("out", None)],
+           "export": [("out", None)]}
 RUN_FILES = ("checkpoints", "config.json", "status.json", "metrics.jsonl", "lock", "eval.json", "samples", "plots")
 
 

@@ -360,7 +360,10 @@ def _check_out(out: Path, force: bool) -> None:
         return
     if not force:
         raise GenforgeError(f"{out} already exists; choose another --out or add --force to replace it")
-    if out.is_dir() and any(out.iterdir()) and not is_export(out):
+    if not out.is_dir():  # export writes a folder: a file there is never one of its own
+        raise GenforgeError(f"{out} is a file, and genforge export writes a folder; not replacing it, even with "
+                            "--force: choose another --out")
+    if any(out.iterdir()) and not is_export(out):
         raise GenforgeError(f"{out} is a folder that genforge export did not write; not replacing it, "
                             "even with --force")
 
@@ -424,8 +427,8 @@ def export(loaded: Loaded, format: str, out: str | Path, weights: str = "auto", 
            opset: int = OPSET) -> ExportResult:
     """Export a loaded run's sampling networks (``genforge.api.export`` loads it from its folder) as
     ``format`` (onnx, torchscript or folder) into the folder ``out``; ``weights``: auto (EMA where
-    kept), ema or live. An existing ``out`` is replaced only with ``force`` (and only a file, an empty
-    folder or an earlier export). See the module's docstring."""
+    kept), ema or live. An existing ``out`` is replaced only with ``force`` (and only an empty folder or
+    an earlier export, never a file). See the module's docstring."""
     check_request(format, out, weights, force)
     out = Path(out)
     if is_export(loaded.run_dir):
@@ -709,6 +712,11 @@ def _metrics_table(result: dict[str, Any], floor: dict[str, Any] | None = None,
     return lines
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    """A dict field of eval.json, or {} where a damaged or hand-edited file holds something else."""
+    return value if isinstance(value, dict) else {}
+
+
 def _card_metrics(run: Loaded, meta: dict[str, Any]) -> list[str]:
     """The metrics measured for this run, and only those: eval.json, else training's final eval/* figures."""
     from genforge.runs import Run
@@ -719,15 +727,16 @@ def _card_metrics(run: Loaded, meta: dict[str, Any]) -> list[str]:
     if result:
         lines += [f"Measured by `genforge eval` at step {result.get('step', '?')} on {result.get('samples', '?')} "
                   f"samples against {result.get('reference', '?')} (feature space: "
-                  f"{result.get('feature_space', '?')}; extractor: {result.get('extractor', 'none')}). The floor "
+                  f"{result.get('feature_space') or 'none'}; extractor: {result.get('extractor') or 'none'}). The floor "
                   "is held-out real images scored the same way: the best a model can reach.", ""]
         if result.get("step") != meta["step"]:
             lines += [f"These figures are of step {result.get('step')}; the exported weights are of step "
                       f"{meta['step']}.", ""]
         if meta["weights"] == "live" and run.cfg.train.ema_decay > 0:
             lines += ["`genforge eval` scores the EMA weights; this export holds the live ones.", ""]
-        lines += _metrics_table(result, result.get("floor") or {}, result.get("units") or {})
-        lines += [""] + [f"- {note}" for note in result.get("notes", [])]
+        lines += _metrics_table(result, _mapping(result.get("floor")), _mapping(result.get("units")))
+        notes = result.get("notes")
+        lines += [""] + [f"- {note}" for note in (notes if isinstance(notes, list) else [])]
         return lines + [""]
     logged = [r for r in found.metrics() if any(k.startswith("eval/") for k in r)]
     if logged:

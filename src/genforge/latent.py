@@ -61,6 +61,12 @@ def load_latents(path: str | Path) -> torch.Tensor:
         z = z.unsqueeze(0)
     if z.ndim != 2:
         raise GenforgeError(f"{path}: expected latent vectors (N, latent), got shape {tuple(z.shape)}")
+    if z.shape[0] == 0 or z.shape[1] == 0:
+        raise GenforgeError(f"{path}: holds no latent vectors (shape {tuple(z.shape)}); save some with "
+                            "genforge sample RUN --save-z FILE")
+    if not torch.isfinite(z).all():
+        bad = int((~torch.isfinite(z)).any(1).sum())
+        raise GenforgeError(f"{path}: {bad} of its {z.shape[0]} latent vectors hold NaN or infinite entries")
     return z
 
 

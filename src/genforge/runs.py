@@ -9,6 +9,7 @@ held while it runs); how it ended by ``RUN_DIR/status.json`` (written when train
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import time
@@ -48,7 +49,7 @@ def pid_alive(pid: int) -> bool:
         pass
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True
@@ -77,9 +78,14 @@ def lock_holder(run_dir: str | Path) -> LockHolder | None:
         return None
     try:
         budget = raw.get("budget") if isinstance(raw.get("budget"), dict) else {}
-        return LockHolder(int(raw["pid"]), str(raw["host"]), float(raw.get("started", 0.0)), budget)
-    except (KeyError, TypeError, ValueError):
+        pid, started = int(raw["pid"]), float(raw.get("started", 0.0))
+    except (KeyError, TypeError, ValueError, OverflowError):
         return None
+    if not 0 < pid < 2**31:  # no process has it: a damaged lock, taken over like a dead holder's
+        return None
+    if not (math.isfinite(started) and 0 <= started < 1e11):  # a time past any clock: unknown
+        started = 0.0
+    return LockHolder(pid, str(raw["host"]), started, budget)
 
 
 class RunLock:
@@ -356,7 +362,7 @@ class Run:
         recorded = _read_json(self.path / STATUS_FILE)
         for budget in (holder.budget if holder is not None and holder.alive else None,
                        recorded.get("budget") if isinstance(recorded, dict) else None, self.raw_config.get("train")):
-            if isinstance(budget, dict) and ("steps" in budget or "minutes" in budget):
+            if _a_budget(budget):
                 return budget
         return {}
 
@@ -437,6 +443,16 @@ class Run:
                           int(train.get("steps", 0) or 0), float(train.get("minutes", 0.0) or 0.0),
                           speeds[-1] if speeds else None, frames[-1][1] if frames else None, headline,
                           _updated(self.path), self.failure(status))
+
+
+def _a_budget(budget: Any) -> bool:
+    """Whether ``budget`` is {"steps", "minutes"} with finite numbers (a damaged status.json's is not:
+    one such run made the whole run list fail)."""
+    if not isinstance(budget, dict) or not ("steps" in budget or "minutes" in budget):
+        return False
+    values = [budget[k] for k in ("steps", "minutes") if k in budget]
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v < 1e15
+               for v in values)
 
 
 def _pending_config(path: Path) -> dict[str, Any] | None:
