@@ -546,3 +546,11 @@ def test_sample_by_class_refuses_what_it_would_drop(capsys, tmp_path, extra, nam
     line = _fails_cleanly(capsys, ["sample", str(tmp_path), "--by-class", "--out", str(tmp_path / "g.png"),
                                    *[str(tmp_path / e) if e.endswith(".npy") else e for e in extra]])
     assert "--by-class draws --n samples of every class" in line and named in line
+
+
+def test_a_model_too_large_for_memory_is_refused_in_one_line(capsys, tmp_path):
+    # 100 billion latent dimensions: a 51 TB first layer (a RuntimeError traceback before)
+    line = _fails_cleanly(capsys, ["train", "ring-8", "--steps", "2", "--run-dir", str(tmp_path / "huge"),
+                                   "train.threads=1", "model.latent_dim=99999999999"])
+    assert "do not fit in memory" in line and "make the model smaller" in line
+    assert not (tmp_path / "huge").exists()

@@ -25,5 +25,16 @@ def family_config(name: str) -> type:
 
 
 def build_model(cfg: Any, image_shape: tuple[int, int, int], num_classes: int) -> GenerativeModel:
-    """The family's networks for a RunConfig, initialised from the global torch RNG."""
-    return family_class(cfg.family)(cfg.model, image_shape, num_classes)
+    """The family's networks for a RunConfig, initialised from the global torch RNG. Sizes too large
+    for this machine's memory (model.latent_dim=99999999999) are refused in one line."""
+    try:
+        return family_class(cfg.family)(cfg.model, image_shape, num_classes)
+    except (MemoryError, RuntimeError) as error:
+        text = str(error)
+        if not isinstance(error, MemoryError) and "allocate" not in text and "out of memory" not in text:
+            raise
+        from genforge.errors import GenforgeError
+
+        first = text.strip().splitlines()[0][:160] if text.strip() else "out of memory"
+        raise GenforgeError(f"the {cfg.family} model's networks do not fit in memory ({first}); make the model "
+                            "smaller (model.* sizes such as latent_dim, width, hidden)") from None
