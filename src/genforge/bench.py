@@ -162,12 +162,12 @@ def _check_bench_out(out_dir: Path, toys: Sequence[str], configs: Sequence[str],
     run, and no run it would replace is training now. Runs of an earlier bench there are replaced (the
     bench's own folders), and a line says so."""
     from genforge.api import check_config
-    from genforge.runs import read_status
+    from genforge.runs import enclosing_run, read_status
 
-    for folder in (out_dir.resolve(), *out_dir.resolve().parents):
-        if (folder / "config.json").is_file() and (folder / "checkpoints").exists():
-            raise GenforgeError(f"--out {out_dir} is inside the run {folder}: the bench writes its runs into a "
-                                "folder of their own; choose another --out")
+    folder = enclosing_run(out_dir)
+    if folder is not None:
+        raise GenforgeError(f"--out {out_dir} is inside the run {folder}: the bench writes its runs into a "
+                            "folder of their own; choose another --out")
     earlier = 0
     for toy in toys:
         for name in configs:

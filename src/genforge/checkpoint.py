@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from genforge.atomic import atomic_output, fsync_dir, write_json_atomic
 from genforge.errors import GenforgeError
+from genforge.runs import finite_number as _number
 
 KEEP = 2  # complete checkpoints kept: the newest and the previous good one
 STATE_FILE = "state.json"
@@ -275,21 +276,19 @@ def _state_reads(folder: Path) -> bool:
 def _train_anew(run_dir: Path) -> str:
     """How to start a run over whose checkpoints are all gone: into another folder, or this one emptied."""
     try:
-        recipe = json.loads((run_dir / "config.json").read_text()).get("recipe") or "RECIPE"
-    except (OSError, ValueError, AttributeError, RecursionError):
-        recipe = "RECIPE"
+        config = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError, RecursionError):
+        config = None
+    recipe = (config.get("recipe") if isinstance(config, dict) else None) or "RECIPE"
     if not (run_dir / "config.json").exists():
         return f"train first: genforge train {recipe} --run-dir {run_dir}"
-    from genforge.runs import lock_holder, read_status
+    from genforge.runs import checkpoint_every, lock_holder, read_status
 
     holder = lock_holder(run_dir)
     ours = holder is not None and holder.pid == os.getpid()  # this process's own resume, refused: not training
     if not ours and read_status(run_dir) == "training":  # a healthy run before its first checkpoint: wait
-        try:
-            every = json.loads((run_dir / "config.json").read_text())["train"]["checkpoint_every"]
-        except (OSError, ValueError, KeyError, TypeError, RecursionError):
-            every = None
-        when = f"at step {every} (train.checkpoint_every)" if isinstance(every, int) else "soon"
+        every = checkpoint_every(config)
+        when = f"at step {every} (train.checkpoint_every)" if every is not None else "soon"
         return f"the run is training and writes its first checkpoint {when}: try again then"
     return (f"train it anew into another folder (genforge train {recipe} --run-dir NEW_DIR), or remove {run_dir} "
             f"and train into it again")
@@ -358,10 +357,6 @@ def check_weights_finite(folder: Path, weights: dict[str, torch.Tensor]) -> None
 
 def _whole(value: Any, low: int = 0) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value < 2 ** 62
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_state(folder: Path, state: Any, weights_only: bool = False) -> None:

@@ -679,14 +679,15 @@ def check_output(path: str, option: str, suffixes: tuple[str, ...] | None) -> No
         if target.suffix.lower() not in suffixes:
             listed = ", ".join(suffixes[:-1]) + " or " + suffixes[-1] if len(suffixes) > 1 else suffixes[0]
             raise GenforgeError(f"{flag} {_quoted(path)}: the file name must end in {listed}")
+    from genforge.runs import enclosing_run
+
     resolved = target.resolve()
-    for folder in resolved.parents:
-        if (folder / "config.json").is_file() and (folder / "checkpoints").is_dir():  # a run folder
-            part = resolved.relative_to(folder).parts[0] if resolved != folder else ""
-            if part in RUN_FILES:
-                raise GenforgeError(f"{flag} {_quoted(path)} would overwrite the run {_quoted(str(folder))}'s own "
-                                    f"{part}: write it elsewhere")
-            break
+    folder = enclosing_run(resolved.parent)  # the nearest run the output lies in
+    if folder is not None:
+        part = resolved.relative_to(folder).parts[0]
+        if part in RUN_FILES:
+            raise GenforgeError(f"{flag} {_quoted(path)} would overwrite the run {_quoted(str(folder))}'s own "
+                                f"{part}: write it elsewhere")
 
 
 def _interrupted(error: BaseException) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 
 from genforge import registry
 from genforge.data.catalog import FOLDERS
-from genforge.errors import GenforgeError
+from genforge.errors import GenforgeError, shorten
 from genforge.fields import allows, check_ranges, opt  # noqa: F401  (re-exported: the config's field helpers)
 
 
@@ -225,8 +225,7 @@ def load_recipe_dict(name: str) -> dict[str, Any]:
     (the studio passes names from the browser, and '../x' or '/tmp/x' must not load any TOML on disk)."""
     known = recipe_names()
     if name not in known:
-        shown = name if len(name) <= 80 else name[:77] + "..."
-        raise GenforgeError(f"unknown recipe '{shown}'; known recipes: {', '.join(known)}")
+        raise GenforgeError(f"unknown recipe '{shorten(name, 80)}'; known recipes: {', '.join(known)}")
     path = resources.files("genforge") / "recipes" / f"{name}.toml"
     try:
         return tomllib.loads(path.read_text())

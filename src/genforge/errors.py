@@ -11,3 +11,8 @@ class GenforgeError(Exception):
 
     def __init__(self, message: object = ""):
         super().__init__(" ".join(str(message).split()))
+
+
+def shorten(text: str, at: int = 60) -> str:
+    """``text`` cut to ``at`` characters with '...' when longer: a name quoted in a message that may be huge."""
+    return text if len(text) <= at else text[:at - 3] + "..."

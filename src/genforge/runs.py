@@ -445,14 +445,34 @@ class Run:
                           _updated(self.path), self.failure(status))
 
 
+def finite_number(value: Any) -> bool:
+    """A real int or float (not a bool), and finite: what a number read from a run's JSON must be."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _a_budget(budget: Any) -> bool:
     """Whether ``budget`` is {"steps", "minutes"} with finite numbers (a damaged status.json's is not:
     one such run made the whole run list fail)."""
     if not isinstance(budget, dict) or not ("steps" in budget or "minutes" in budget):
         return False
     values = [budget[k] for k in ("steps", "minutes") if k in budget]
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v < 1e15
-               for v in values)
+    return all(finite_number(v) and 0 <= v < 1e15 for v in values)
+
+
+def checkpoint_every(config: Any) -> int | None:
+    """train.checkpoint_every of a run's config dict (config.json as read), or None where it holds none."""
+    train = config.get("train") if isinstance(config, dict) else None
+    every = train.get("checkpoint_every") if isinstance(train, dict) else None
+    return every if isinstance(every, int) and not isinstance(every, bool) else None
+
+
+def enclosing_run(path: str | Path) -> Path | None:
+    """The run folder (config.json and checkpoints/) that ``path`` is or lies in, nearest first; None outside runs."""
+    resolved = Path(path).resolve()
+    for folder in (resolved, *resolved.parents):
+        if (folder / "config.json").is_file() and (folder / "checkpoints").is_dir():
+            return folder
+    return None
 
 
 def _pending_config(path: Path) -> dict[str, Any] | None:

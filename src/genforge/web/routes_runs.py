@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
 from genforge import api
+from genforge.runs import checkpoint_every
 from genforge.web.common import StudioJSON, relative_name, run_dir, studio
 from genforge.web.safety import run_file
 from genforge.web.sse import event_stream
@@ -79,18 +80,12 @@ def run_details(root: Path, path: Path) -> dict:
         "config": run.raw_config,  # a run still starting: what process.json says (recipe, family, budget)
         "config_written": (path / "config.json").is_file(),
         "checkpoint_step": run.checkpoint_step(),  # None: nothing to resume, explore or export yet
-        "checkpoint_every": _checkpoint_every(run.raw_config),
+        "checkpoint_every": checkpoint_every(run.raw_config),
         "timeline": [{"step": step, "name": relative_name(path, p)} for step, p in run.timeline()],
         "plots": [relative_name(path, p) for p in run.plots()],
         "eval": run.eval_result(),
         "log_tail": run.log_tail(20),
     }
-
-
-def _checkpoint_every(config: dict) -> int | None:
-    train = config.get("train")
-    every = train.get("checkpoint_every") if isinstance(train, dict) else None
-    return every if isinstance(every, int) and not isinstance(every, bool) else None
 
 
 @router.get("/run")

@@ -22,6 +22,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from genforge.errors import shorten
 from genforge.runs import PROCESS_FILE
 
 UPLOAD_LIMIT = 10 * 1024 * 1024  # bytes: an upload above this is refused before it is read
@@ -174,14 +175,10 @@ def resolve_run(root: Path, run_id: str) -> Path:
         found = config.is_file() if config.exists() else (child.is_file() and not child.is_symlink())
         inside = config.resolve().is_relative_to(root_real)
     except OSError as error:  # a name too long for the file system, a loop of links
-        raise Refused(400, f"run id {_short(run_id)!r} refused: {error.strerror or error}") from None
+        raise Refused(400, f"run id {shorten(run_id)!r} refused: {error.strerror or error}") from None
     if not found or not inside:
         raise Refused(404, f"no run '{run_id}' under {root} (a run is a folder with config.json)")
     return real
-
-
-def _short(text: str, at: int = 60) -> str:
-    return text if len(text) <= at else text[:at - 3] + "..."
 
 
 def run_file(run_dir: Path, name: str, folders: tuple[str, ...] = ("samples", "plots")) -> Path:
@@ -196,7 +193,7 @@ def run_file(run_dir: Path, name: str, folders: tuple[str, ...] = ("samples", "p
             raise Refused(403, f"file {name!r} refused: it leads outside the run folder")
         found = path.is_file()
     except OSError as error:
-        raise Refused(400, f"file {_short(name)!r} refused: {error.strerror or error}") from None
+        raise Refused(400, f"file {shorten(name)!r} refused: {error.strerror or error}") from None
     if not found:
         raise Refused(404, f"no file {name} in this run")
     return path

@@ -63,6 +63,17 @@ GF.notice = function (box, message, kind) {
   box.replaceChildren(message ? GF.el("div", { class: "notice " + (kind || "error"), text: message }) : "");
 };
 
+// A number field the browser could not read ("1e400", "2,5") has the value "", as if left empty: the
+// first such of ``inputs`` as an Error naming it (``data.key``: its config key), so a form refuses it
+// rather than sending it as "no change". null when every one reads.
+GF.unreadableNumber = function (inputs, example) {
+  const bad = [...inputs].find((input) => input.validity.badInput);
+  if (!bad) return null;
+  const err = new Error(`${bad.name || bad.id}: not a number this form can read (a finite decimal like ${example})`);
+  err.data = { key: bad.name || null };
+  return err;
+};
+
 GF.statusBadge = (status) => GF.el("span", { class: "badge " + status, text: status });
 
 GF.downloadLink = (src, name) => GF.el("a", { href: src, download: name, class: "dl", title: "download PNG" }, "⤓");

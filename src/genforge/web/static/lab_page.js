@@ -76,9 +76,8 @@ GF.labView = function (view) {
   lab.once = (which) => lab.id && lab.step(which, 1).catch(fail);
   const given = (input) => (input.value === "" ? null : Number(input.value));  // 0 is a value (refused), not "no change"
   lab.apply = () => {
-    // a number the browser cannot read ("1e400") has the value "": refused, not sent as "no change"
-    const bad = [c.lrD, c.lrG, c.dSteps].find((input) => input.validity.badInput);
-    if (bad) return fail(new Error(`${bad.id}: not a number this form can read (a finite decimal like 2e-4)`));
+    const unreadable = GF.unreadableNumber([c.lrD, c.lrG, c.dSteps], "2e-4");  // not sent as "no change"
+    if (unreadable) return fail(unreadable);
     return GF.post(`/api/lab/${lab.id}/set`, { loss: c.loss.value, lr_d: given(c.lrD), lr_g: given(c.lrG),
                                                 d_steps: given(c.dSteps) })
       .then((d) => { lab.show(d.state); showLabConfig(c, d.state.config); GF.notice(c.note, "changed", "ok"); }).catch(fail);

@@ -47,15 +47,8 @@ function schemaForm(schema) {
       GF.el("div", { class: "field-error", "data-error-for": f.key })))));
 }
 
-// A number field the browser could not read ("1e400", "2,5"): its value is "" as if left empty, so it
-// is refused here rather than sent as no change (the recipe's value, or its budget, used silently).
-function unreadableNumber(form) {
-  const bad = [...form.querySelectorAll("input[type=number]")].find((input) => input.validity.badInput);
-  if (!bad) return null;
-  const err = new Error(`${bad.name || "budget"}: not a number this form can read (a finite decimal like 2.5e-4)`);
-  err.data = { key: bad.name || null };
-  return err;
-}
+// Unreadable numbers are refused before a request (they would send the recipe's value, or its budget).
+const unreadableNumber = (form) => GF.unreadableNumber(form.querySelectorAll("input[type=number]"), "2.5e-4");
 
 function budgetOf(form) {
   const kind = form.querySelector("[name=budget-kind]:checked").value, value = form.querySelector("#budget").value;
