@@ -132,7 +132,14 @@ def test_a_log_rewritten_by_a_resume_is_sent_again_whole(client, runs):
         metrics.write_text("\n".join([*kept, json.dumps({"step": 6, "g/loss": 9.0})]) + "\n")
 
     threading.Thread(target=rewrite).start()
-    streamed = events(client, "/api/events/metrics", run="dcgan", after=3, limit=2, interval=0.1)
+    # in a thread with a deadline: a stream that missed the rewrite would send nothing more, for good
+    got: list = []
+    reader = threading.Thread(target=lambda: got.extend(
+        events(client, "/api/events/metrics", run="dcgan", after=3, limit=2, interval=0.1)), daemon=True)
+    reader.start()
+    reader.join(timeout=20)
+    assert not reader.is_alive(), "the stream sent no event for the rewritten log"
+    streamed = got
     assert streamed[0]["rows"] == [] and streamed[0]["reset"] is False
     assert streamed[1]["reset"] is True and [r["step"] for r in streamed[1]["rows"]] == [2, 4, 6]
     assert streamed[1]["rows"][-1]["g/loss"] == 9.0

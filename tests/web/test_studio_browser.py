@@ -378,3 +378,13 @@ def test_a_diverged_run_says_which_figures_went_non_finite_and_from_when(page, s
         expect(page.locator("#non-finite")).to_contain_text("d/loss from step 99")
     finally:
         shutil.rmtree(studio.root / "diverged")
+
+
+def test_the_lab_refuses_a_number_it_cannot_read_instead_of_saying_changed(page, studio):
+    page.goto(studio.url + "/#/lab")
+    expect(page.locator("#lab-step-count")).to_contain_text("step 0")
+    page.locator("#lab-lr-d").fill("")
+    page.locator("#lab-lr-d").press_sequentially("1e400")  # the browser's value is "": it said "changed" before
+    page.click("#lab-apply")
+    expect(page.locator(".notice.error")).to_contain_text("lab-lr-d: not a number this form can read")
+    expect(page.locator(".notice.ok")).to_have_count(0)
