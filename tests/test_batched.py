@@ -66,6 +66,16 @@ def test_a_batched_seed_resumes_alone(tmp_path):
     assert_same_run(tmp_path / "seed-1", tmp_path / "alone")
 
 
+def test_a_batched_seed_stopped_between_log_steps_keeps_its_loss_window_as_alone(tmp_path):
+    cfgs = seed_configs("ring-8", [*GAN_TINY, "train.checkpoint_every=3"], seeds=(0, 1))  # logs at 2 and 4
+    train_batched(cfgs, [tmp_path / "seed-0", tmp_path / "seed-1"], progress=False, log=lambda _: None)
+    train(copy.deepcopy(cfgs[1]), tmp_path / "alone", progress=False)
+    mine, alone = (load_checkpoint(latest_checkpoint(tmp_path / name, "step-0000003")).extra["loss_window"]
+                   for name in ("seed-1", "alone"))
+    assert mine["counts"] == alone["counts"] and set(mine["counts"].values()) == {1}
+    assert mine["sums"] == pytest.approx(alone["sums"], rel=1e-5, abs=1e-6)
+
+
 def test_configurations_the_batched_step_does_not_take_train_one_by_one(tmp_path):
     cfgs = seed_configs("ring-8", [*GAN_TINY, "model.loss=wgan-gp", "train.steps=2"], seeds=(0, 1))
     assert "gradient penalties" in why_not_batched(cfgs)

@@ -251,6 +251,12 @@ STATE_DAMAGE = {
     "data_order epoch huge": lambda s: setitem(s, "data_order", {"epoch": 10 ** 30, "position": 0}),
     "data_order position past the data": lambda s: setitem(s, "data_order", {"epoch": 0, "position": 10 ** 9}),
     "data_order without position": lambda s: setitem(s, "data_order", {"epoch": 0}),
+    "data_order size zero": lambda s: setitem(s, "data_order", {"epoch": 0, "position": 0, "size": 0}),
+    "data_order size a string": lambda s: setitem(s, "data_order", {"epoch": 0, "position": 0, "size": "9"}),
+    "loss_window a list": lambda s: setitem(s, "loss_window", []),
+    "loss_window counts zero": lambda s: setitem(s, "loss_window", {"sums": {"d/loss": 1.0}, "counts": {"d/loss": 0}}),
+    "loss_window sums a string": lambda s: setitem(s, "loss_window", {"sums": {"d/loss": "1"}, "counts": {"d/loss": 1}}),
+    "loss_window terms that differ": lambda s: setitem(s, "loss_window", {"sums": {"d/loss": 1.0}, "counts": {}}),
     "optimizers a list": lambda s: setitem(s, "optimizers", []),
     "optimizers missing": lambda s: without(s, "optimizers"),
     "optimizers of the wrong shape": lambda s: setitem(s, "optimizers", {"generator": []}),
@@ -437,7 +443,7 @@ def on_run(*argv: str) -> Callable[[Context], list[str]]:
 
 for _argv, _expected in [
     (("sample", "RUN", "--n", "0"), "--n must be 1 to"), (("sample", "RUN", "--n", "1000000000"), "--n must be 1 to"),
-    (("sample", "RUN", "--class", "3", "--out", "OUT/s.png"), "--class needs"),
+    (("sample", "RUN", "--class", "3", "--out", "OUT/s.png"), "sampling one class needs"),
     (("sample", "RUN", "--by-class", "--out", "OUT/s.png"), "needs a conditional GAN"),
     (("sample", "RUN", "--save-z", "OUT/z.txt", "--out", "OUT/s.png"), ".safetensors or .npy"),
     (("sample", "RUN", "--device", "tpu"), "unknown device"),

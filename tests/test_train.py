@@ -219,9 +219,19 @@ def test_interrupted_run_with_a_schedule_resumes_bit_identical(tmp_path, monkeyp
     with monkeypatch.context() as patch:
         patch.setattr(GAN, "g_loss", interrupting)
         assert train(tiny_config("mnist-dcgan", *settings), tmp_path / "halves", progress=False).step == 4
+    assert "loss_window" in load_checkpoint(latest_checkpoint(tmp_path / "halves", "step-0000004")).extra
     assert train(resume_config(tmp_path / "halves"), tmp_path / "halves", resume=True, progress=False).step == 10
     a, b = _final_weights(tmp_path / "straight"), _final_weights(tmp_path / "halves")
     assert all(torch.equal(a[key], b[key]) for key in a)
+    # the row of step 5 averages steps 1-5 as the straight run's does (it averaged step 5 alone)
+    assert _loss_rows(tmp_path / "halves") == _loss_rows(tmp_path / "straight")
+    assert [row["step"] for row in _loss_rows(tmp_path / "straight")] == [5, 10]
+
+
+def _loss_rows(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{key: value for key, value in row.items() if "/" in key and not key.startswith("eval/") or key == "step"}
+            for row in rows if any(key.startswith(("g/", "d/")) for key in row)]
 
 
 def test_checkpoint_every_and_data_order_saved(tmp_path):
@@ -229,7 +239,7 @@ def test_checkpoint_every_and_data_order_saved(tmp_path):
     ckpts = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*"))
     assert ckpts == ["step-0000004", "step-0000005"]  # 2, 4, and the final 5; two kept
     ckpt = load_checkpoint(latest_checkpoint(tmp_path))
-    assert ckpt.step == 5 and ckpt.extra["data_order"] == {"epoch": 0, "position": 5 * 16}
+    assert ckpt.step == 5 and ckpt.extra["data_order"] == {"epoch": 0, "position": 5 * 16, "size": 9000}
     assert ckpt.extra["config"]["train"]["steps"] == 5 and ckpt.extra["image_shape"] == [1, 28, 28]
 
 
@@ -295,8 +305,8 @@ def test_ctrl_c_through_the_cli_exits_130(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(VAE, "loss_terms", interrupting)
     run_dir = tmp_path / "run"
-    code = main(["train", "mnist-vae", "--steps", "40", "--run-dir", str(run_dir), "--no-progress",
-                 *tiny_overrides("mnist-vae")])  # --steps wins over train.steps
+    code = main(["train", "mnist-vae", "--run-dir", str(run_dir), "--no-progress",
+                 *tiny_overrides("mnist-vae", "train.steps=40")])
     err = capsys.readouterr().err
     assert code == 130
     assert "interrupted at step 2" in err and f"--resume {run_dir}" in err
@@ -325,6 +335,45 @@ def test_minutes_budget_stops_the_run(tmp_path):
     assert load_checkpoint(latest_checkpoint(tmp_path)).step == result.step
 
 
+@pytest.mark.parametrize("change", ["remove", "add"])
+def test_a_resume_on_an_image_folder_that_changed_says_so(tmp_path, private_cache, change):
+    from genforge.errors import GenforgeError
+
+    folder = synthetic_folder(tmp_path / "imgs", count=40)
+    cfg = tiny_config("mnist-dcgan", f"data.dataset=folder:{folder}", "data.channels=3", "data.image_size=32",
+                      "train.steps=2")
+    train(cfg, tmp_path / "run", progress=False)
+    before = sorted((tmp_path / "run" / "checkpoints").iterdir())
+    if change == "remove":  # it was blamed on a damaged state.json
+        for path in sorted(folder.iterdir())[:10]:
+            path.unlink()
+    else:
+        synthetic_folder(tmp_path / "more", count=3, seed=1)
+        for index, path in enumerate(sorted((tmp_path / "more").iterdir())):
+            path.rename(folder / f"new-{index}.png")
+    now = 30 if change == "remove" else 43
+    with pytest.raises(GenforgeError, match=f"^{tmp_path / 'run'}: the run's data has {now} items now and had 40 "
+                                            rf"when step-0000002 was written \(were images added to or removed from "
+                                            rf"{folder}\?\); resume with the data as it was"):
+        train(resume_config(tmp_path / "run", steps=4), tmp_path / "run", resume=True, progress=False)
+    assert sorted((tmp_path / "run" / "checkpoints").iterdir()) == before
+
+
+def test_the_advice_for_a_moved_image_folder_can_be_followed_on_resume(tmp_path, private_cache):
+    from genforge.errors import GenforgeError
+
+    folder = synthetic_folder(tmp_path / "imgs", count=20)
+    cfg = tiny_config("mnist-dcgan", f"data.dataset=folder:{folder}", "data.channels=3", "data.image_size=32",
+                      "train.steps=2")
+    train(cfg, tmp_path / "run", progress=False)
+    folder.rename(tmp_path / "moved")
+    with pytest.raises(GenforgeError, match=f"link them there: ln -s NEW_PLACE {folder}\\)$"):
+        # (data.path is a key a resume may not change: the advice had said to set it)
+        train(resume_config(tmp_path / "run", steps=3), tmp_path / "run", resume=True, progress=False)
+    folder.symlink_to(tmp_path / "moved")
+    assert train(resume_config(tmp_path / "run", steps=3), tmp_path / "run", resume=True, progress=False).step == 3
+
+
 def test_dataset_smaller_than_a_batch_trains_with_the_batch_cut(tmp_path, private_cache, capsys):
     folder = synthetic_folder(tmp_path / "nine", count=9)
     cfg = tiny_config("mnist-dcgan", f"data.dataset=folder:{folder}", "data.channels=3", "data.image_size=32",
@@ -334,7 +383,7 @@ def test_dataset_smaller_than_a_batch_trains_with_the_batch_cut(tmp_path, privat
     err = capsys.readouterr().err
     assert err.count("warning") == 1 and "9 items, fewer than train.batch_size=16: training with batches of 9" in err
     ckpt = load_checkpoint(latest_checkpoint(tmp_path / "run"))
-    assert ckpt.extra["data_order"] == {"epoch": 5, "position": 9}  # D's and G's phase: a whole-dataset batch each
+    assert ckpt.extra["data_order"] == {"epoch": 5, "position": 9, "size": 9}  # D's and G's phase: a whole-dataset batch each
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(torch.isfinite(torch.tensor(row["d/loss"])) for row in rows if "d/loss" in row)
 
@@ -404,7 +453,7 @@ def test_schedule_without_steps_is_refused_before_anything_is_written(tmp_path):
     from genforge.errors import GenforgeError
 
     cfg = tiny_config("mnist-vae", "train.steps=0", "train.minutes=1", "optim.schedule=linear")
-    with pytest.raises(GenforgeError, match="set train.steps"):
+    with pytest.raises(GenforgeError, match="give a budget in steps \\(train.steps\\)"):
         train(cfg, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
 

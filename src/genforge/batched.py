@@ -250,6 +250,13 @@ class StackedWindow:
         self.sums, self.count, self.start_step, self.start_time = {}, 0, step, now
         return rows
 
+    def seed_state(self, index: int) -> dict[str, dict[str, Any]] | None:
+        """Seed ``index``'s window so far as its own run's checkpoint keeps it (train.LossWindow.state)."""
+        if not self.count:
+            return None
+        return {"sums": {key: float(total[index]) for key, total in self.sums.items()},
+                "counts": {key: self.count for key in self.sums}}
+
 
 def prepare_stack(cfgs: Sequence[Any], run_dirs: Sequence[Path], data_root: str | None) -> tuple[SeedStack | None, str]:
     """Each seed's run prepared as training it alone prepares it; the stack, or (None, why not)."""
@@ -325,7 +332,7 @@ def run_stack(stack: SeedStack, progress: bool = True, log: Callable[[str], None
             logged = step % tcfg.log_every == 0 or step == tcfg.steps
             sampled, saved = step % tcfg.sample_every == 0, step % tcfg.checkpoint_every == 0
             if logged or sampled or saved:
-                _periodic(stack, logs, step, share, window if logged else None, sampled, saved)
+                _periodic(stack, logs, step, share, window, logged, sampled, saved)
                 saved_step = step if saved else saved_step
         interrupted = sigint["stop"]
     bar.close()
@@ -334,18 +341,18 @@ def run_stack(stack: SeedStack, progress: bool = True, log: Callable[[str], None
     for index, (run, run_log) in enumerate(zip(runs, logs)):
         with stack.seed_rng(index):
             if step != saved_step or not (run.run_dir / "checkpoints" / "latest").exists():
-                run.save(step, run_log)
+                run.save(step, run_log, window.seed_state(index))
             results.append(finish_run(run, step, interrupted, run_log, progress))
     return results
 
 
-def _periodic(stack: SeedStack, logs: list[Any], step: int, share: float, window: StackedWindow | None,
+def _periodic(stack: SeedStack, logs: list[Any], step: int, share: float, window: StackedWindow, logged: bool,
               sampled: bool, saved: bool) -> None:
     """A log, sample or checkpoint step: the stacked state written back, then each seed's own work."""
     from genforge.threads import recheck_threads
 
     stack.sync(share)
-    rows = window.read(step, stack.runs[0].batches.global_batch) if window is not None else None
+    rows = window.read(step, stack.runs[0].batches.global_batch) if logged else None
     if rows is not None:
         recheck_threads()
     for index, (run, run_log) in enumerate(zip(stack.runs, logs)):
@@ -356,5 +363,5 @@ def _periodic(stack: SeedStack, logs: list[Any], step: int, share: float, window
             if sampled:
                 run.sample_grid(f"step-{step:07d}", step, run_log)
             if saved:
-                run.save(step, run_log)
+                run.save(step, run_log, window.seed_state(index))
                 run.checkpoint_metrics(step, run_log)

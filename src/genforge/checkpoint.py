@@ -388,11 +388,25 @@ def check_run_state(folder: Path, extra: dict[str, Any], weights_only: bool = Fa
     for key in ("data_order", *(("data_order_b",) if "data_order_b" in extra else ())):
         order = extra.get(key)
         if not (isinstance(order, dict) and _whole(order.get("epoch")) and _whole(order.get("position"))
-                and order["epoch"] < 2 ** 31):
-            raise refuse(folder, STATE_FILE, f"'{key}' is {order!r}, not {{\"epoch\": N, \"position\": N}}")
+                and order["epoch"] < 2 ** 31 and ("size" not in order or _whole(order["size"], 1))):
+            raise refuse(folder, STATE_FILE, f"'{key}' is {order!r}, not {{\"epoch\": N, \"position\": N, "
+                                             "\"size\": N}")
+    if "loss_window" in extra and not _loss_window(extra["loss_window"]):
+        raise refuse(folder, STATE_FILE, "'loss_window' is not {\"sums\": {TERM: number}, \"counts\": {TERM: N}} "
+                                         "of the same terms")
     scalers = extra.get("grad_scalers", {})
     if not (isinstance(scalers, dict) and all(isinstance(v, dict) for v in scalers.values())):
         raise refuse(folder, STATE_FILE, "'grad_scalers' is not an object of objects")
+
+
+def _loss_window(window: Any) -> bool:
+    """The loss window a checkpoint between log steps keeps: each term's sum (any float) and count."""
+    if not (isinstance(window, dict) and set(window) == {"sums", "counts"}):
+        return False
+    sums, counts = window["sums"], window["counts"]
+    return (isinstance(sums, dict) and isinstance(counts, dict) and set(sums) == set(counts)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in sums.values())
+            and all(_whole(v, 1) for v in counts.values()))
 
 
 def _check_optimizer_meta(folder: Path, optimizers: Any) -> None:

@@ -222,7 +222,8 @@ class BatchOrder:
         return indices
 
     def state(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position}
+        """Where the order is, and the size of the dataset it orders (a resume on other data is refused)."""
+        return {"epoch": self.epoch, "position": self.position, "size": self.size}
 
     def load(self, state: dict[str, int]) -> None:
         self.epoch, self.position, self._perm = int(state["epoch"]), int(state["position"]), None

@@ -424,6 +424,7 @@ class TrainingRun:
                         if fast.dtype is torch.float16 else {})
         self.run_phase = phase_runner(self.model, self.phases, fast, ranks, device, cfg.train.seed)
         self.guard = NanGuard(cfg.train.nan_skips) if cfg.train.on_nan == "skip" else None
+        self.resumed_window: dict[str, Any] | None = None  # the checkpoint's loss window, once restored
         self.fixed_inputs = self.model.fixed_inputs(train_data, FIXED_NOISE,
                                                     torch.Generator().manual_seed(cfg.train.seed + 1)).to(device)
 
@@ -473,6 +474,7 @@ class TrainingRun:
                        f"processes, resumed by {self.ranks.world}; the run continues, but not bit for bit",
                        file=sys.stderr)
         self.batches.load(ckpt.extra)
+        self.resumed_window = ckpt.extra.get("loss_window")
         for name, scaler in self.scalers.items():
             if name in ckpt.extra.get("grad_scalers", {}):
                 scaler.load_state_dict(ckpt.extra["grad_scalers"][name])
@@ -487,17 +489,37 @@ class TrainingRun:
                                                f"{ckpt.extra['num_classes']} classes, but this data is {self.item_shape} "
                                                f"with {self.num_classes}")
         for key, order in (("data_order", self.batches.order), ("data_order_b", getattr(self.batches, "order_b", None))):
-            if order is not None and (key not in ckpt.extra or ckpt.extra[key]["position"] > order.size):
-                raise refuse(folder, "state.json", f"'{key}' is {ckpt.extra.get(key)!r}, not a place in a dataset "
-                                                   f"of {order.size} items")
+            if order is None:
+                continue
+            if key not in ckpt.extra:
+                raise refuse(folder, "state.json", f"'{key}' is missing: it was written for data of one domain")
+            self.check_same_data(folder, key, ckpt.extra[key], order.size)
         check_weights(folder, ckpt.model, self.model)
         check_optimizers(folder, ckpt.optimizers, self.optimizers)
 
-    def save(self, step: int, log: MetricsLog | NullLog) -> None:
+    def check_same_data(self, folder: Path, key: str, saved: dict[str, int], size: int) -> None:
+        """The data is as big as when the checkpoint was written: an image folder that lost or gained files
+        was blamed on a damaged state.json. (A checkpoint from before the size was kept shows it by a place
+        past the data's end only.)"""
+        had = saved.get("size")
+        if saved["position"] <= size and had in (None, size):
+            return
+        data = self.cfg.data
+        where = data.path_b if key == "data_order_b" else (data.path or data.dataset.removeprefix("folder:"))
+        changed = f" (were images added to or removed from {where}?)" if where and Path(where).is_absolute() else ""
+        if had is None or had == size:
+            raise refuse(folder, "state.json", f"'{key}' is {saved!r}, not a place in a dataset of {size} items"
+                                               + (f", or the data had more items then{changed}" if had is None else ""))
+        raise GenforgeError(f"{self.run_dir}: the run's data{' B' if key == 'data_order_b' else ''} has {size} items "
+                            f"now and had {had} when {folder.name} was written{changed}; resume with the data as it "
+                            "was, or train anew into another folder (nothing of the run was changed)")
+
+    def save(self, step: int, log: MetricsLog | NullLog, window: dict[str, Any] | None = None) -> None:
         """A checkpoint of ``step`` (rank 0 writes it) of finite weights only (a non-finite one stops the
-        run instead, the last finite checkpoint kept); under DDP also the check that the ranks agree."""
+        run instead, the last finite checkpoint kept), with the loss ``window`` so far; under DDP also the
+        check that the ranks agree."""
         self.check_finite(step)
-        state = self.snapshot(step)
+        state = self.snapshot(step, **({"loss_window": window} if window and window["counts"] else {}))
         if self.ranks.main:
             save_checkpoint(self.run_dir, state)
         if self.ranks.active:  # DDP keeps every rank's weights identical: check it at each checkpoint
@@ -594,20 +616,37 @@ class LossWindow:
     def __init__(self, start_step: int):
         self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, int] = {}
+        self.resumed: dict[str, float] = {}  # a checkpoint's sums, until their terms are next logged
         self.start_step, self.start_time = start_step, time.monotonic()
 
     def add(self, logged: dict[str, torch.Tensor]) -> None:
         for key, value in logged.items():
+            if key in self.resumed:  # a checkpoint's sum, in the term's own dtype (bf16 terms sum in bf16)
+                self.sums[key] = torch.tensor(self.resumed.pop(key), dtype=value.dtype, device=value.device)
             self.sums[key] = self.sums[key] + value if key in self.sums else value
             self.counts[key] = self.counts.get(key, 0) + 1
 
     def restart(self, step: int, when: float) -> None:
-        self.sums, self.counts, self.start_step, self.start_time = {}, {}, step, when
+        self.sums, self.counts, self.resumed, self.start_step, self.start_time = {}, {}, {}, step, when
+
+    def state(self) -> dict[str, dict[str, Any]]:
+        """The sums and counts of the window so far (the host sync, at a checkpoint only): a run stopped
+        between log steps and resumed logs the same row as one that never stopped."""
+        sums = {**self.resumed, **{key: float(value) for key, value in self.sums.items()}}
+        return {"sums": sums, "counts": dict(self.counts)}
+
+    def load(self, state: dict[str, dict[str, Any]] | None) -> None:
+        """Go on with a checkpoint's window (none in checkpoints before it was kept: a window of this
+        process's steps only). The speed is still timed over this process's steps."""
+        if state:
+            self.resumed = {key: float(value) for key, value in state["sums"].items()}
+            self.counts = {key: int(count) for key, count in state["counts"].items()}
 
     def read(self, step: int, images_per_step: int) -> dict[str, float]:
         """The window's mean of each term and the images/s over it; starts a new window."""
         now = time.monotonic()
-        values = {key: float(self.sums[key]) / self.counts[key] for key in self.sums}  # the host sync
+        totals = {**self.resumed, **{key: float(value) for key, value in self.sums.items()}}  # the host sync
+        values = {key: total / self.counts[key] for key, total in totals.items()}
         values["images_per_s"] = images_per_step * (step - self.start_step) / max(now - self.start_time, 1e-9)
         self.restart(step, now)
         return values
@@ -736,6 +775,8 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, data_root: str | None, p
     deadline = time.monotonic() + tcfg.minutes * 60 if tcfg.minutes > 0 else math.inf
     last_step = tcfg.steps if tcfg.steps > 0 else math.inf
     window, saved_step, first_step = LossWindow(step), step, step + 1
+    if resume:
+        window.load(run.resumed_window)
     _announce(run)
     bar = tqdm(total=tcfg.steps or None, initial=step, disable=not (progress and ranks.main), unit="step",
                dynamic_ncols=True, desc=cfg.recipe)
@@ -767,7 +808,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, data_root: str | None, p
                 run.sample_grid(f"step-{step:07d}", step, log)
                 _fault("sample", step)
             if step % tcfg.checkpoint_every == 0:
-                run.save(step, log)  # never of non-finite weights
+                run.save(step, log, window.state())  # never of non-finite weights
                 saved_step = step
                 run.checkpoint_metrics(step, log)
                 _fault("checkpoint", step)
@@ -778,7 +819,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, data_root: str | None, p
         # The end: a last checkpoint, and rank 0's final grid, curves and the family's report.
         missing = ranks.main and not (run.run_dir / "checkpoints" / "latest").exists()
         if ranks.any(step != saved_step or missing, device):
-            run.save(step, log)
+            run.save(step, log, window.state())
     bar.close()
     if ranks.active:  # the ranks leave together
         torch.distributed.barrier()

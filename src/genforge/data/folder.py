@@ -220,7 +220,8 @@ def load_folder(folder: str | Path, settings: DecodeSettings, *, warn: Callable[
     folder = Path(folder).expanduser()
     if not folder.exists():
         raise GenforgeError(f"image folder {folder} does not exist; set data.path or data.dataset=folder:PATH "
-                            "to a folder of images")
+                            "to a folder of images (a run trained on it reads it from there on resume, eval and "
+                            f"sample --nearest: move the images back, or link them there: ln -s NEW_PLACE {folder})")
     if not folder.is_dir():
         raise GenforgeError(f"{folder} is a file, not a folder; data.path / folder:PATH names a folder of images")
     entries, others = scan_folder(folder, warn)
