@@ -260,3 +260,29 @@ def test_a_file_given_for_a_run_folder_names_the_folder_to_give(tmp_path):
 def test_a_minutes_budget_must_be_positive_and_finite(minutes):
     with pytest.raises(GenforgeError, match="--minutes must be a positive, finite number"):
         api.check_config("ring-8", [], minutes=minutes)
+
+
+@pytest.mark.parametrize("key, budget", [("train.steps=60", {"steps": 50}), ("train.minutes=3", {"steps": 50}),
+                                         ("train.steps=60", {"minutes": 2.0}), (" train.minutes = 1", {"minutes": 2.0})])
+def test_a_budget_given_twice_is_refused_naming_both(key, budget):
+    # the budget replaced the recipe's train.steps and train.minutes, so the key was silently dropped
+    given = f"{budget['steps']} steps" if "steps" in budget else f"{budget['minutes']:g} minutes"
+    with pytest.raises(GenforgeError, match=f"^{key.strip()} and a budget of {given} both say how long to train"):
+        api.check_config("ring-8", [key], **budget)
+    assert api.check_config("ring-8", [key]).train is not None  # either alone is fine
+    assert api.check_config("ring-8", ["train.log_every=3"], **budget).train.log_every == 3
+
+
+def test_a_resume_refuses_a_budget_given_twice(toy_run):
+    with pytest.raises(GenforgeError, match="^train.steps=40 and a budget of 30 steps both say"):
+        api.resume_config(toy_run, steps=30, overrides=["train.steps=40"])
+    assert api.resume_config(toy_run, overrides=["train.steps=40"]).train.steps == 40
+
+
+def test_a_resume_budget_key_replaces_the_old_budget_as_the_flags_do(toy_run):
+    cfg = api.resume_config(toy_run, overrides=["train.minutes=2"])
+    assert (cfg.train.steps, cfg.train.minutes) == (0, 2.0)
+    cfg = api.resume_config(toy_run, overrides=["train.steps=40"])
+    assert (cfg.train.steps, cfg.train.minutes) == (40, 0.0)
+    with pytest.raises(GenforgeError, match=r"^train.steps=10 is below the step step-\d+ is at \(20\)"):
+        api.resume_config(toy_run, overrides=["train.steps=10"])

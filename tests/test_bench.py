@@ -16,6 +16,7 @@ import pytest
 from genforge.bench import PUBLISHED, format_bench, format_seeds, toy_bench, train_seeds
 from genforge.config import load_recipe
 from genforge.errors import GenforgeError
+from genforge.runs import read_status
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -182,3 +183,6 @@ def test_the_toy_bench_checks_its_out_folder_and_configs_before_it_writes(tmp_pa
     lines.clear()
     toy_bench(tmp_path / "bench", steps=2, **kwargs)
     assert lines[0] == f"genforge: replacing 1 run(s) of an earlier bench under {tmp_path / 'bench'}"
+    # a configuration with its own budget (train.steps=20000) takes --steps: it was refused as a budget given twice
+    rows = toy_bench(tmp_path / "best", steps=2, **{**kwargs, "configs": ["gan-ns-z2-bn-topk-drs"]})
+    assert rows and read_status(tmp_path / "best" / "ring-8" / "gan-ns-z2-bn-topk-drs" / "seed-0") == "finished"

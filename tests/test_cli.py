@@ -104,8 +104,8 @@ def test_minutes_makes_the_clock_the_budget(capsys):
 
 def test_train_then_sample_a_4x4_grid(capsys, tmp_path):
     run_dir = tmp_path / "run"
-    code = main(["train", "mnist-vae", "--steps", "3", "--run-dir", str(run_dir), "--no-progress",
-                 *tiny_overrides("mnist-vae")])
+    code = main(["train", "mnist-vae", "--run-dir", str(run_dir), "--no-progress",
+                 *tiny_overrides("mnist-vae", "train.steps=3")])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "eval/test_nll" in captured.out and "done at step 3" in captured.err
@@ -126,8 +126,8 @@ def test_train_then_sample_a_4x4_grid(capsys, tmp_path):
     assert again.read_bytes() == out.read_bytes() != other.read_bytes()
 
     # Training into the same folder again refuses and says how to continue.
-    line = _fails_cleanly(capsys, ["train", "mnist-vae", "--steps", "3", "--run-dir", str(run_dir),
-                                   *tiny_overrides("mnist-vae")])
+    line = _fails_cleanly(capsys, ["train", "mnist-vae", "--run-dir", str(run_dir),
+                                   *tiny_overrides("mnist-vae", "train.steps=3")])
     assert f"--resume {run_dir}" in line
 
     # ... and --resume continues it.
@@ -162,7 +162,7 @@ def test_sample_with_rejection_keeps_what_d_finds_real(capsys, gan_run, tmp_path
 
 
 def test_sample_with_rejection_needs_a_gan(capsys, vae_run):
-    assert "--reject needs an unconditional GAN" in _fails_cleanly(capsys, ["sample", str(vae_run), "--reject", "0.9"])
+    assert "rejection sampling needs an unconditional GAN" in _fails_cleanly(capsys, ["sample", str(vae_run), "--reject", "0.9"])
 
 
 def test_recipes_lists_and_shows(capsys):
@@ -187,6 +187,18 @@ def test_data_list(capsys, isolated_data):
     assert "missing: genforge data fetch fashion-mnist" in out
     assert main(["data"]) == 0  # list is the default action
     assert "mnist-10k" in capsys.readouterr().out
+
+
+def test_a_data_root_that_is_not_a_folder_is_refused_except_by_fetch(capsys, tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    typo = str(tmp_path / "datsets")
+    assert "datsets: no such folder (`genforge data fetch NAME --data-root" in _fails_cleanly(
+        capsys, ["data", "list", "--data-root", typo])  # it listed every dataset as missing
+    assert "notes.txt: a file, not a folder of datasets" in _fails_cleanly(
+        capsys, ["sample", str(tmp_path), "--data-root", str(tmp_path / "notes.txt")])
+    assert "no such folder" in _fails_cleanly(capsys, ["eval", "--real", "mnist-10k", "--data-root", typo])
+    assert "unknown dataset 'cifar'" in _fails_cleanly(capsys, ["data", "fetch", "cifar", "--data-root", typo])
+    assert main(["data", "list", "--data-root", str(tmp_path)]) == 0
 
 
 def test_data_fetch_unknown(capsys, isolated_data):
@@ -298,7 +310,7 @@ def test_resume_with_a_key_that_changes_the_model_is_refused(capsys, toy_cli_run
 def test_resume_with_a_step_budget_below_the_checkpoint_is_refused_and_the_run_left_as_it_was(capsys, toy_cli_run):
     before = {p.name: p.stat().st_mtime_ns for p in toy_cli_run.iterdir()}
     line = _fails_cleanly(capsys, ["train", "--resume", str(toy_cli_run), "--steps", "10"])
-    assert "--steps 10 is below the step step-0000020 is at (20)" in line and "give more than 20" in line
+    assert "a budget of 10 steps is below the step step-0000020 is at (20)" in line and "give more than 20" in line
     assert {p.name: p.stat().st_mtime_ns for p in toy_cli_run.iterdir()} == before
 
 
@@ -554,3 +566,10 @@ def test_a_model_too_large_for_memory_is_refused_in_one_line(capsys, tmp_path):
                                    "train.threads=1", "model.latent_dim=99999999999"])
     assert "do not fit in memory" in line and "make the model smaller" in line
     assert not (tmp_path / "huge").exists()
+
+
+def test_a_budget_flag_beside_its_key_is_refused_not_dropped(capsys):
+    line = _fails_cleanly(capsys, ["train", "ring-8", "--steps", "50", "train.steps=60", "--dry-run"])
+    assert "train.steps=60 and a budget of 50 steps both say how long to train: give one of them" in line
+    assert "train.minutes=2 and a budget of 50 steps" in _fails_cleanly(
+        capsys, ["train", "ring-8", "train.minutes=2", "--steps", "50", "--dry-run"])

@@ -357,8 +357,9 @@ def test_mnist_vae_at_lr_1e6_stops_with_the_nan_line_and_its_last_finite_checkpo
     from .conftest import tiny_overrides
 
     run_dir = tmp_path / "vae"
-    overrides = tiny_overrides("mnist-vae", "optim.lr=1e6", "train.checkpoint_every=1", "train.log_every=10")
-    assert main(["train", "mnist-vae", "--run-dir", str(run_dir), "--steps", "40", "--no-progress", *overrides]) == 2
+    overrides = tiny_overrides("mnist-vae", "optim.lr=1e6", "train.checkpoint_every=1", "train.log_every=10",
+                               "train.steps=40")
+    assert main(["train", "mnist-vae", "--run-dir", str(run_dir), "--no-progress", *overrides]) == 2
     err = capsys.readouterr().err
     assert err.count("genforge: error:") == 1 and "Traceback" not in err and "LinAlgError" not in err
     assert "is no longer finite" in err or "is nan" in err or "is inf" in err

@@ -67,6 +67,24 @@ def test_the_lock_of_a_dead_process_is_taken_over(tmp_path):
     assert not (tmp_path / "lock").exists()
 
 
+def test_a_lock_that_is_a_folder_is_refused_in_one_line_and_kept(tmp_path):
+    (tmp_path / "lock").mkdir()
+    (tmp_path / "lock" / "mine.txt").write_text("keep")
+    with pytest.raises(GenforgeError, match=r"lock is a folder, not genforge's lock file: move it out"):
+        RunLock(tmp_path).acquire()  # it was IsADirectoryError, after renaming the folder to lock.stale-PID
+    assert (tmp_path / "lock" / "mine.txt").read_text() == "keep"
+
+
+def test_another_hosts_lock_is_taken_at_its_word_and_says_how_to_free_it(tmp_path):
+    write_lock(tmp_path, 4242, host="elsewhere")
+    with pytest.raises(GenforgeError, match=r"process 4242 on elsewhere .*; stop it first, or train into another "
+                                            r"--run-dir \(if no process on elsewhere trains it, e\.g\. the folder was "
+                                            r"copied from there, remove .*lock\)$"):
+        RunLock(tmp_path).acquire()
+    write_lock(tmp_path, dead_pid())  # this host's dead holder: taken over, no hint needed
+    assert "remove" not in lock_holder(tmp_path).busy(tmp_path)
+
+
 def test_a_lock_file_that_is_a_link_is_not_followed(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

@@ -131,7 +131,9 @@ def check_config(recipe: str, overrides: Iterable[str] | dict[str, Any] = (), st
     from genforge.config import load_recipe
 
     _check_budget(steps, minutes)
-    cfg = load_recipe(recipe, _override_list(overrides))
+    items = _override_list(overrides)
+    _check_one_budget(items, steps, minutes)
+    cfg = load_recipe(recipe, items)
     if steps is not None:
         cfg.train.steps, cfg.train.minutes = steps, 0.0
     if minutes is not None:
@@ -164,6 +166,20 @@ def _validate(cfg: RunConfig) -> None:
     from genforge.config import validate
 
     validate(cfg)
+
+
+def _check_one_budget(items: list[str], steps: int | None, minutes: float | None) -> None:
+    """A budget given (--steps, --minutes, the studio's budget box) replaces the recipe's train.steps and
+    train.minutes, so a key that sets one beside it was silently dropped: refused, naming both."""
+    keys = _budget_keys(items)
+    if keys and (steps is not None or minutes is not None):
+        given = f"a budget of {steps} steps" if steps is not None else f"a budget of {minutes:g} minutes"
+        raise GenforgeError(f"{keys[0]} and {given} both say how long to train: give one of them")
+
+
+def _budget_keys(items: list[str]) -> list[str]:
+    """The overrides (stripped) that set train.steps or train.minutes."""
+    return [item.strip() for item in items if item.partition("=")[0].strip() in ("train.steps", "train.minutes")]
 
 
 def _check_budget(steps: int | None, minutes: float | None) -> None:
@@ -212,23 +228,31 @@ def resume_config(run_dir: str | Path, steps: int | None = None, minutes: float 
     _check_budget(steps, minutes)
     holder = lock_holder(run_dir)  # before the checkpoints: a run still before its first one said "remove it"
     if holder is not None and holder.alive:
-        raise GenforgeError(f"{run_dir} is being trained by process {holder.pid} on {holder.host} (since "
-                            f"{time.strftime('%H:%M:%S', time.localtime(holder.started))}); stop it first")
+        raise GenforgeError(holder.busy(run_dir))
     cfg = config_from_json(run_dir / "config.json")
     folder = latest_checkpoint(run_dir, start)
     at = int(read_state(folder).get("step", 0))  # and a clear error now if there is nothing to resume from
-    if steps is None and minutes is None:
+    items = _override_list(overrides)
+    _check_one_budget(items, steps, minutes)
+    if steps is None and minutes is None and not _budget_keys(items):
         steps, minutes = _last_budget(run_dir, at)
     elif steps is not None and steps < at:
-        raise GenforgeError(f"--steps {steps} is below the step {folder.name} is at ({at}): --steps is the run's "
-                            f"total, so give more than {at} to train on (or --minutes)")
-    items = _override_list(overrides)
+        raise GenforgeError(f"a budget of {steps} steps is below the step {folder.name} is at ({at}): the step "
+                            f"budget is the run's total, so give more than {at} (or a budget in minutes)")
     for item in items:
         key = item.partition("=")[0].strip()
         if key not in RESUMABLE_KEYS:
             raise GenforgeError(f"--resume cannot change '{key}': it would change the model, the data or the "
                                 f"optimiser; keys a resume may set: {', '.join(RESUMABLE_KEYS)}")
     cfg = build_config(cfg.to_dict(), parse_overrides(items))
+    keys = {item.partition("=")[0].strip() for item in _budget_keys(items)}
+    if keys == {"train.steps"}:  # a budget set by its key replaces the old one of either kind, as --steps does
+        cfg.train.minutes = 0.0
+        if 0 < cfg.train.steps < at:
+            raise GenforgeError(f"train.steps={cfg.train.steps} is below the step {folder.name} is at ({at}): "
+                                f"it is the run's total, so give more than {at}")
+    elif keys == {"train.minutes"}:
+        cfg.train.steps = 0
     if steps is not None:  # a new budget replaces the old one, of either kind
         cfg.train.steps, cfg.train.minutes = steps, 0.0
     if minutes is not None:
@@ -599,9 +623,10 @@ def _check_label(loaded: Loaded, label: int | None) -> None:
     if label is None:
         return
     classes = loaded.capabilities.classes
-    _need(loaded, "--class", classes > 0, "a conditional GAN (model.conditional=concat|projection)")
+    _need(loaded, "sampling one class", classes > 0, "a conditional GAN (model.conditional=concat|projection)")
     if not 0 <= label < classes:
-        raise GenforgeError(f"--class must be in 0..{classes - 1}, not {label}")
+        raise GenforgeError(f"the class must be 0 to {classes - 1} ({loaded.cfg.recipe} has {classes} classes), "
+                            f"not {label}")
 
 
 def sample(loaded: Loaded, n: int, seed: int = 0, label: int | None = None, reject: float | None = None):
@@ -613,7 +638,7 @@ def sample(loaded: Loaded, n: int, seed: int = 0, label: int | None = None, reje
     _need(loaded, "sampling", loaded.capabilities.latent, "a model that generates from noise (not a translator)")
     _check_label(loaded, label)
     if reject is not None:
-        _need(loaded, "--reject", loaded.capabilities.rejection,
+        _need(loaded, "rejection sampling", loaded.capabilities.rejection,
               "an unconditional GAN with a BCE loss (nonsaturating or minimax) and model.pack=1")
     generator = _generator(seed)
     with loaded.model.inference():
@@ -627,8 +652,8 @@ def sample(loaded: Loaded, n: int, seed: int = 0, label: int | None = None, reje
 
 def class_grid(loaded: Loaded, per_class: int, seed: int = 0):
     """K * per_class images of a conditional GAN: row k is class k, column j shares one z."""
-    _count(per_class * max(loaded.capabilities.classes, 1), "--n x classes")
-    _need(loaded, "--by-class", loaded.capabilities.classes > 0, "a conditional GAN")
+    _need(loaded, "a grid by class", loaded.capabilities.classes > 0, "a conditional GAN")
+    _count(per_class * loaded.capabilities.classes, "samples per class x classes")
     with loaded.model.inference():
         return loaded.model.class_grid(per_class, _generator(seed))
 

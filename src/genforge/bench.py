@@ -171,7 +171,10 @@ def _check_bench_out(out_dir: Path, toys: Sequence[str], configs: Sequence[str],
     earlier = 0
     for toy in toys:
         for name in configs:
-            check_config(toy, [*TOY_CONFIGS[name], f"train.threads={threads}", *extra], steps=steps)
+            items = [*TOY_CONFIGS[name], f"train.threads={threads}", *extra]
+            if steps is not None:  # --steps replaces a configuration's own budget, as in its runs
+                items = [item for item in items if not item.startswith(("train.steps=", "train.minutes="))]
+            check_config(toy, items, steps=steps)
             for seed in range(seeds):
                 run_dir = out_dir / toy / name / f"seed-{seed}"
                 if not run_dir.exists():

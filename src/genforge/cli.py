@@ -102,8 +102,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="with --resume: the checkpoint to continue from, e.g. step-0000240 (default: the newest)")
     train.add_argument("--run-dir", help="where the run is written (default: runs/RECIPE-TIMESTAMP)")
     budget = train.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=int, help="total steps of the run (a resumed run stops at this step)")
-    budget.add_argument("--minutes", type=float, help="wall-clock budget in minutes")
+    budget.add_argument("--steps", type=int, help="total steps of the run, in place of the recipe's train.steps and "
+                        "train.minutes (a resumed run stops at this step)")
+    budget.add_argument("--minutes", type=float, help="wall-clock budget in minutes, in place of the recipe's "
+                        "train.steps and train.minutes")
     train.add_argument("--seed", type=int, help="seed (default: the recipe's, 0)")
     train.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     train.add_argument("--data-root", help="folder with datasets (default: $GENFORGE_DATA or ~/.cache/genforge)")
@@ -731,6 +733,20 @@ def _answer_sigint() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def _check_data_root(args: argparse.Namespace) -> None:
+    """A --data-root that is not a folder is a slip (a typo): every command but `data fetch`, which makes
+    it, only reads datasets from it, and `data list` said every dataset was missing."""
+    root = getattr(args, "data_root", None)
+    if not root or (args.command == "data" and args.data_command == "fetch"):
+        return
+    path = Path(root).expanduser()
+    if path.is_file():
+        raise GenforgeError(f"--data-root {root}: a file, not a folder of datasets")
+    if not path.is_dir():
+        raise GenforgeError(f"--data-root {root}: no such folder (`genforge data fetch NAME --data-root {root}` "
+                            "makes it and downloads into it)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     # Overrides may stand anywhere after the recipe (argparse stops a nargs="*" at the first
@@ -755,6 +771,7 @@ def main(argv: list[str] | None = None) -> int:
         for option, suffixes in OUTPUTS.get(args.command, []):
             if getattr(args, option, None):
                 check_output(getattr(args, option), option, suffixes)
+        _check_data_root(args)
         return COMMANDS[args.command](args)
     except GenforgeError as e:
         print(f"genforge: error: {e}", file=sys.stderr)

@@ -308,10 +308,10 @@ def validate(cfg: RunConfig, data_shape: tuple[int, ...] | None = None, num_clas
         raise GenforgeError(f"data.channels={cfg.data.channels}: must be 1 (grey) or 3 (RGB)")
     tcfg = cfg.train
     if tcfg.steps <= 0 and tcfg.minutes <= 0:
-        raise GenforgeError("no budget: set train.steps (--steps) or train.minutes (--minutes)")
+        raise GenforgeError("no budget: give a number of steps or minutes to train (train.steps or train.minutes)")
     if cfg.optim.schedule != "constant" and tcfg.steps <= 0:
         raise GenforgeError(f"optim.schedule={cfg.optim.schedule} decays the learning rate by train.steps: "
-                            "set train.steps (--steps), or optim.schedule=constant for a --minutes run")
+                            "give a budget in steps (train.steps), or set optim.schedule=constant to train for a number of minutes")
     if tcfg.device not in ("auto", "cpu", "cuda") and not (tcfg.device.startswith("cuda:")
                                                            and tcfg.device[5:].isdigit()):
         raise GenforgeError(f"train.device={tcfg.device}: must be auto, cpu, cuda or cuda:N")

@@ -70,6 +70,16 @@ class LockHolder:
         """Holding the lock now: a live process of this host (another host's lock is taken at its word)."""
         return self.host != socket.gethostname() or pid_alive(self.pid)
 
+    def busy(self, run_dir: str | Path, advice: str = "stop it first") -> str:
+        """The one line that refuses a second trainer: who holds the run, since when, and what to do. A lock of
+        another host is taken at its word, so a run folder copied from there says how to free it."""
+        since = time.strftime("%H:%M:%S", time.localtime(self.started))
+        line = f"{run_dir} is being trained by process {self.pid} on {self.host} (since {since}); {advice}"
+        if self.host != socket.gethostname():
+            line += (f" (if no process on {self.host} trains it, e.g. the folder was copied from there, "
+                     f"remove {Path(run_dir) / LOCK_FILE})")
+        return line
+
 
 def lock_holder(run_dir: str | Path) -> LockHolder | None:
     """Who holds the run's lock (alive or not), or None when nobody ever took it."""
@@ -104,11 +114,13 @@ class RunLock:
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             except FileExistsError:
+                if self.path.is_dir() and not self.path.is_symlink():
+                    raise GenforgeError(f"{self.path} is a folder, not genforge's lock file: move it out of the run "
+                                        "folder (the run's trainer writes its lock there)") from None
                 holder = lock_holder(self.path.parent)
                 if holder is not None and holder.alive:
-                    raise GenforgeError(f"{self.path.parent} is being trained by process {holder.pid} on {holder.host} "
-                                        f"(since {time.strftime('%H:%M:%S', time.localtime(holder.started))}); "
-                                        "stop it first, or train into another --run-dir") from None
+                    raise GenforgeError(holder.busy(self.path.parent, "stop it first, or train into another "
+                                                                      "--run-dir")) from None
                 self._take_over_stale()
                 continue
             with os.fdopen(fd, "w") as handle:

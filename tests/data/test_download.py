@@ -75,8 +75,7 @@ def test_corrupt_mirror_raises_and_leaves_nothing_complete(serve, tmp_path, corr
     if corrupt is other_payload:
         got = hashlib.sha256(gzip.decompress(corrupt(ORIGINALS[LABELS]))).hexdigest()
         assert got in msg
-    folder = tmp_path / SMALL.folder
-    assert list(folder.iterdir()) == []
+    assert not (tmp_path / SMALL.folder).exists()  # nothing complete, and no empty folder left
 
 
 def test_corrupt_first_mirror_falls_back_to_good_second(serve, tmp_path):
@@ -154,6 +153,19 @@ def test_stalled_server_times_out_and_is_resumed(serve, tmp_path):
     folder = fetch(SMALL, tmp_path, mirrors=[server.url], progress=False, backoff=0, timeout=0.3)
     assert (folder / LABELS).read_bytes() == ORIGINALS[LABELS]
     assert server.requests == [(LABELS, None), (LABELS, f"bytes={half}-")]
+
+
+def test_a_failed_fetch_leaves_no_empty_folders_it_made(serve, tmp_path):
+    server = serve(lambda name, n, body: 404)
+    (tmp_path / "mine").mkdir()
+    root = tmp_path / "mine" / "new" / "root"
+    with pytest.raises(GenforgeError):
+        fetch(SMALL, root, mirrors=[server.url], **FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"] and not any((tmp_path / "mine").iterdir())
+    (root / SMALL.folder).mkdir(parents=True)  # a folder that was there before the fetch is kept
+    with pytest.raises(GenforgeError):
+        fetch(SMALL, root, mirrors=[server.url], **FAST)
+    assert (root / SMALL.folder).is_dir()
 
 
 def test_http_404_raises_one_line_error_without_retrying(serve, tmp_path):

@@ -27,7 +27,7 @@ def train_tiny(run_dir: Path, recipe: str, overrides: list[str], steps: int, dat
     import genforge.models  # noqa: F401  (registers the families for check_config)
     from genforge import api
 
-    api.train_run(api.check_config(recipe, overrides, steps=steps), run_dir, progress=False,
+    api.train_run(api.check_config(recipe, [*overrides, f"train.steps={steps}"]), run_dir, progress=False,
                   data_root=str(data_root) if data_root else None)
     return run_dir
 

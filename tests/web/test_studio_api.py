@@ -493,3 +493,20 @@ def test_a_failed_run_says_why_in_the_list(client, runs):
     listed = {r["id"]: r for r in client.get("/api/runs").json()["runs"]}
     assert listed["dcgan"]["status"] == "failed" and "cuda:7" in listed["dcgan"]["problem"]
     assert listed["vae"]["problem"] == ""  # a finished run has none
+
+
+@pytest.mark.parametrize("route, body", [
+    ("/api/check", {"recipe": "ring-8", "overrides": {"train.steps": "60"}, "steps": 50}),
+    ("/api/check", {"recipe": "ring-8", "overrides": {"train.steps": "0", "train.minutes": "0"}}),
+    ("/api/check", {"recipe": "ring-8", "overrides": {"optim.schedule": "cosine"}, "minutes": 1}),
+    ("/api/resume", {"run": "vae", "steps": 1}),
+    ("/api/explore/sample", {"run": "cgan", "n": 4, "label": 99}),
+    ("/api/explore/sample", {"run": "dcgan", "n": 4, "label": 1}),
+    ("/api/explore/sample", {"run": "vae", "n": 4, "reject": 0.5}),
+    ("/api/explore/sample", {"run": "dcgan", "n": 4, "by_class": True}),
+])
+def test_refusals_in_the_studio_name_no_command_line_flags(client, route, body):
+    # the page has a budget box and fields, not --steps, --class or --reject
+    answer = client.post(route, json=body)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] and "--" not in answer.json()["error"], answer.json()["error"]

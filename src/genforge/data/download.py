@@ -113,16 +113,20 @@ def fetch(
                             else f"--count is for image folders, not {spec.name}")
     folder = Path(root) / spec.folder
     bases = mirror_bases(mirrors, spec.mirrors, spec.name, folder)
-    make_folder(folder)
+    made = make_folder(folder)
     options = dict(progress=progress, retries=retries, timeout=timeout, backoff=backoff)
-    if numbered:
-        return _fetch_numbered(spec, folder, bases, spec.count if count is None else count, **options)
-    for remote in spec.files:
-        target = folder / remote.name
-        check = _payload_check(remote)
-        if target.is_file() and check(target) is None:
-            continue
-        fetch_file(remote.name, folder, bases, check, dataset=spec.name, **options)
+    try:
+        if numbered:
+            return _fetch_numbered(spec, folder, bases, spec.count if count is None else count, **options)
+        for remote in spec.files:
+            target = folder / remote.name
+            check = _payload_check(remote)
+            if target.is_file() and check(target) is None:
+                continue
+            fetch_file(remote.name, folder, bases, check, dataset=spec.name, **options)
+    except BaseException:  # a failed or interrupted fetch leaves no empty folder behind (a .part it resumes stays)
+        remove_empty(made)
+        raise
     return folder
 
 
@@ -235,13 +239,28 @@ def mirror_bases(mirrors: Sequence[str] | str | None, defaults: Sequence[str], n
     return bases
 
 
-def make_folder(folder: Path) -> None:
+def make_folder(folder: Path) -> list[Path]:
+    """Make ``folder`` and its missing parents; returns the folders it made, deepest first."""
+    made = [p for p in (folder, *folder.parents) if not os.path.lexists(p)]
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
+        remove_empty(made)
         raise GenforgeError(
             f"cannot create {folder}: {_one_line(e.strerror or e)}; choose another data root"
         ) from None
+    return made
+
+
+def remove_empty(folders: Sequence[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) while it is empty; a folder that holds anything stops it."""
+    for path in folders:
+        try:
+            path.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return
 
 
 def _payload_check(remote: RemoteFile) -> Check:
