@@ -175,6 +175,23 @@ def test_summary_has_the_newest_speed_and_final_metrics(tmp_path):
     assert json.loads(json.dumps(summary.to_dict()))["path"] == str(tmp_path / "r")
 
 
+def test_the_headline_takes_genforge_eval_s_figures_and_never_the_class_shares(tmp_path):
+    shares = {f"eval/class_share_{k}": 0.1 for k in range(10)}
+    run = make_run(tmp_path / "dcgan", "mnist-dcgan", rows=[{"step": 10, "images_per_s": 9.0}, {"step": 10, **shares}],
+                   final=True)
+    assert Run(run).summary().headline == {}  # it showed class_share_0, _1 and _2
+    (run / "eval.json").write_text(json.dumps({"step": 10, "fid": 12.5, "kid": 3.25, "precision": 0.5}))
+    assert Run(run).summary().headline == {"eval/fid": 12.5, "eval/kid": 3.25}
+    rows = [{"step": 10, "eval/fid": 40.0, **shares}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert Run(run).summary().headline == {"eval/fid": 12.5, "eval/kid": 3.25}  # eval.json is of this step
+    (run / "eval.json").write_text(json.dumps({"step": 4, "fid": 99.0, "kid": 3.25}))  # of an earlier step
+    assert Run(run).summary().headline == {"eval/fid": 40.0, "eval/kid": 3.25}
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 10, "eval/other": 1.0, **shares}) + "\n")
+    (run / "eval.json").write_text("[]")
+    assert Run(run).summary().headline == {"eval/other": 1.0}
+
+
 def test_list_runs_finds_nested_runs_newest_first_and_skips_links(tmp_path):
     old = make_run(tmp_path / "a")
     new = make_run(tmp_path / "group" / "b")

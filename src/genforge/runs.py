@@ -441,12 +441,25 @@ class Run:
             return "its training stopped before writing config.json"
         return "stopped before its first checkpoint: nothing to resume; train it anew"
 
+    def headline(self, final: dict[str, float], step: int) -> dict[str, float]:
+        """The figures a run list shows: the headline metrics logged last, with those of ``genforge eval``
+        (eval.json) where it evaluated this step or the log has none; else three other final figures, never
+        the per-checkpoint class shares (a mnist-dcgan run's list showed class_share_0..2)."""
+        evaluated = self.eval_result() or {}
+        current = evaluated.get("step") == step
+        for key in HEADLINE_ORDER:
+            value = evaluated.get(key.removeprefix("eval/"))
+            if finite_number(value) and (current or key not in final):
+                final = {**final, key: float(value)}
+        chosen = {k: final[k] for k in HEADLINE_ORDER if k in final}
+        return chosen or dict([item for item in final.items() if not item[0].startswith("eval/class_share_")][:3])
+
     def summary(self, root: str | Path | None = None) -> RunSummary:
         rows = self.metrics()
         speeds = [r["images_per_s"] for r in rows if isinstance(r.get("images_per_s"), (int, float))]
         final = {k: v for r in rows for k, v in r.items() if k.startswith("eval/") and isinstance(v, (int, float))}
-        headline = {k: final[k] for k in HEADLINE_ORDER if k in final} or dict(list(final.items())[:3])
         step = self.step(rows)  # metrics.jsonl is read once: the studio asks for every run's summary often
+        headline = self.headline(final, step)
         frames = self.timeline(step)
         train = self.budget()
         ident = self.path.relative_to(root).as_posix() if root is not None else self.path.as_posix()

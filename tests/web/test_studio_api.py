@@ -25,6 +25,17 @@ def events(client, url, **params) -> list[dict]:
     return [json.loads(line[len("data: "):]) for line in text.splitlines() if line.startswith("data: ")]
 
 
+def events_within(seconds: float, client, url, **params) -> list[dict]:
+    """:func:`events` read in a thread with a deadline: a stream that missed what it waits for sends
+    nothing more, for good, and the test would hang instead of failing."""
+    got: list = []
+    reader = threading.Thread(target=lambda: got.extend(events(client, url, **params)), daemon=True)
+    reader.start()
+    reader.join(timeout=seconds)
+    assert not reader.is_alive(), f"the stream sent no more events within {seconds} s"
+    return got
+
+
 def picture(url: str) -> Image.Image:
     assert url.startswith("data:image/png;base64,")
     return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
@@ -107,7 +118,7 @@ def test_the_metrics_stream_sends_rows_as_they_are_written(client, runs):
     assert first[0]["rows"] == [] and first[0]["status"] == "finished"  # the status, no rows yet
     assert first[0]["reset"] is False
     threading.Thread(target=write_row).start()
-    later = events(client, "/api/events/metrics", run="dcgan", after=3, limit=2, interval=0.1)
+    later = events_within(20, client, "/api/events/metrics", run="dcgan", after=3, limit=2, interval=0.1)
     assert later[1]["rows"] == [{"step": 8, "g/loss": 0.5}] and later[1]["step"] == 8
 
 
@@ -132,14 +143,7 @@ def test_a_log_rewritten_by_a_resume_is_sent_again_whole(client, runs):
         metrics.write_text("\n".join([*kept, json.dumps({"step": 6, "g/loss": 9.0})]) + "\n")
 
     threading.Thread(target=rewrite).start()
-    # in a thread with a deadline: a stream that missed the rewrite would send nothing more, for good
-    got: list = []
-    reader = threading.Thread(target=lambda: got.extend(
-        events(client, "/api/events/metrics", run="dcgan", after=3, limit=2, interval=0.1)), daemon=True)
-    reader.start()
-    reader.join(timeout=20)
-    assert not reader.is_alive(), "the stream sent no event for the rewritten log"
-    streamed = got
+    streamed = events_within(20, client, "/api/events/metrics", run="dcgan", after=3, limit=2, interval=0.1)
     assert streamed[0]["rows"] == [] and streamed[0]["reset"] is False
     assert streamed[1]["reset"] is True and [r["step"] for r in streamed[1]["rows"]] == [2, 4, 6]
     assert streamed[1]["rows"][-1]["g/loss"] == 9.0
