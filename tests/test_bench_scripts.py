@@ -3,6 +3,7 @@ profile counts FLOPs and memory, and the bf16 path saves activation memory (on a
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -127,3 +128,21 @@ def test_time_to_quality_trains_the_plain_reference_with_the_published_optimiser
     assert ours.optim == load_recipe("mnist-dcgan").optim  # genforge: the recipe's own settings
     assert ours.model == theirs.model and ours.model.width == 8  # the same networks
     assert ours.train.batch_size == theirs.train.batch_size == 64
+
+
+def test_the_allocator_bench_prints_both_settings_and_their_ratio(capsys):
+    import allocator
+
+    allocator.main(["--recipe", "ring-8", "--steps", "2", "--rounds", "1", "--override", "model.hidden=8",
+                    "--override", "train.threads=1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert json.loads(lines[0])["cpu"]  # the CPU named first
+    assert [line.split()[1:3] for line in lines[1:3]] == [["glibc", "default"], ["kept", "(genforge)"]]
+    assert "minor faults" in lines[1] and "x faster" in lines[3]
+
+
+def test_the_allocator_bench_says_which_training_failed():
+    import allocator
+
+    with pytest.raises(SystemExit, match="ring-8 --steps 2 .* failed \\(2\\): genforge: error: .*nope"):
+        allocator.main(["--recipe", "ring-8", "--steps", "2", "--rounds", "1", "--override", "model.loss=nope"])

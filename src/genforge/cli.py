@@ -748,6 +748,9 @@ def _check_data_root(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from genforge.allocator import keep_freed_memory
+
+    keep_freed_memory()  # a step's freed tensors are reused, not faulted in again (GENFORGE_MALLOC=default: not)
     parser = _parser()
     # Overrides may stand anywhere after the recipe (argparse stops a nargs="*" at the first
     # option), so the key=value words it leaves over are collected here.

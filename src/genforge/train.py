@@ -30,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from genforge import registry, viz
+from genforge.allocator import keep_freed_memory
 from genforge.atomic import write_json_atomic
 from genforge.checkpoint import (Checkpoint, check_optimizers, check_run_state, check_weights, latest_checkpoint, load_checkpoint, refuse,
                                  save_best, save_checkpoint, write_error)
@@ -732,6 +733,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, data_roo
     it was (``on_start`` is called once the writing begins). A full disk or an I/O error while
     writing is one GenforgeError line, and the last complete checkpoint is kept; a non-finite loss
     or weight is a :class:`NumericalFault`."""
+    keep_freed_memory()  # (as the CLI does): each step's tensors reuse the last one's pages
     try:
         return _train(cfg, Path(run_dir), resume, data_root, progress, start, on_start)
     except OSError as e:
