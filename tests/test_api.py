@@ -286,3 +286,15 @@ def test_a_resume_budget_key_replaces_the_old_budget_as_the_flags_do(toy_run):
     assert (cfg.train.steps, cfg.train.minutes) == (40, 0.0)
     with pytest.raises(GenforgeError, match=r"^train.steps=10 is below the step step-\d+ is at \(20\)"):
         api.resume_config(toy_run, overrides=["train.steps=10"])
+
+
+def test_check_config_refuses_what_training_would_on_this_machine():
+    # --dry-run passed train.precision=fp16 on a CPU; the run then refused it
+    if not torch.cuda.is_available():
+        with pytest.raises(GenforgeError, match="train.precision=fp16 needs a CUDA device"):
+            api.check_config("mnist-dcgan", ["train.precision=fp16", "train.device=auto"])
+        with pytest.raises(GenforgeError, match="no CUDA GPU"):
+            api.check_config("ring-8", ["train.device=cuda"])
+    with pytest.raises(GenforgeError, match="train.precision=fp16 needs a CUDA device"):
+        api.check_config("mnist-dcgan", ["train.precision=fp16", "train.device=cpu"])
+    assert api.check_config("mnist-dcgan", ["train.precision=fp32", "train.device=cpu"]).train.precision == "fp32"

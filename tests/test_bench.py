@@ -69,7 +69,7 @@ def test_stopping_the_bench_stops_its_workers(tmp_path):
 def test_train_seeds_keeps_the_best(tmp_path):
     cfg = load_recipe("ring-8", [*TINY, "train.steps=2", "train.threads=1", "train.sample_every=1000",
                                  "train.checkpoint_every=1000"])
-    best, rows = train_seeds(cfg, tmp_path, 2, "hq", progress=False, log=lambda _: None)
+    best, rows = train_seeds(cfg, tmp_path, 2, "eval/hq", progress=False, log=lambda _: None)  # as logged, or bare
     assert [r["seed"] for r in rows] == [0, 1] and sum(r["best"] for r in rows) == 1
     winner = max(rows, key=lambda r: r["hq"])
     assert winner["best"] and (best / "checkpoints" / "latest").exists()

@@ -347,10 +347,12 @@ def test_on_nan_skip_skips_counts_and_stops_after_nan_skips(tmp_path, monkeypatc
     assert _all_finite(tmp_path / "skip")
 
     count["n"] = 0
-    with pytest.raises(GenforgeError, match=r"3 updates skipped for non-finite gradients, more than "
-                                            r"train.nan_skips=2"):
+    # it stops at the step of the skip past the limit (it went on to the next log step), with the count on disk
+    with pytest.raises(GenforgeError, match=r"^step 5: 3 updates skipped for non-finite gradients, more than "
+                                            r"train.nan_skips=2.*a larger train.nan_skips, in a new run"):
         _train(tmp_path / "stop", "train.on_nan=skip", "train.nan_skips=2")
     assert _all_finite(tmp_path / "stop")
+    assert api.open_run(tmp_path / "stop").metrics()[-1] == {"step": 5, "nan_skips": 3}
 
 
 def test_mnist_vae_at_lr_1e6_stops_with_the_nan_line_and_its_last_finite_checkpoint_resumes(tmp_path, capsys):

@@ -144,7 +144,18 @@ def check_config(recipe: str, overrides: Iterable[str] | dict[str, Any] = (), st
         cfg.train.device = device
     _absolute_paths(cfg)
     _validate(cfg)
+    _check_device(cfg)
     return cfg
+
+
+def _check_device(cfg: RunConfig) -> None:
+    """The device and precision checks training makes once it starts, made here too: `--dry-run`
+    passed train.precision=fp16 on a CPU (and --device cuda without a GPU) that the run then refused."""
+    from genforge.runtime import choose_fast_paths, resolve_device
+
+    device = resolve_device(cfg.train.device)
+    if cfg.train.precision in ("fp16", "bf16"):
+        choose_fast_paths(cfg.train.precision, "off", "off", False, device, images=True, long_run=False)
 
 
 def _absolute_paths(cfg: RunConfig) -> None:

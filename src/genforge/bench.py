@@ -306,6 +306,8 @@ def train_seeds(cfg, run_dir: str | Path, seeds: int, metric: str | None = None,
     if taken:  # never train over earlier seeds' runs (their checkpoints would stay beside the new ones)
         raise GenforgeError(f"{taken[0]} already exists: train the seeds into another --run-dir, or continue a "
                             f"seed with genforge train --resume {folders[0]}")
+    if metric is not None:  # as the runs log and print it (eval/modes) or bare (modes)
+        metric = metric.strip().removeprefix("eval/")
     figures = final_figures(cfg, data_root)
     if metric is not None and metric not in figures:  # refused before any training, not after it
         raise GenforgeError(f"--metric {metric} is not among {cfg.recipe}'s final metrics "

@@ -447,7 +447,8 @@ class TrainingRun:
             kept = "no checkpoint was written before it"
         raise NumericalFault(f"step {step}: {problem or 'another process met a non-finite value'}; the run stopped "
                              f"(train.on_nan={self.cfg.train.on_nan}) and wrote no non-finite weights; {kept}; a lower "
-                             "optim.lr, or train.on_nan=skip, in a new run may get past it")
+                             f"optim.lr, or {'a larger train.nan_skips' if self.guard else 'train.on_nan=skip'}, in a "
+                             "new run may get past it")
 
     def snapshot(self, step: int, **extra: Any) -> Checkpoint:
         """The full training state; under torchrun a collective (every rank's RNG is gathered)."""
@@ -800,8 +801,11 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, data_root: str | None, p
             if run.fast.compile and step == first_step:  # this process's first step compiled the phases
                 window.after_compile(step, log, progress and ranks.main)
 
-            if step % tcfg.log_every == 0 or step == tcfg.steps:
+            over = run.guard is not None and run.guard.skipped > run.guard.limit  # a host count: no sync
+            if step % tcfg.log_every == 0 or step == tcfg.steps or over:
                 values = window.read(step, run.batches.global_batch)
+                if over:  # the skips that stop the run, on disk before it stops
+                    log.log(step, {"nan_skips": run.guard.skipped})
                 run.check_finite(step, values)  # a non-finite loss or weight stops the run here
                 log.log(step, {**values, **({"nan_skips": run.guard.skipped} if run.guard else {})})
                 bar.set_postfix({k.split("/", 1)[-1]: f"{v:.3g}" for k, v in values.items()})

@@ -74,7 +74,8 @@ def test_corrupt_file_is_refused_the_others_kept_and_a_rerun_completes(serve, tm
     message = str(info.value)
     assert "\n" not in message
     assert "could not download 1 file(s) of pokemon (2.png)" in message and problem in message
-    assert "genforge data fetch pokemon" in message
+    # the retry it names fetches the same again: this data root, this mirror, this count
+    assert f"`genforge data fetch pokemon --data-root {tmp_path} --mirror {bad.url} --count {COUNT}` again" in message
     folder = folder_of(tmp_path)
     assert not (folder / "2.png").exists() and not list(folder.glob("*.part"))
     assert sorted(read_manifest(folder / POKEMON.manifest)) == ["1.png", "3.png", "4.png"]

@@ -117,7 +117,9 @@ def fetch(
     options = dict(progress=progress, retries=retries, timeout=timeout, backoff=backoff)
     try:
         if numbered:
-            return _fetch_numbered(spec, folder, bases, spec.count if count is None else count, **options)
+            retry = _fetch_command(spec, Path(root), bases, count)
+            return _fetch_numbered(spec, folder, bases, spec.count if count is None else count, retry=retry,
+                                   **options)
         for remote in spec.files:
             target = folder / remote.name
             check = _payload_check(remote)
@@ -131,7 +133,7 @@ def fetch(
 
 
 def _fetch_numbered(spec: FolderSpec, folder: Path, bases: tuple[str, ...], count: int, *, progress: bool,
-                    **options) -> Path:
+                    retry: str, **options) -> Path:
     """Download the numbered images ``1.png`` ... ``count.png`` of folder set ``spec`` into ``folder``.
 
     There is no published checksum list for these files, so a download is accepted when it
@@ -184,7 +186,7 @@ def _fetch_numbered(spec: FolderSpec, folder: Path, bases: tuple[str, ...], coun
         raise GenforgeError(
             f"could not download {len(failed)} file(s) of {spec.name} ({names}){stopped}; first problem: "
             f"{failed[0].problems}; the {len(recorded)} good files are in {folder}; run "
-            f"`genforge data fetch {spec.name}` again to retry the rest"
+            f"`{retry}` again to retry the rest"
         )
     return folder
 
@@ -227,6 +229,19 @@ def write_manifest(path: Path, recorded: dict[str, str]) -> None:
     except OSError as e:
         raise GenforgeError(f"cannot write {path}: {_one_line(e.strerror or e)}; check the folder's permissions "
                             "and free space") from None
+
+
+def _fetch_command(spec: FolderSpec, root: Path, bases: tuple[str, ...], count: int | None) -> str:
+    """The command that fetches the same again: the same data root, mirrors and count (a bare
+    `genforge data fetch NAME` went to the default root, from the public mirrors)."""
+    import shlex
+
+    words = ["genforge", "data", "fetch", spec.name, "--data-root", str(root.expanduser().absolute())]
+    if tuple(bases) != tuple(spec.mirrors):
+        words += [word for base in bases for word in ("--mirror", base)]
+    if count is not None:
+        words += ["--count", str(count)]
+    return shlex.join(words)
 
 
 def mirror_bases(mirrors: Sequence[str] | str | None, defaults: Sequence[str], name: str,
