@@ -182,13 +182,13 @@ def _validate(cfg: RunConfig) -> None:
 def _check_one_budget(items: list[str], steps: int | None, minutes: float | None) -> None:
     """A budget given (--steps, --minutes, the studio's budget box) replaces the recipe's train.steps and
     train.minutes, so a key that sets one beside it was silently dropped: refused, naming both."""
-    keys = _budget_keys(items)
+    keys = budget_overrides(items)
     if keys and (steps is not None or minutes is not None):
         given = f"a budget of {steps} steps" if steps is not None else f"a budget of {minutes:g} minutes"
         raise GenforgeError(f"{keys[0]} and {given} both say how long to train: give one of them")
 
 
-def _budget_keys(items: list[str]) -> list[str]:
+def budget_overrides(items: Iterable[str]) -> list[str]:
     """The overrides (stripped) that set train.steps or train.minutes."""
     return [item.strip() for item in items if item.partition("=")[0].strip() in ("train.steps", "train.minutes")]
 
@@ -245,7 +245,8 @@ def resume_config(run_dir: str | Path, steps: int | None = None, minutes: float 
     at = int(read_state(folder).get("step", 0))  # and a clear error now if there is nothing to resume from
     items = _override_list(overrides)
     _check_one_budget(items, steps, minutes)
-    if steps is None and minutes is None and not _budget_keys(items):
+    budget_keys = {item.partition("=")[0].strip() for item in budget_overrides(items)}
+    if steps is None and minutes is None and not budget_keys:
         steps, minutes = _last_budget(run_dir, at)
     elif steps is not None and steps < at:
         raise GenforgeError(f"a budget of {steps} steps is below the step {folder.name} is at ({at}): the step "
@@ -256,13 +257,12 @@ def resume_config(run_dir: str | Path, steps: int | None = None, minutes: float 
             raise GenforgeError(f"--resume cannot change '{key}': it would change the model, the data or the "
                                 f"optimiser; keys a resume may set: {', '.join(RESUMABLE_KEYS)}")
     cfg = build_config(cfg.to_dict(), parse_overrides(items))
-    keys = {item.partition("=")[0].strip() for item in _budget_keys(items)}
-    if keys == {"train.steps"}:  # a budget set by its key replaces the old one of either kind, as --steps does
+    if budget_keys == {"train.steps"}:  # a budget set by its key replaces the old one of either kind, as --steps does
         cfg.train.minutes = 0.0
         if 0 < cfg.train.steps < at:
             raise GenforgeError(f"train.steps={cfg.train.steps} is below the step {folder.name} is at ({at}): "
                                 f"it is the run's total, so give more than {at}")
-    elif keys == {"train.minutes"}:
+    elif budget_keys == {"train.minutes"}:
         cfg.train.steps = 0
     if steps is not None:  # a new budget replaces the old one, of either kind
         cfg.train.steps, cfg.train.minutes = steps, 0.0

@@ -161,7 +161,7 @@ def _check_bench_out(out_dir: Path, toys: Sequence[str], configs: Sequence[str],
     """Before anything is printed or written: every configuration is valid, ``out_dir`` is not inside a
     run, and no run it would replace is training now. Runs of an earlier bench there are replaced (the
     bench's own folders), and a line says so."""
-    from genforge.api import check_config
+    from genforge.api import budget_overrides, check_config
     from genforge.runs import enclosing_run, read_status
 
     folder = enclosing_run(out_dir)
@@ -173,7 +173,8 @@ def _check_bench_out(out_dir: Path, toys: Sequence[str], configs: Sequence[str],
         for name in configs:
             items = [*TOY_CONFIGS[name], f"train.threads={threads}", *extra]
             if steps is not None:  # --steps replaces a configuration's own budget, as in its runs
-                items = [item for item in items if not item.startswith(("train.steps=", "train.minutes="))]
+                dropped = set(budget_overrides(items))
+                items = [item for item in items if item.strip() not in dropped]
             check_config(toy, items, steps=steps)
             for seed in range(seeds):
                 run_dir = out_dir / toy / name / f"seed-{seed}"

@@ -631,11 +631,14 @@ class LossWindow:
     def restart(self, step: int, when: float) -> None:
         self.sums, self.counts, self.resumed, self.start_step, self.start_time = {}, {}, {}, step, when
 
+    def totals(self) -> dict[str, float]:
+        """Each term's sum so far, a checkpoint's included (the host sync)."""
+        return {**self.resumed, **{key: float(value) for key, value in self.sums.items()}}
+
     def state(self) -> dict[str, dict[str, Any]]:
         """The sums and counts of the window so far (the host sync, at a checkpoint only): a run stopped
         between log steps and resumed logs the same row as one that never stopped."""
-        sums = {**self.resumed, **{key: float(value) for key, value in self.sums.items()}}
-        return {"sums": sums, "counts": dict(self.counts)}
+        return {"sums": self.totals(), "counts": dict(self.counts)}
 
     def load(self, state: dict[str, dict[str, Any]] | None) -> None:
         """Go on with a checkpoint's window (none in checkpoints before it was kept: a window of this
@@ -647,8 +650,7 @@ class LossWindow:
     def read(self, step: int, images_per_step: int) -> dict[str, float]:
         """The window's mean of each term and the images/s over it; starts a new window."""
         now = time.monotonic()
-        totals = {**self.resumed, **{key: float(value) for key, value in self.sums.items()}}  # the host sync
-        values = {key: total / self.counts[key] for key, total in totals.items()}
+        values = {key: total / self.counts[key] for key, total in self.totals().items()}
         values["images_per_s"] = images_per_step * (step - self.start_step) / max(now - self.start_time, 1e-9)
         self.restart(step, now)
         return values
