@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -279,13 +280,20 @@ def test_a_resume_refuses_a_budget_given_twice(toy_run):
     assert api.resume_config(toy_run, overrides=["train.steps=40"]).train.steps == 40
 
 
-def test_a_resume_budget_key_replaces_the_old_budget_as_the_flags_do(toy_run):
+def test_a_resume_budget_key_replaces_the_old_budget_as_the_flags_do(toy_run, tmp_path):
     cfg = api.resume_config(toy_run, overrides=["train.minutes=2"])
     assert (cfg.train.steps, cfg.train.minutes) == (0, 2.0)
     cfg = api.resume_config(toy_run, overrides=["train.steps=40"])
     assert (cfg.train.steps, cfg.train.minutes) == (40, 0.0)
     with pytest.raises(GenforgeError, match=r"^train.steps=10 is below the step step-\d+ is at \(20\)"):
         api.resume_config(toy_run, overrides=["train.steps=10"])
+    timed = tmp_path / "timed"  # a run on a minutes budget: train.steps replaces it, as --steps does
+    shutil.copytree(toy_run, timed, symlinks=True)
+    config = json.loads((timed / "config.json").read_text())
+    config["train"].update(steps=0, minutes=5.0)
+    (timed / "config.json").write_text(json.dumps(config))
+    cfg = api.resume_config(timed, overrides=["train.steps=40"])
+    assert (cfg.train.steps, cfg.train.minutes) == (40, 0.0)
 
 
 def test_check_config_refuses_what_training_would_on_this_machine():
