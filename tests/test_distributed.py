@@ -26,6 +26,8 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
                "-m", "genforge", "train", "--no-progress", *args]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    # A grey layer's weights (channels-last and contiguous at once) get gradients with their strides.
+    assert "Grad strides do not match" not in done.stderr
     return done
 
 

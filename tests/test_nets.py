@@ -241,3 +241,35 @@ def test_split_batch_norm_equals_separate_passes_with_running_statistics():
     joint.eval()
     with nets.split_batches([3, 5]):  # in eval mode running statistics serve, parts or not
         assert torch.equal(joint(torch.cat([a, b])), torch.cat([joint(a), joint(b)]))
+
+
+def test_weights_laid_out_both_ways_get_gradients_with_their_own_strides():
+    # A grey image layer's (C, 1, k, k) weight is channels-last and contiguous at once; the transposed
+    # conv by fold reshapes it, and autograd hands back a gradient strided the other way (which
+    # DistributedDataParallel warns about at every step).
+    layer = ConvTranspose2d(8, 1, 4, 2, 1, bias=False).to(memory_format=torch.channels_last)
+    wide = ConvTranspose2d(8, 4, 4, 2, 1, bias=False).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 8, 4, 4).contiguous(memory_format=torch.channels_last)
+
+    def gradient():
+        layer.weight.grad = None
+        with torch.autocast("cpu", torch.bfloat16):
+            layer(x).float().square().sum().backward()
+        return layer.weight.grad
+
+    before = gradient().clone()
+    assert layer.weight.grad.stride() != layer.weight.stride()  # what the hook is for
+    assert nets.exact_grad_strides(nn.ModuleList([layer, wide])) == 1  # only the weight laid out both ways
+    after = gradient()
+    assert after.stride() == layer.weight.stride()
+    assert torch.equal(after, before)
+
+
+def test_a_restrided_gradient_is_a_view_where_the_addresses_agree_and_a_copy_elsewhere():
+    param = torch.zeros(8, 1, 4, 4).contiguous(memory_format=torch.channels_last)
+    same = torch.arange(128.0).reshape(8, 1, 4, 4)  # strides (16, 16, 4, 1): the same addresses
+    view = nets._restrided(same, param)
+    assert view.stride() == param.stride() and view.data_ptr() == same.data_ptr() and torch.equal(view, same)
+    other = torch.arange(128.0).reshape(8, 1, 4, 4).transpose(2, 3)  # strides (16, 16, 1, 4): other addresses
+    copy = nets._restrided(other, param)
+    assert copy.stride() == param.stride() and copy.data_ptr() != other.data_ptr() and torch.equal(copy, other)

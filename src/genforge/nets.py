@@ -1,7 +1,8 @@
 """Network blocks that several model families build from; no family imports another.
 
 - memory layouts: :func:`relayout` and :class:`FlattenFrom` keep gradients in the layout of
-  the activations they reach (CPU kernels on mixed layouts run up to 30x slower);
+  the activations they reach (CPU kernels on mixed layouts run up to 30x slower), and
+  :func:`exact_grad_strides` gives gradients their weights' strides (as DDP's buckets want);
 - DCGAN pieces (Radford et al. 2015, arXiv 1511.06434): stride-2 down and up blocks, the
   normalisations a discriminator may use, the N(0, 0.02) initialisation;
 - convolutions whose bf16 CPU weight gradients are one matrix product (:class:`Conv2d`,
@@ -57,6 +58,38 @@ class FlattenFrom(nn.Flatten):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(relayout(x, torch.contiguous_format))
+
+
+def _same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` and ``b`` (one shape) address their elements alike: their strides differ at most
+    where a side has size 1, which no index uses."""
+    return a.shape == b.shape and all(size == 1 or x == y for size, x, y in zip(a.shape, a.stride(), b.stride()))
+
+
+def exact_grad_strides(module: nn.Module) -> int:
+    """Hooks that hand each parameter laid out both ways at once (4-D with a side of size 1, e.g. a
+    grey image layer's (C, 1, k, k) weight, channels-last and contiguous alike) its gradient with
+    the parameter's own strides; returns how many were hooked.
+
+    Autograd keeps a gradient whose strides differ from its parameter's only on a size-1 side (it
+    addresses the same memory), but DistributedDataParallel compares all the strides with its
+    bucket's and warns "Grad strides do not match bucket view strides" at every such gradient.
+    The hook restrides a view in place of a copy, so the step is unchanged."""
+    hooked = 0
+    for param in module.parameters():
+        if (param.requires_grad and param.dim() == 4 and param.is_contiguous()
+                and param.is_contiguous(memory_format=torch.channels_last)):
+            param.register_hook(lambda grad, param=param: _restrided(grad, param))
+            hooked += 1
+    return hooked
+
+
+def _restrided(grad: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    if grad.stride() == param.stride():
+        return grad
+    if _same_layout(grad, param):  # the same addresses as the (dense) parameter: a view serves
+        return grad.as_strided(param.shape, param.stride())
+    return torch.empty_strided(param.shape, param.stride(), dtype=grad.dtype, device=grad.device).copy_(grad)
 
 
 # --- convolutions with matrix-product gradients -----------------------------------------

@@ -41,6 +41,7 @@ from genforge.errors import GenforgeError
 from genforge.metrics.evaluate import checkpoint_metrics
 from genforge.models import build_model
 from genforge.models.base import Batch, Context, GenerativeModel, Phase
+from genforge.nets import exact_grad_strides
 from genforge.runtime import (FINAL_ROW, BatchOrder, Distributed, FastPaths, MetricsLog, NullLog, choose_fast_paths,
                               init_distributed, resolve_device, rng_state, set_rng_state, set_threads)
 from genforge.threads import recheck_threads
@@ -372,6 +373,7 @@ def phase_runner(model: GenerativeModel, phases: list[Phase], fast: FastPaths, r
         return (lambda index, batch: steps[index](batch)) if fast.compile else None
     from torch.nn.parallel import DistributedDataParallel
 
+    exact_grad_strides(model)  # DDP's buckets take each weight's strides; a grey layer's gradients differ
     # broadcast_buffers stays on (rank 0's BN statistics at every forward): turned off, it bought
     # no measurable speed, and a rank then aborted at exit in 4 of 38 two-process runs.
     ddp = DistributedDataParallel(PhaseRunner(model, steps), find_unused_parameters=True,
